@@ -1,0 +1,123 @@
+"""Stage configuration for the Beam jobs and the whole run (frozen dataclasses).
+
+Each stage gets only its own config. Beam runner flags are not here: they stay Beam
+``PipelineOptions`` (passed after ``--`` on the command line). The resolved config is written as
+``config.json`` next to every artifact a stage produces.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+
+import tensorflow as tf
+
+from models.config import TrainConfig
+from pipelines.sources import BUILTIN_MNIST
+from pipelines.validation import DEFAULT_MAX_PIXELS
+from transforms.image_ops import RESIZE_POLICIES
+from transforms.preprocessing import NORMALIZATIONS
+
+CONFIG_JSON = "config.json"
+
+
+@dataclasses.dataclass(frozen=True)
+class PreprocessConfig:
+    """Attributes:
+    input: ``builtin:mnist`` or a folder of images.
+    output: where TFRecords, ``transform_output/`` and ``rejected/`` go.
+    image_size: ``(height, width)`` to bring every image to, or None to keep the dataset's one size.
+    channels: 1 or 3, or None to pick 3 when any image has colour, else 1.
+    resize: ``stretch``, ``pad`` or ``crop`` (with ``image_size``).
+    normalize: ``unit`` ([0, 1]) or ``standardize`` (per-pixel z-score from the train split).
+    eval_percent: share of records (by a hash of ``id``) that go to the eval split.
+    max_pixels: images with more pixels are rejected (decompression bombs).
+    max_reject_fraction: the job fails when more of the records than this are rejected.
+    limit: read only this many records of ``builtin:mnist`` (quick runs and tests).
+    """
+
+    input: str = BUILTIN_MNIST
+    output: str = "hourglass-output/data"
+    image_size: tuple[int, int] | None = None
+    channels: int | None = None
+    resize: str = "stretch"
+    normalize: str = "unit"
+    eval_percent: int = 10
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    max_reject_fraction: float = 0.01
+    limit: int | None = None
+
+    def __post_init__(self):
+        _choice("resize", self.resize, RESIZE_POLICIES)
+        _choice("normalize", self.normalize, NORMALIZATIONS)
+        if self.channels not in (None, 1, 3):
+            raise ValueError(f"channels must be 1 or 3, got {self.channels}")
+        if not 0 < self.eval_percent < 100:
+            raise ValueError(f"eval_percent must be between 1 and 99, got {self.eval_percent}")
+        if not 0 <= self.max_reject_fraction <= 1:
+            raise ValueError(f"max_reject_fraction must be in [0, 1], got {self.max_reject_fraction}")
+
+
+@dataclasses.dataclass(frozen=True)
+class InferConfig:
+    """Attributes:
+    model_dir: a training output (holds ``saved_model/``).
+    input: ``builtin:mnist`` or a folder of images.
+    output: where ``predictions-*.parquet`` and ``rejected/`` go.
+    batch_size_min, batch_size_max: bounds of RunInference's batches.
+    max_pixels: images with more pixels are rejected.
+    limit: read only this many records of ``builtin:mnist``.
+    """
+
+    model_dir: str
+    input: str = BUILTIN_MNIST
+    output: str = "hourglass-output/predictions"
+    batch_size_min: int = 32
+    batch_size_max: int = 1024
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    limit: int | None = None
+
+    def __post_init__(self):
+        if not 0 < self.batch_size_min <= self.batch_size_max:
+            raise ValueError(
+                f"need 0 < batch_size_min <= batch_size_max, got {self.batch_size_min}, {self.batch_size_max}"
+            )
+
+
+@dataclasses.dataclass(frozen=True)
+class JobConfig:
+    """The whole run: preprocess -> train -> infer, with outputs under one folder."""
+
+    preprocess: PreprocessConfig
+    train: TrainConfig
+    infer: InferConfig
+
+
+def parse_image_size(text: str | None) -> tuple[int, int] | None:
+    """``"28x28"`` -> ``(28, 28)``.
+
+    Raises:
+      ValueError: not of the form HxW with positive integers.
+    """
+    if text is None:
+        return None
+    match = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", text)
+    if not match or int(match.group(1)) == 0 or int(match.group(2)) == 0:
+        raise ValueError(f"image size must look like HxW (e.g. 28x28), got {text!r}")
+    return int(match.group(1)), int(match.group(2))
+
+
+def write_config(config, directory: str) -> str:
+    """Writes ``directory/config.json`` (the resolved config) and returns its path."""
+    tf.io.gfile.makedirs(directory)
+    path = os.path.join(directory, CONFIG_JSON)
+    with tf.io.gfile.GFile(path, "w") as f:
+        json.dump(dataclasses.asdict(config), f, indent=2, sort_keys=True)
+    return path
+
+
+def _choice(name: str, value: str, choices) -> None:
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(choices)}, got {value!r}")

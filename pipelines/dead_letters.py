@@ -1,0 +1,42 @@
+"""Dead letters: records that could not be used, with the reason, written as JSON lines.
+
+Element contract: a dict ``id``, ``source``, ``stage`` (``preprocess`` or ``infer``), ``reason``
+(a short stable code such as ``not_an_image``) and ``error`` (the error text).
+"""
+
+from __future__ import annotations
+
+import json
+
+import apache_beam as beam
+
+from pipelines.sources import SOURCE
+from transforms import features
+
+REJECTED_DIR = "rejected"
+
+
+def rejection(record: dict, stage: str, reason: str, error: str) -> dict:
+    """The dead-letter record for ``record``."""
+    return {
+        features.ID: record.get(features.ID, ""),
+        SOURCE: record.get(SOURCE, ""),
+        "stage": stage,
+        "reason": reason,
+        "error": error,
+    }
+
+
+class WriteRejected(beam.PTransform):
+    """Writes dead-letter records to ``PREFIX-*.jsonl`` (always at least one, possibly empty, file)."""
+
+    def __init__(self, prefix: str):
+        super().__init__()
+        self._prefix = prefix
+
+    def expand(self, rejected):
+        return (
+            rejected
+            | "ToJson" >> beam.Map(lambda r: json.dumps(r, sort_keys=True))
+            | "WriteJsonLines" >> beam.io.WriteToText(self._prefix, file_name_suffix=".jsonl")
+        )

@@ -1,0 +1,33 @@
+"""Reading Beam counters back after a run, for summaries and checks."""
+
+from __future__ import annotations
+
+import apache_beam as beam
+from apache_beam.metrics import Metrics
+from apache_beam.metrics.metric import MetricsFilter
+
+NAMESPACE = "hourglass"
+
+
+def counters(result) -> dict[str, int]:
+    """All ``hourglass`` counters of a finished pipeline, by name (committed values)."""
+    query = result.metrics().query(MetricsFilter().with_namespace(NAMESPACE))
+    totals: dict[str, int] = {}
+    for counter in query["counters"]:
+        totals[counter.key.metric.name] = totals.get(counter.key.metric.name, 0) + counter.committed
+    return totals
+
+
+def format_counters(values: dict[str, int]) -> str:
+    """One ``name: value`` line per counter, sorted, for logs."""
+    return "\n".join(f"  {name}: {value}" for name, value in sorted(values.items()))
+
+
+def count(name: str) -> beam.PTransform:
+    """A pass-through step that counts its elements into the ``hourglass`` counter ``name``."""
+    return beam.Map(_increment, Metrics.counter(NAMESPACE, name))
+
+
+def _increment(element, counter):
+    counter.inc()
+    return element

@@ -1,0 +1,75 @@
+"""Resolving the image shape before preprocessing (the transform graph needs a static shape).
+
+When the config does not fix both the size and the channels, a small Beam pass reads every valid
+image's header and counts ``(height, width, has_colour)``; a dataset of several sizes with no
+``image_size`` is rejected up front with the sizes seen.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+
+import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from pipelines.config import PreprocessConfig
+from pipelines.images import is_color, open_image
+from pipelines.sources import BUILTIN_MNIST
+from pipelines.validation import ReadValidImages
+from transforms import features
+from transforms.image_ops import ImageSpec
+
+# Sources whose shape is known without reading them: (height, width, has_colour).
+KNOWN_SHAPES = {BUILTIN_MNIST: {(28, 28, False): 1}}
+
+
+def resolve_image_spec(cfg: PreprocessConfig, options: PipelineOptions) -> ImageSpec:
+    """The target shape: from the config where given, else from the data.
+
+    Raises:
+      ValueError: no valid image was found, or several sizes and no ``image_size``.
+    """
+    if cfg.image_size and cfg.channels:
+        return ImageSpec(*cfg.image_size, cfg.channels, cfg.resize)
+    shapes = KNOWN_SHAPES.get(cfg.input) or probe_shapes(cfg, options)
+    if not shapes:
+        raise ValueError(f"input {cfg.input!r} holds no readable image; see its rejected/ records")
+    sizes = sorted({(h, w) for h, w, _ in shapes})
+    if cfg.image_size is None and len(sizes) > 1:
+        seen = ", ".join(
+            f"{h}x{w} ({sum(n for (hh, ww, _), n in shapes.items() if (hh, ww) == (h, w))} images)"
+            for h, w in sizes[:10]
+        )
+        raise ValueError(
+            f"images in {cfg.input!r} differ in size: {seen}{' ...' if len(sizes) > 10 else ''}; "
+            "pass --image-size HxW (and --resize pad|crop|stretch) to bring them to one size"
+        )
+    height, width = cfg.image_size or sizes[0]
+    channels = cfg.channels or (3 if any(color for _, _, color in shapes) else 1)
+    return ImageSpec(height, width, channels, cfg.resize)
+
+
+def probe_shapes(cfg: PreprocessConfig, options: PipelineOptions) -> dict[tuple[int, int, bool], int]:
+    """Counts ``(height, width, has_colour)`` over the valid images, with one Beam pass."""
+    base = options.get_all_options().get("temp_location") or tempfile.mkdtemp(prefix="hourglass-probe-")
+    prefix = FileSystems.join(base, "shapes")
+    with beam.Pipeline(options=options) as p:
+        checked = p | "ReadValidImages" >> ReadValidImages(cfg.input, "probe", cfg.max_pixels, cfg.limit)
+        _ = (
+            checked["valid"]
+            | "Shapes" >> beam.Map(_shape)
+            | "CountShapes" >> beam.combiners.Count.PerElement()
+            | "ToJson" >> beam.MapTuple(lambda shape, n: json.dumps([*shape, n]))
+            | "WriteShapes" >> beam.io.WriteToText(prefix, shard_name_template="")
+        )
+    with FileSystems.open(prefix) as f:
+        rows = [json.loads(line) for line in f.read().decode("utf-8").splitlines() if line]
+    FileSystems.delete([prefix])
+    return {(h, w, bool(color)): n for h, w, color, n in rows}
+
+
+def _shape(record: dict) -> tuple[int, int, bool]:
+    image = open_image(record[features.IMAGE])
+    return image.height, image.width, is_color(image.mode)

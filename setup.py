@@ -1,0 +1,35 @@
+"""Hourglass: autoencoder image codes as Beam / tf.Transform / TensorFlow batch jobs.
+
+One distribution with three packages (``transforms`` <- ``models`` <- ``pipelines``) and the
+``hourglass`` console script. The same file is Beam's ``--setup_file`` for remote workers, so it
+must stay importable without the project's dependencies installed.
+"""
+
+import setuptools
+
+REQUIRED = [
+    # TensorFlow, tf.Transform, tfx-bsl and Beam move together: deploy/constraints.txt pins the set.
+    "tensorflow>=2.21,<2.22",
+    "tensorflow-transform>=1.21,<1.22",
+    "apache-beam[gcp]>=2.77,<2.78",
+    "keras>=3.15,<4",
+    "pyarrow>=25",
+    "click>=8.1",
+    "mlxtend>=0.25",
+    "numpy>=2",
+    "pillow>=12",
+    "PyYAML>=6",
+    "scikit-learn>=1.9",
+    "matplotlib>=3.11",
+]
+
+setuptools.setup(
+    name="hourglass",
+    version="0.1.0",
+    description="Learn compact image codes with autoencoders, as Beam and TensorFlow batch jobs.",
+    python_requires=">=3.11,<3.12",
+    packages=setuptools.find_packages(include=["pipelines*", "models*", "transforms*"]),
+    install_requires=REQUIRED,
+    extras_require={"test": ["pytest>=9", "pytest-timeout>=2.4", "ruff>=0.17", "duckdb>=1.4"]},
+    entry_points={"console_scripts": ["hourglass=pipelines.cli:main"]},
+)

@@ -1,0 +1,71 @@
+"""Training on a real preprocess output, and the exported SavedModel."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from models import export
+from models.training import TRAINING_JSON
+from pipelines.images import encode_png
+from tests.conftest import CLASSES, known_pixels
+
+
+def test_training_records_history_and_improves(trained):
+    cfg, result = trained
+    assert len(result.history["loss"]) == cfg.epochs
+    assert result.history["loss"][-1] < result.history["loss"][0]
+    assert result.history["eval_loss"][-1] < result.history["eval_loss"][0]
+    report = json.loads(Path(cfg.model_dir, TRAINING_JSON).read_text())
+    assert report["epochs_run"] == cfg.epochs and report["replicas"] == 1
+    assert report["history"] == result.history
+
+
+def test_export_takes_raw_bytes_and_returns_every_output(trained):
+    _, result = trained
+    loaded = tf.saved_model.load(result.saved_model)
+    pixels = [known_pixels(0, 1), known_pixels(2, 5)]
+    out = loaded.signatures["serving_default"](images=tf.constant([encode_png(p) for p in pixels]))
+    assert out["latent"].shape == (2, 4)
+    assert out["reconstruction"].shape == (2, 12, 10, 1)
+    expected = np.mean((out["reconstruction"].numpy()[..., 0] - np.stack(pixels) / 255.0) ** 2, axis=(1, 2))
+    np.testing.assert_allclose(out["reconstruction_error"].numpy(), expected, rtol=1e-5)
+
+
+def test_export_round_trip_gives_identical_outputs(preprocessed, tmp_path):
+    from models.config import ModelConfig
+    from models.input_pipeline import load_transform_output
+    from models.registry import build_autoencoder
+
+    tft_output = load_transform_output(preprocessed.output)
+    model = build_autoencoder(ModelConfig("dense", latent_dim=3), (12, 10, 1))
+    in_memory = export.ServingModule(model, tft_output)
+    images = tf.constant([encode_png(known_pixels(c, 0)) for c in range(len(CLASSES))])
+    before = in_memory.serve(images)
+    path = export.export_model(model, tft_output, str(tmp_path), {"kind": "dense", "latent_dim": 3})
+    after = tf.saved_model.load(path).signatures["serving_default"](images=images)
+    for name in ("latent", "reconstruction", "reconstruction_error"):
+        np.testing.assert_array_equal(before[name].numpy(), after[name].numpy())
+
+
+def test_model_info_records_identity(trained):
+    cfg, _ = trained
+    info = export.read_model_info(cfg.model_dir)
+    assert info["kind"] == "dense" and info["latent_dim"] == 4
+    assert info["image_shape"] == [12, 10, 1]
+    assert len(info["model_hash"]) == 16
+
+
+def test_missing_export_names_the_fix(tmp_path):
+    with pytest.raises(FileNotFoundError, match="run `hourglass train` first"):
+        export.read_model_info(str(tmp_path))
+
+
+def test_training_on_a_folder_without_data_names_the_fix(tmp_path):
+    from models.config import TrainConfig
+    from models.training import train
+
+    with pytest.raises(FileNotFoundError, match="run `hourglass preprocess"):
+        train(TrainConfig(data_dir=str(tmp_path), model_dir=str(tmp_path / "m")))
