@@ -1,10 +1,12 @@
 """Export: one SavedModel that takes raw encoded image bytes and returns every output.
 
-The serving function ``serving_default(images: string[batch])`` runs the embedded tf.Transform
-graph (decode, resize, scale, normalize: exactly as in training) and the autoencoder, and returns:
-  ``latent`` float32 ``(batch, latent_dim)``, ``reconstruction`` float32 ``(batch, H, W, C)`` in
-  [0, 1], ``reconstruction_error`` float32 ``(batch,)`` (per-image MSE against the model's own
-  [0, 1] input pixels).
+Signatures (the tf.Transform graph is embedded: decode, resize, scale, normalize exactly as in
+training):
+  ``serving_default(images: string[batch])`` -> ``latent`` float32 ``(batch, latent_dim)``,
+  ``reconstruction`` float32 ``(batch, H, W, C)`` in [0, 1], ``reconstruction_error`` float32
+  ``(batch,)`` (per-image MSE against the model's own [0, 1] input pixels);
+  ``encode(images: string[batch])`` -> ``latent``;
+  ``decode(latent: float32[batch, latent_dim])`` -> ``reconstruction`` (any codes, e.g. samples).
 ``model_info.json`` beside ``saved_model.pb`` records kind, latent size, image shape and a hash.
 """
 
@@ -32,6 +34,9 @@ class ServingModule(tf.Module):
         self.model = model
         self.transform = tft_output.transform_features_layer()
 
+        latent_spec = tf.TensorSpec([None, model.latent_dim], tf.float32, name="latent")
+        self.decode = tf.function(self._decode, input_signature=[latent_spec])
+
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="images")])
     def serve(self, images):
         transformed = self.transform({features.IMAGE: images})
@@ -39,6 +44,14 @@ class ServingModule(tf.Module):
         reconstruction = self.model.decode(latent)
         error = tf.reduce_mean(tf.square(reconstruction - transformed[features.PIXELS]), axis=[1, 2, 3])
         return {"latent": latent, "reconstruction": reconstruction, "reconstruction_error": error}
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="images")])
+    def encode(self, images):
+        transformed = self.transform({features.IMAGE: images})
+        return {"latent": self.model.encode(transformed[features.INPUTS])}
+
+    def _decode(self, latent):
+        return {"reconstruction": self.model.decode(latent)}
 
 
 def saved_model_path(model_dir: str) -> str:
@@ -56,7 +69,8 @@ def export_model(model: Autoencoder, tft_output: tft.TFTransformOutput, model_di
     if tf.io.gfile.exists(staging):
         tf.io.gfile.rmtree(staging)
     module = ServingModule(model, tft_output)
-    tf.saved_model.save(module, staging, signatures={"serving_default": module.serve})
+    signatures = {"serving_default": module.serve, "encode": module.encode, "decode": module.decode}
+    tf.saved_model.save(module, staging, signatures=signatures)
     info = dict(info, model_hash=_weights_hash(model))
     with tf.io.gfile.GFile(os.path.join(staging, MODEL_INFO), "w") as f:
         json.dump(info, f, indent=2, sort_keys=True)

@@ -34,6 +34,17 @@ def test_export_takes_raw_bytes_and_returns_every_output(trained):
     np.testing.assert_allclose(out["reconstruction_error"].numpy(), expected, rtol=1e-5)
 
 
+def test_encode_and_decode_signatures_agree_with_serving(trained):
+    _, result = trained
+    loaded = tf.saved_model.load(result.saved_model)
+    images = tf.constant([encode_png(known_pixels(1, i)) for i in range(3)])
+    served = loaded.signatures["serving_default"](images=images)
+    latent = loaded.signatures["encode"](images=images)["latent"]
+    np.testing.assert_allclose(latent.numpy(), served["latent"].numpy(), rtol=1e-6)
+    decoded = loaded.signatures["decode"](latent=latent)["reconstruction"]
+    np.testing.assert_allclose(decoded.numpy(), served["reconstruction"].numpy(), rtol=1e-5, atol=1e-6)
+
+
 def test_export_round_trip_gives_identical_outputs(preprocessed, tmp_path):
     from models.config import ModelConfig
     from models.input_pipeline import load_transform_output
