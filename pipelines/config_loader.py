@@ -1,0 +1,174 @@
+"""Job config files: one YAML (or JSON) document -> the stage configs, checked key by key.
+
+Schema (every key optional; the stage sections take the fields of their dataclasses)::
+
+    input: builtin:mnist          # the source for preprocess and infer (a section may override it)
+    output: hourglass-output      # root folder: data/, model/, predictions/ below it
+    beam_options:                 # Beam PipelineOptions, passed through untouched: a mapping
+      runner: DirectRunner        #   {flag: value} (true = bare flag) or a list of "--flag=value"
+    preprocess: {...}             # pipelines.config.PreprocessConfig
+    train: {..., model: {...}}    # models.config.TrainConfig, models.config.ModelConfig
+    infer: {...}                  # pipelines.config.InferConfig
+
+Overrides (from command-line flags) are dotted keys such as ``train.model.kind``; they win over
+the file. Unknown keys and bad values fail with a message naming the key and what is allowed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from typing import Any
+
+import tensorflow as tf
+import yaml
+
+from models.config import TrainConfig
+from pipelines.config import InferConfig, JobConfig, PreprocessConfig, parse_image_size
+from pipelines.sources import BUILTIN_MNIST
+
+TOP_KEYS = ("input", "output", "beam_options", "preprocess", "train", "infer")
+DEFAULT_OUTPUT = "hourglass-output"
+
+
+def load_config_file(path: str) -> dict[str, Any]:
+    """Reads a YAML or JSON job config (any filesystem ``tf.io.gfile`` reads).
+
+    Raises:
+      FileNotFoundError: no such file.
+      ValueError: not a YAML mapping (names the file).
+    """
+    if not tf.io.gfile.exists(path):
+        raise FileNotFoundError(f"config file {path} not found")
+    with tf.io.gfile.GFile(path) as f:
+        try:
+            data = yaml.safe_load(f.read())
+        except yaml.YAMLError as error:
+            raise ValueError(f"config file {path} is not valid YAML/JSON: {error}") from error
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ValueError(f"config file {path} must hold a mapping of keys ({', '.join(TOP_KEYS)})")
+    return data
+
+
+def with_overrides(data: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """A copy of ``data`` with each dotted key of ``overrides`` set (None values are skipped)."""
+    merged = _deep_copy(data)
+    for dotted, value in overrides.items():
+        if value is None:
+            continue
+        node = merged
+        *parents, leaf = dotted.split(".")
+        for key in parents:
+            node = node.setdefault(key, {})
+            if not isinstance(node, dict):
+                raise ValueError(f"config key {key!r} must be a mapping to set {dotted}")
+        node[leaf] = value
+    return merged
+
+
+def resolve_job_config(data: dict[str, Any]) -> tuple[JobConfig, list[str]]:
+    """Builds the stage configs from a config mapping; returns them and the Beam arguments.
+
+    Stage outputs default to ``OUTPUT/data``, ``OUTPUT/model`` and ``OUTPUT/predictions``; training
+    reads what preprocess wrote and infer loads what training exported, unless a section says else.
+
+    Raises:
+      ValueError: an unknown key or a bad value (the message names the key and what is allowed).
+    """
+    _check_keys(data, TOP_KEYS, "config")
+    source = data.get("input", BUILTIN_MNIST)
+    root = str(data.get("output", DEFAULT_OUTPUT)).rstrip("/")
+    sections = {name: _section(data, name) for name in ("preprocess", "train", "infer")}
+    pre = {"input": source, "output": f"{root}/data", **sections["preprocess"]}
+    train = {"data_dir": pre["output"], "model_dir": f"{root}/model", **sections["train"]}
+    infer = {"model_dir": train["model_dir"], "input": source, "output": f"{root}/predictions", **sections["infer"]}
+    job = JobConfig(
+        preprocess=build_dataclass(PreprocessConfig, pre, "preprocess"),
+        train=build_dataclass(TrainConfig, train, "train"),
+        infer=build_dataclass(InferConfig, infer, "infer"),
+    )
+    return job, beam_arguments(data.get("beam_options"))
+
+
+def beam_arguments(options: dict[str, Any] | list[str] | None) -> list[str]:
+    """``{"runner": "DirectRunner", "save_main_session": True}`` -> Beam command-line flags."""
+    if options is None:
+        return []
+    if isinstance(options, list) and all(isinstance(o, str) for o in options):
+        return list(options)
+    if not isinstance(options, dict):
+        raise ValueError("beam_options must be a mapping {flag: value} or a list of '--flag=value' strings")
+    args = []
+    for flag, value in options.items():
+        if value is True:
+            args.append(f"--{flag}")
+        elif value not in (None, False):
+            args.append(f"--{flag}={value}")
+    return args
+
+
+def build_dataclass(cls: type, data: dict[str, Any], where: str):
+    """Builds the frozen dataclass ``cls`` from ``data``, coercing and checking every value.
+
+    Raises:
+      ValueError: unknown keys, values of the wrong type, or values the dataclass rejects.
+    """
+    if not isinstance(data, dict):
+        raise ValueError(f"{where} must be a mapping, got {data!r}")
+    names = [f.name for f in dataclasses.fields(cls)]
+    _check_keys(data, names, where)
+    hints = typing.get_type_hints(cls)
+    values = {key: _coerce(hints[key], value, f"{where}.{key}") for key, value in data.items()}
+    try:
+        return cls(**values)
+    except TypeError as error:  # a required field is missing
+        raise ValueError(f"{where}: {error}") from error
+    except ValueError as error:
+        raise ValueError(f"{where}: {error}") from error
+
+
+def _coerce(kind, value, where: str):
+    """Checks ``value`` against the annotation ``kind``; converts where the config form differs."""
+    if dataclasses.is_dataclass(kind):
+        return build_dataclass(kind, value, where)
+    options = typing.get_args(kind)
+    if typing.get_origin(kind) in (typing.Union, types.UnionType):
+        if value is None and type(None) in options:
+            return None
+        (kind,) = [option for option in options if option is not type(None)]
+        return _coerce(kind, value, where)
+    if typing.get_origin(kind) is tuple:  # image sizes: "28x28" or [28, 28]
+        if isinstance(value, str):
+            try:
+                return parse_image_size(value)
+            except ValueError as error:
+                raise ValueError(f"{where}: {error}") from error
+        if isinstance(value, list | tuple) and len(value) == len(options) and all(type(v) is int for v in value):
+            return tuple(value)
+        raise ValueError(f"{where} must be HxW (e.g. 28x28) or a list of {len(options)} integers, got {value!r}")
+    if kind is float and type(value) in (int, float):
+        return float(value)
+    expected = typing.get_origin(kind) or kind
+    if expected is typing.Any or (isinstance(value, expected) and not (expected is int and type(value) is bool)):
+        return value
+    raise ValueError(f"{where} must be {getattr(expected, '__name__', expected)}, got {value!r}")
+
+
+def _section(data: dict[str, Any], name: str) -> dict[str, Any]:
+    section = data.get(name) or {}
+    if not isinstance(section, dict):
+        raise ValueError(f"config key {name!r} must be a mapping, got {section!r}")
+    return section
+
+
+def _check_keys(data: dict[str, Any], allowed, where: str) -> None:
+    unknown = sorted(set(data) - set(allowed))
+    if unknown:
+        raise ValueError(f"unknown key(s) {', '.join(unknown)} in {where}; allowed: {', '.join(allowed)}")
+
+
+def _deep_copy(data):
+    return {k: _deep_copy(v) for k, v in data.items()} if isinstance(data, dict) else data
