@@ -21,6 +21,7 @@ REQUIRED = [
     "PyYAML>=6",
     "scikit-learn>=1.9",
     "matplotlib>=3.11",
+    "threadpoolctl>=3.1",
 ]
 
 setuptools.setup(

@@ -14,7 +14,7 @@ import logging
 import click
 
 from models.config import ModelConfig, TrainConfig
-from pipelines.config import InferConfig, PreprocessConfig, parse_image_size
+from pipelines.config import EvaluateConfig, InferConfig, PreprocessConfig, parse_image_size
 from pipelines.sources import BUILTIN_MNIST
 
 # Errors that carry a message meant for the user: shown without a traceback, exit code 1.
@@ -55,12 +55,14 @@ _limit = click.option("--limit", type=int, help="Read only the first N records o
 
 @cli.command(context_settings=_BEAM)
 @click.option("--input", "source", default=BUILTIN_MNIST, show_default=True, help="builtin:mnist or a folder.")
-@click.option("--output", default="hourglass-output", show_default=True, help="Writes data/, model/, predictions/.")
+@click.option(
+    "--output", default="hourglass-output", show_default=True, help="Writes data/, model/, predictions/, report/."
+)
 @_model_options
 @_limit
 @_beam_args
 def run(source, output, kind, latent_dim, loss, epochs, limit, beam_args):
-    """Preprocess -> train -> infer on one input."""
+    """Preprocess -> train -> infer -> evaluate (report/index.html) on one input."""
     from pipelines.job import make_job_config, run_job
 
     cfg = make_job_config(output, source, ModelConfig(kind, latent_dim, loss), epochs, limit)
@@ -137,6 +139,33 @@ def infer(model_dir, source, output, batch_size_min, batch_size_max, limit, beam
     cfg = InferConfig(model_dir, source, output, batch_size_min, batch_size_max, limit=limit)
     result = run_infer(cfg, list(beam_args))
     click.echo(f"wrote {result.counts.get('prediction_rows', 0)} Parquet rows -> {result.output}")
+
+
+@cli.command(context_settings=_BEAM)
+@click.option("--model-dir", required=True, help="A training output folder.")
+@click.option("--data", help="A preprocess output: evaluates its eval split, its train split is the reference.")
+@click.option("--input", "source", help="Instead of --data: builtin:mnist or a folder of images.")
+@click.option("--output", required=True, help="Folder for index.html, metrics.json and the figures.")
+@click.option("--max-examples", type=int, default=10_000, show_default=True, help="Images used per split, at most.")
+@click.option("--threshold-percentile", type=float, default=99.0, show_default=True, help="Of the reference errors.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@_limit
+@_beam_args
+def evaluate(model_dir, data, source, output, max_examples, threshold_percentile, seed, limit, beam_args):
+    """Evaluate a trained model; write a visual report (index.html) and metrics.json."""
+    from pipelines.evaluate import run_evaluate
+
+    cfg = EvaluateConfig(
+        model_dir,
+        output,
+        data=data,
+        input=source,
+        limit=limit,
+        max_examples=max_examples,
+        threshold_percentile=threshold_percentile,
+        seed=seed,
+    )
+    click.echo(run_evaluate(cfg, list(beam_args)).summary())
 
 
 @cli.command()

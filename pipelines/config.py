@@ -87,12 +87,48 @@ class InferConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class EvaluateConfig:
+    """Attributes:
+    model_dir: a training output (holds ``saved_model/``).
+    output: where ``index.html``, ``metrics.json``, the figures and ``config.json`` go.
+    data: a preprocess output: its eval split is evaluated, its train split sets the anomaly
+      threshold and fits the baselines (PCA, classifiers). Exactly one of ``data`` and ``input``.
+    input: ``builtin:mnist`` or a folder of images, evaluated as one set (threshold and baselines
+      from the same images, classifiers cross-validated).
+    limit: read only this many records of ``builtin:mnist`` (with ``input``).
+    max_examples: use at most this many records of each split (the first ones read).
+    threshold_percentile: the suggested anomaly threshold is this percentile of the reference errors.
+    max_pixels: images with more pixels are rejected (with ``input``).
+    seed: for the pairs interpolated, prior samples, noise and t-SNE.
+    """
+
+    model_dir: str
+    output: str
+    data: str | None = None
+    input: str | None = None
+    limit: int | None = None
+    max_examples: int = 10_000
+    threshold_percentile: float = 99.0
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    seed: int = 0
+
+    def __post_init__(self):
+        if (self.data is None) == (self.input is None):
+            raise ValueError("pass exactly one of --data (a preprocess output) and --input (images to read)")
+        if self.max_examples <= 0:
+            raise ValueError(f"max_examples must be positive, got {self.max_examples}")
+        if not 0 < self.threshold_percentile < 100:
+            raise ValueError(f"threshold_percentile must be in (0, 100), got {self.threshold_percentile}")
+
+
+@dataclasses.dataclass(frozen=True)
 class JobConfig:
-    """The whole run: preprocess -> train -> infer, with outputs under one folder."""
+    """The whole run: preprocess -> train -> infer -> evaluate, with outputs under one folder."""
 
     preprocess: PreprocessConfig
     train: TrainConfig
     infer: InferConfig
+    evaluate: EvaluateConfig
 
 
 def parse_image_size(text: str | None) -> tuple[int, int] | None:

@@ -1,7 +1,7 @@
-"""The whole job: preprocess -> train -> infer, with every output under one folder.
+"""The whole job: preprocess -> train -> infer -> evaluate, with every output under one folder.
 
-Writes ``OUTPUT/data`` (preprocess), ``OUTPUT/model`` (train) and ``OUTPUT/predictions`` (infer),
-and returns a summary of what went where.
+Writes ``OUTPUT/data`` (preprocess), ``OUTPUT/model`` (train), ``OUTPUT/predictions`` (infer) and
+``OUTPUT/report`` (evaluate: ``index.html``, ``metrics.json``), and returns a summary of what went where.
 """
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ import time
 
 from models.config import ModelConfig, TrainConfig
 from models.training import train
-from pipelines.config import InferConfig, JobConfig, PreprocessConfig, write_config
+from pipelines.config import EvaluateConfig, InferConfig, JobConfig, PreprocessConfig, write_config
+from pipelines.evaluate import run_evaluate
 from pipelines.infer import run_infer
 from pipelines.preprocess import run_preprocess
 from pipelines.sources import BUILTIN_MNIST
@@ -29,11 +30,14 @@ def make_job_config(
     limit: int | None = None,
 ) -> JobConfig:
     """The stage configs of a run whose outputs all live under ``output``."""
-    data, model_dir, predictions = (os.path.join(output, name) for name in ("data", "model", "predictions"))
+    data, model_dir, predictions, report = (
+        os.path.join(output, name) for name in ("data", "model", "predictions", "report")
+    )
     return JobConfig(
         preprocess=PreprocessConfig(input=input, output=data, limit=limit),
         train=TrainConfig(data_dir=data, model_dir=model_dir, model=model or ModelConfig(), epochs=epochs),
         infer=InferConfig(model_dir=model_dir, input=input, output=predictions, limit=limit),
+        evaluate=EvaluateConfig(model_dir=model_dir, output=report, data=data),
     )
 
 
@@ -48,7 +52,7 @@ class JobResult:
 
 
 def run_job(cfg: JobConfig, beam_args: list[str] | None = None) -> JobResult:
-    """Runs the three stages in order; any stage's error stops the run."""
+    """Runs the four stages in order; any stage's error stops the run."""
     timings = {}
     started = time.time()
     pre = run_preprocess(cfg.preprocess, beam_args)
@@ -58,6 +62,8 @@ def run_job(cfg: JobConfig, beam_args: list[str] | None = None) -> JobResult:
     timings["train"] = time.time() - started - timings["preprocess"]
     inferred = run_infer(cfg.infer, beam_args)
     timings["infer"] = time.time() - started - timings["preprocess"] - timings["train"]
+    evaluated = run_evaluate(cfg.evaluate, beam_args)
+    timings["report"] = time.time() - started - sum(timings.values())
     c = pre.counts
     lines = [
         f"preprocess ({timings['preprocess']:.0f} s): {c.get('records_read', 0)} records read, "
@@ -67,5 +73,6 @@ def run_job(cfg: JobConfig, beam_args: list[str] | None = None) -> JobResult:
         f"{trained.epochs} epochs, eval loss {trained.history['eval_loss'][-1]:.5f} -> {trained.saved_model}",
         f"infer ({timings['infer']:.0f} s): {inferred.counts.get('prediction_rows', 0)} Parquet rows -> "
         f"{cfg.infer.output}",
+        f"report ({timings['report']:.0f} s): {evaluated.summary()}",
     ]
     return JobResult(lines)

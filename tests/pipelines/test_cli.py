@@ -57,5 +57,8 @@ def test_console_script_runs_the_whole_job(tmp_path):
     assert table.num_rows == 300
     assert sorted(table.column("id").to_pylist()) == sorted(f"mnist/{i}" for i in range(300))
     assert {len(v) for v in table.column("latent").to_pylist()} == {8}
-    for stage in ("data", "model", "predictions"):
+    for stage in ("data", "model", "predictions", "report"):
         assert os.path.exists(tmp_path / stage / "config.json")
+    assert f"-> {tmp_path / 'report' / 'index.html'}" in done.stdout
+    metrics = json.loads((tmp_path / "report" / "metrics.json").read_text())
+    assert metrics["model"]["latent_dim"] == 8 and metrics["data"]["evaluated"] + metrics["data"]["reference"] == 300
