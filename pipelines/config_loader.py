@@ -3,12 +3,13 @@
 Schema (every key optional; the stage sections take the fields of their dataclasses)::
 
     input: builtin:mnist          # the source for preprocess and infer (a section may override it)
-    output: hourglass-output      # root folder: data/, model/, predictions/ below it
+    output: hourglass-output      # root folder: data/, model/, predictions/, report/ below it
     beam_options:                 # Beam PipelineOptions, passed through untouched: a mapping
       runner: DirectRunner        #   {flag: value} (true = bare flag) or a list of "--flag=value"
     preprocess: {...}             # pipelines.config.PreprocessConfig
     train: {..., model: {...}}    # models.config.TrainConfig, models.config.ModelConfig
     infer: {...}                  # pipelines.config.InferConfig
+    evaluate: {...}               # pipelines.config.EvaluateConfig (the report of `hourglass run`)
 
 Overrides (from command-line flags) are dotted keys such as ``train.model.kind``; they win over
 the file. Unknown keys and bad values fail with a message naming the key and what is allowed.
@@ -25,10 +26,10 @@ import tensorflow as tf
 import yaml
 
 from models.config import TrainConfig
-from pipelines.config import InferConfig, JobConfig, PreprocessConfig, parse_image_size
+from pipelines.config import EvaluateConfig, InferConfig, JobConfig, PreprocessConfig, parse_image_size
 from pipelines.sources import BUILTIN_MNIST
 
-TOP_KEYS = ("input", "output", "beam_options", "preprocess", "train", "infer")
+TOP_KEYS = ("input", "output", "beam_options", "preprocess", "train", "infer", "evaluate")
 DEFAULT_OUTPUT = "hourglass-output"
 
 
@@ -72,8 +73,9 @@ def with_overrides(data: dict[str, Any], overrides: dict[str, Any]) -> dict[str,
 def resolve_job_config(data: dict[str, Any]) -> tuple[JobConfig, list[str]]:
     """Builds the stage configs from a config mapping; returns them and the Beam arguments.
 
-    Stage outputs default to ``OUTPUT/data``, ``OUTPUT/model`` and ``OUTPUT/predictions``; training
-    reads what preprocess wrote and infer loads what training exported, unless a section says else.
+    Stage outputs default to ``OUTPUT/data``, ``OUTPUT/model``, ``OUTPUT/predictions`` and
+    ``OUTPUT/report``; training reads what preprocess wrote, infer and evaluate load what training
+    exported, and evaluate reads the preprocess output, unless a section says else.
 
     Raises:
       ValueError: an unknown key or a bad value (the message names the key and what is allowed).
@@ -81,14 +83,18 @@ def resolve_job_config(data: dict[str, Any]) -> tuple[JobConfig, list[str]]:
     _check_keys(data, TOP_KEYS, "config")
     source = data.get("input", BUILTIN_MNIST)
     root = str(data.get("output", DEFAULT_OUTPUT)).rstrip("/")
-    sections = {name: _section(data, name) for name in ("preprocess", "train", "infer")}
+    sections = {name: _section(data, name) for name in ("preprocess", "train", "infer", "evaluate")}
     pre = {"input": source, "output": f"{root}/data", **sections["preprocess"]}
     train = {"data_dir": pre["output"], "model_dir": f"{root}/model", **sections["train"]}
     infer = {"model_dir": train["model_dir"], "input": source, "output": f"{root}/predictions", **sections["infer"]}
+    report = {"model_dir": train["model_dir"], "output": f"{root}/report", **sections["evaluate"]}
+    if "input" not in report:
+        report.setdefault("data", pre["output"])
     job = JobConfig(
         preprocess=build_dataclass(PreprocessConfig, pre, "preprocess"),
         train=build_dataclass(TrainConfig, train, "train"),
         infer=build_dataclass(InferConfig, infer, "infer"),
+        evaluate=build_dataclass(EvaluateConfig, report, "evaluate"),
     )
     return job, beam_arguments(data.get("beam_options"))
 

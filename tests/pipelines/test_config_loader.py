@@ -11,6 +11,8 @@ def test_defaults_put_every_stage_under_one_output():
     assert job.preprocess.output == job.train.data_dir == "/runs/today/data"
     assert job.train.model_dir == job.infer.model_dir == "/runs/today/model"
     assert job.infer.output == "/runs/today/predictions"
+    assert job.evaluate.output == "/runs/today/report" and job.evaluate.data == "/runs/today/data"
+    assert job.evaluate.model_dir == "/runs/today/model"
     assert args == []
 
 
