@@ -35,7 +35,7 @@ import tensorflow as tf
 
 from models import export, input_pipeline
 from models.base import Autoencoder
-from models.config import TrainConfig
+from models.config import ModelConfig, TrainConfig
 from models.registry import build_autoencoder
 from transforms import features
 
@@ -45,8 +45,6 @@ TRAINING_JSON = "training.json"
 CHECKPOINT_DIR = "checkpoints"
 LOG_DIR = "logs"
 _KEEP_CHECKPOINTS = 3
-# The model identity that a model folder, a checkpoint and a warm start must agree on.
-_IDENTITY = ("kind", "latent_dim", "image_shape", "params")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -352,12 +350,7 @@ def train(cfg: TrainConfig) -> TrainResult:
     files = {split: input_pipeline.split_files(cfg.data_dir, split) for split in input_pipeline.SPLITS}
     for split, split_files in files.items():
         input_pipeline.check_split(split_files, tft_output, split)
-    identity = {
-        "kind": cfg.model.kind,
-        "latent_dim": cfg.model.latent_dim,
-        "image_shape": list(shape),
-        "params": dict(cfg.model.params),
-    }
+    identity = _model_identity(cfg.model, shape)
     _check_model_dir(cfg.model_dir, identity)
 
     keras.utils.set_random_seed(cfg.seed)
@@ -399,53 +392,18 @@ def train(cfg: TrainConfig) -> TrainResult:
             "%s split: %s", split, "kept in memory" if cache else f"read from disk (over --cache-mb {cfg.cache_mb})"
         )
         inputs[split] = SplitInput(strategy, split_files, tft_output, global_batch, cache)
-    writers = _summary_writers(cfg.model_dir, is_chief)
-    show_progress = is_chief and sys.stderr.isatty()
-
+    loop = _EpochLoop(
+        cfg,
+        trainer,
+        progress,
+        checkpoints,
+        inputs,
+        _summary_writers(cfg.model_dir, is_chief),
+        is_chief and sys.stderr.isatty(),
+    )
     examples, started = 0, time.time()
-    steps_per_epoch = None
     while progress.epoch < cfg.epochs and not progress.stopped_early:
-        epoch, epoch_started, first_step = progress.epoch, time.time(), progress.step
-        bar = keras.utils.Progbar(steps_per_epoch, unit_name="step") if show_progress else None
-        for batch in inputs["train"].batches(True, cfg.seed, epoch, progress.step):
-            loss = float(trainer.train_step(batch))
-            if not math.isfinite(loss):
-                raise _non_finite("train loss", loss, progress, cfg.model_dir)
-            progress.step += 1
-            progress.global_step += 1
-            progress.epoch_loss_sum += loss
-            if bar:
-                bar.update(progress.step, values=[("loss", loss)])
-            if cfg.checkpoint_every_steps and progress.global_step % cfg.checkpoint_every_steps == 0:
-                _check_finite_weights(model, progress, cfg.model_dir)
-                checkpoints.save(progress.global_step)
-        steps_per_epoch = progress.step
-        examples += (progress.step - first_step) * global_batch
-        seconds = time.time() - epoch_started
-        loss = progress.epoch_loss_sum / progress.step
-        eval_loss = _mean_loss(trainer.eval_step, inputs["eval"].batches(False))
-        if not math.isfinite(eval_loss):
-            raise _non_finite("eval loss", eval_loss, progress, cfg.model_dir)
-        lr = trainer.learning_rate
-        stop, reduce = progress.end_epoch(loss, eval_loss, lr, cfg)
-        if reduce:
-            trainer.learning_rate = lr * cfg.reduce_lr_factor
-        rate = (steps_per_epoch - first_step) * global_batch / max(seconds, 1e-9)
-        _write_summaries(writers, progress.global_step, loss, eval_loss, lr, rate)
-        _check_finite_weights(model, progress, cfg.model_dir)
-        checkpoints.save(progress.global_step)
-        log.info(
-            "epoch %d/%d: loss %.5f, eval_loss %.5f, learning rate %.3g, %.0f examples/s, %.1f s%s%s",
-            epoch + 1,
-            cfg.epochs,
-            loss,
-            eval_loss,
-            lr,
-            rate,
-            seconds,
-            f"; learning rate -> {trainer.learning_rate:.3g}" if reduce else "",
-            f"; no eval-loss improvement for {progress.epochs_without_improvement} epochs, stopping" if stop else "",
-        )
+        examples += loop.run_epoch()
     wall = time.time() - started
 
     saved = _export(model, cfg, shape, tft_output, identity, is_chief)
@@ -460,6 +418,68 @@ def train(cfg: TrainConfig) -> TrainResult:
     if is_chief:
         _write_training_json(cfg, result, strategy, workers, global_batch, learning_rate, policies, progress, wall)
     return result
+
+
+@dataclasses.dataclass
+class _EpochLoop:
+    """One epoch after the other: train (checkpointing every N steps), evaluate, track plateaus,
+    log, write summaries, checkpoint."""
+
+    cfg: TrainConfig
+    trainer: Trainer
+    progress: Progress
+    checkpoints: _Checkpoints
+    inputs: dict[str, SplitInput]
+    writers: dict
+    show_progress: bool
+
+    def run_epoch(self) -> int:
+        """Trains the rest of the current epoch and ends it; returns the examples trained on."""
+        cfg, trainer, progress = self.cfg, self.trainer, self.progress
+        epoch, first_step, started = progress.epoch, progress.step, time.time()
+        steps_per_epoch = (progress.global_step - progress.step) // epoch if epoch else None
+        bar = keras.utils.Progbar(steps_per_epoch, unit_name="step") if self.show_progress else None
+        for batch in self.inputs["train"].batches(True, cfg.seed, epoch, first_step):
+            loss = float(trainer.train_step(batch))
+            if not math.isfinite(loss):
+                raise _non_finite("train loss", loss, progress, cfg.model_dir)
+            progress.step += 1
+            progress.global_step += 1
+            progress.epoch_loss_sum += loss
+            if bar:
+                bar.update(progress.step, values=[("loss", loss)])
+            if cfg.checkpoint_every_steps and progress.global_step % cfg.checkpoint_every_steps == 0:
+                self._save()
+        seconds = time.time() - started
+        examples = (progress.step - first_step) * self.inputs["train"].global_batch
+        loss = progress.epoch_loss_sum / progress.step
+        eval_loss = _mean_loss(trainer.eval_step, self.inputs["eval"].batches(False))
+        if not math.isfinite(eval_loss):
+            raise _non_finite("eval loss", eval_loss, progress, cfg.model_dir)
+        lr = trainer.learning_rate
+        stop, reduce = progress.end_epoch(loss, eval_loss, lr, cfg)
+        if reduce:
+            trainer.learning_rate = lr * cfg.reduce_lr_factor
+        rate = examples / max(seconds, 1e-9)
+        _write_summaries(self.writers, progress.global_step, loss, eval_loss, lr, rate)
+        self._save()
+        log.info(
+            "epoch %d/%d: loss %.5f, eval_loss %.5f, learning rate %.3g, %.0f examples/s, %.1f s%s%s",
+            epoch + 1,
+            cfg.epochs,
+            loss,
+            eval_loss,
+            lr,
+            rate,
+            seconds,
+            f"; learning rate -> {trainer.learning_rate:.3g}" if reduce else "",
+            f"; no eval-loss improvement for {progress.epochs_without_improvement} epochs, stopping" if stop else "",
+        )
+        return examples
+
+    def _save(self) -> None:
+        _check_finite_weights(self.trainer.model, self.progress, self.cfg.model_dir)
+        self.checkpoints.save(self.progress.global_step)
 
 
 def _start(cfg, checkpoints: _Checkpoints, progress: Progress, model, identity: dict, is_chief: bool):
@@ -487,9 +507,15 @@ def _start(cfg, checkpoints: _Checkpoints, progress: Progress, model, identity: 
     return None
 
 
+def _model_identity(model: ModelConfig, shape) -> dict:
+    """What a model folder, its checkpoints and a warm start must agree on (as JSON reads it back)."""
+    identity = {"kind": model.kind, "latent_dim": model.latent_dim, "image_shape": list(shape), "params": model.params}
+    return json.loads(json.dumps(identity))
+
+
 def _identity_mismatch(info: dict, identity: dict) -> str:
     """What differs between a recorded model identity and the wanted one ("" when they agree)."""
-    keys = [k for k in _IDENTITY if k in info and k in identity and info[k] != identity[k]]
+    keys = [k for k in identity if k in info and info[k] != identity[k]]
     return "; ".join(f"{k} {info[k]!r}, not {identity[k]!r}" for k in keys)
 
 

@@ -193,3 +193,18 @@ def test_bad_data_folders_name_the_fix(make_data, tmp_path, setup, error, messag
     }[setup]()
     with pytest.raises(error, match=message):
         train(_config(data, tmp_path / "model"))
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"strategy": "tpu"}, "strategy must be one of auto, default, mirrored, multi-worker, got 'tpu'"),
+        ({"precision": "float8"}, "precision must be one of float32, mixed_float16, mixed_bfloat16"),
+        ({"lr_scaling": "cubic"}, "lr_scaling must be one of none, linear, sqrt"),
+        ({"checkpoint_every_steps": -1}, "must not be negative"),
+        ({"reduce_lr_factor": 1.5}, "reduce_lr_factor must be between 0 and 1"),
+    ],
+)
+def test_bad_train_options_name_the_valid_ones(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        TrainConfig("data", "model", **kwargs)
