@@ -51,7 +51,7 @@ class TrainConfig:
         ``none``, ``linear`` or ``sqrt``.
       checkpoint_every_steps: also checkpoint every this many steps (0: at the end of each epoch only).
       early_stopping_patience: stop after this many epochs without eval-loss improvement (0: off).
-      reduce_lr_patience: halve (``reduce_lr_factor``) the learning rate after this many epochs
+      reduce_lr_patience: multiply the learning rate by ``reduce_lr_factor`` after this many epochs
         without eval-loss improvement (0: off).
       min_delta: the smallest eval-loss decrease that counts as an improvement.
       warm_start: a model folder of the same kind and shape to start from (when there is no checkpoint).
