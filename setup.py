@@ -11,6 +11,7 @@ REQUIRED = [
     # TensorFlow, tf.Transform, tfx-bsl and Beam move together: deploy/constraints.txt pins the set.
     "tensorflow>=2.21,<2.22",
     "tensorflow-transform>=1.21,<1.22",
+    "tensorboard>=2.21,<2.22",  # tf.summary's implementation (training's TensorBoard logs)
     "apache-beam[gcp]>=2.77,<2.78",
     "keras>=3.15,<4",
     "pyarrow>=25",

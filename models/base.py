@@ -35,11 +35,11 @@ class Autoencoder(keras.Model):
 
     def encode(self, images, training: bool = False):
         """Images -> codes ``(batch, latent_dim)``."""
-        return self.encoder(images, training=training)
+        return ops.cast(self.encoder(images, training=training), "float32")
 
     def decode(self, codes, training: bool = False):
         """Codes -> images in [0, 1]."""
-        return self.decoder(codes, training=training)
+        return ops.cast(self.decoder(codes, training=training), "float32")
 
     def call(self, images, training: bool = False):
         return self.decode(self.encode(images, training=training), training=training)

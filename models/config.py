@@ -6,7 +6,9 @@ import dataclasses
 from typing import Any
 
 LOSSES = ("mse", "bce")
-STRATEGIES = ("auto", "default", "mirrored")
+STRATEGIES = ("auto", "default", "mirrored", "multi-worker")
+PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
+LR_SCALINGS = ("none", "linear", "sqrt")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,7 +44,19 @@ class TrainConfig:
       model: the model to build.
       epochs, batch_size (per replica), learning_rate, seed: the usual.
       strategy: ``auto`` (MirroredStrategy over visible GPUs, else the default strategy),
-        ``default`` or ``mirrored``.
+        ``default``, ``mirrored`` or ``multi-worker`` (MultiWorkerMirroredStrategy from ``TF_CONFIG``).
+      precision: ``float32``, ``mixed_float16`` (with loss scaling) or ``mixed_bfloat16``; the
+        model's outputs and the export stay float32.
+      lr_scaling: how the learning rate grows with the replicas (the global batch grows with them):
+        ``none``, ``linear`` or ``sqrt``.
+      checkpoint_every_steps: also checkpoint every this many steps (0: at the end of each epoch only).
+      early_stopping_patience: stop after this many epochs without eval-loss improvement (0: off).
+      reduce_lr_patience: multiply the learning rate by ``reduce_lr_factor`` after this many epochs
+        without eval-loss improvement (0: off).
+      min_delta: the smallest eval-loss decrease that counts as an improvement.
+      warm_start: a model folder of the same kind and shape to start from (when there is no checkpoint).
+      cache_mb: keep a split's parsed examples in memory after the first epoch when they take at
+        most this many MB (0: always read from disk).
     """
 
     data_dir: str
@@ -53,9 +67,28 @@ class TrainConfig:
     learning_rate: float = 1e-3
     seed: int = 0
     strategy: str = "auto"
+    precision: str = "float32"
+    lr_scaling: str = "none"
+    checkpoint_every_steps: int = 0
+    early_stopping_patience: int = 0
+    reduce_lr_patience: int = 0
+    reduce_lr_factor: float = 0.5
+    min_delta: float = 0.0
+    warm_start: str | None = None
+    cache_mb: int = 1024
 
     def __post_init__(self):
         if self.epochs <= 0 or self.batch_size <= 0 or self.learning_rate <= 0:
             raise ValueError("epochs, batch_size and learning_rate must be positive")
-        if self.strategy not in STRATEGIES:
-            raise ValueError(f"strategy must be one of {', '.join(STRATEGIES)}, got {self.strategy!r}")
+        for name, value, choices in (
+            ("strategy", self.strategy, STRATEGIES),
+            ("precision", self.precision, PRECISIONS),
+            ("lr_scaling", self.lr_scaling, LR_SCALINGS),
+        ):
+            if value not in choices:
+                raise ValueError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
+        counts = (self.checkpoint_every_steps, self.early_stopping_patience, self.reduce_lr_patience, self.cache_mb)
+        if min(*counts, self.min_delta) < 0:
+            raise ValueError("checkpoint_every_steps, the patiences, cache_mb and min_delta must not be negative")
+        if not 0 < self.reduce_lr_factor < 1:
+            raise ValueError(f"reduce_lr_factor must be between 0 and 1, got {self.reduce_lr_factor}")

@@ -4,10 +4,15 @@ Layout read (written by ``pipelines.preprocess``): ``DATA/train-*.tfrecord.gz``,
 ``DATA/eval-*.tfrecord.gz`` (gzipped ``tf.train.Example``) and ``DATA/transform_output/``.
 Element contract of :func:`make_dataset`: dicts of batched tensors ``inputs`` and ``pixels``
 ``(batch, H, W, C)`` float32 and ``label_index`` ``(batch,)`` int64.
+
+Distribution: each worker's pipeline reads its own shard, chosen explicitly here (whole files when
+there are at least as many files as workers, else every n-th record), and the record order is
+deterministic for a given seed, so a resumed epoch can skip exactly the records already trained on.
 """
 
 from __future__ import annotations
 
+import math
 import os
 
 import tensorflow as tf
@@ -17,7 +22,15 @@ from transforms import features
 
 TRANSFORM_DIR = "transform_output"
 SPLITS = ("train", "eval")
+SHUFFLE_BUFFER = 10_000  # examples, and at most _SHUFFLE_BUFFER_BYTES of them
+_SHUFFLE_BUFFER_BYTES = 256 * 2**20
+_PARSE_BATCH = 256
 _USED = (features.INPUTS, features.PIXELS, features.LABEL_INDEX)
+# A fixed interleave width keeps the record order the same on any machine (AUTOTUNE would follow
+# the core count), which skip-by-step resumption relies on.
+_MAX_PARALLEL_READS = 8
+
+ShardPolicy = tf.data.experimental.AutoShardPolicy
 
 
 def split_pattern(data_dir: str, split: str) -> str:
@@ -29,8 +42,12 @@ def load_transform_output(data_dir: str) -> tft.TFTransformOutput:
     """Opens ``DATA/transform_output``.
 
     Raises:
-      FileNotFoundError: the folder is not a preprocess output (names the fix).
+      FileNotFoundError: the folder does not exist or is not a preprocess output (names the fix).
     """
+    if not tf.io.gfile.isdir(data_dir):
+        raise FileNotFoundError(
+            f"data folder {data_dir} does not exist; run `hourglass preprocess --output {data_dir}` first"
+        )
     path = os.path.join(data_dir, TRANSFORM_DIR)
     if not tf.io.gfile.exists(os.path.join(path, "transform_fn")):
         raise FileNotFoundError(
@@ -58,18 +75,142 @@ def split_files(data_dir: str, split: str) -> list[str]:
     return files
 
 
+def check_split(files: list[str], tft_output: tft.TFTransformOutput, split: str) -> None:
+    """Reads the split's first record and parses it with the transform's feature spec.
+
+    Raises:
+      ValueError: the split holds no records, cannot be read, or its records do not match the
+        transform output (TFRecords and ``transform_output/`` from different preprocess runs).
+    """
+    folder = os.path.dirname(files[0])
+    try:
+        first = next(iter(tf.data.TFRecordDataset(files, compression_type="GZIP").take(1)), None)
+    except tf.errors.OpError as error:
+        raise ValueError(
+            f"cannot read the {split} TFRecords in {folder} ({error.message}); re-run `hourglass preprocess`"
+        ) from error
+    if first is None:
+        hint = " (or with a larger --eval-percent)" if split == "eval" else ""
+        raise ValueError(
+            f"the {split} TFRecords in {folder} ({len(files)} file(s)) hold no records; "
+            f"re-run `hourglass preprocess` on more images{hint}"
+        )
+    try:
+        tf.io.parse_single_example(first, _spec(tft_output))
+    except tf.errors.InvalidArgumentError as error:
+        shape = "x".join(map(str, image_shape(tft_output)))
+        raise ValueError(
+            f"{files[0]} does not match {tft_output.transform_savedmodel_dir} (expected images of shape {shape}): "
+            f"{error.message.splitlines()[0]}. "
+            f"The TFRecords and {TRANSFORM_DIR}/ come from different preprocess runs; "
+            "re-run `hourglass preprocess` into an empty folder"
+        ) from error
+
+
+def shard_policy(num_files: int, num_shards: int) -> ShardPolicy:
+    """How ``num_shards`` input pipelines split ``num_files`` files.
+
+    ``FILE`` (each pipeline reads whole files: no wasted reads) when every pipeline gets at least
+    one file, else ``DATA`` (each reads everything and keeps every ``num_shards``-th record);
+    ``OFF`` for a single pipeline.
+    """
+    if num_shards <= 1:
+        return ShardPolicy.OFF
+    return ShardPolicy.FILE if num_files >= num_shards else ShardPolicy.DATA
+
+
+def record_bytes(tft_output: tft.TFTransformOutput) -> int:
+    """Bytes of one parsed example (the features used in training)."""
+    return _nbytes(_spec(tft_output).values())
+
+
+def count_records(files: list[str], limit: int | None = None) -> int:
+    """Records in ``files``, counting at most ``limit + 1`` (reads that many, no more)."""
+    dataset = tf.data.TFRecordDataset(files, compression_type="GZIP")
+    if limit is not None:
+        dataset = dataset.take(limit + 1)
+    return int(dataset.reduce(tf.constant(0, tf.int64), lambda n, _: n + 1))
+
+
+def fits_in_memory(files: list[str], tft_output: tft.TFTransformOutput, budget_mb: int) -> bool:
+    """Whether the parsed split takes at most ``budget_mb`` MB (reads no more records than fit)."""
+    limit = budget_mb * 2**20 // record_bytes(tft_output)
+    return limit > 0 and count_records(files, limit) <= limit
+
+
+def read_examples(
+    files: list[str],
+    tft_output: tft.TFTransformOutput,
+    *,
+    num_shards: int = 1,
+    shard_index: int = 0,
+    cache: bool = False,
+) -> tf.data.Dataset:
+    """One input pipeline's parsed examples (unbatched), in a fixed order.
+
+    Args:
+      files: the split's shards.
+      tft_output: gives the feature spec.
+      num_shards, shard_index: this pipeline's part of the data (see :func:`shard_policy`).
+      cache: keep the examples in memory after the first full pass (every later pass, and every
+        dataset built on this one by :func:`make_batches`, reads them from there).
+    """
+    policy = shard_policy(len(files), num_shards)
+    if policy == ShardPolicy.FILE:
+        files = files[shard_index::num_shards]
+    dataset = tf.data.TFRecordDataset(
+        files, compression_type="GZIP", num_parallel_reads=min(len(files), _MAX_PARALLEL_READS)
+    )
+    if policy == ShardPolicy.DATA:
+        dataset = dataset.shard(num_shards, shard_index)
+    spec = _spec(tft_output)
+    # Parsing whole batches of records is much faster than one record at a time.
+    dataset = dataset.batch(_PARSE_BATCH).map(
+        lambda records: tf.io.parse_example(records, spec), num_parallel_calls=tf.data.AUTOTUNE
+    )
+    dataset = dataset.unbatch()
+    return dataset.cache() if cache else dataset
+
+
+def make_batches(
+    examples: tf.data.Dataset, batch_size: int, shuffle: bool, seed: int = 0, skip: int = 0
+) -> tf.data.Dataset:
+    """Batches of ``examples``: shuffled in an order fixed by ``seed`` (one seed per epoch), without
+    the first ``skip`` examples of that order (to resume mid-epoch)."""
+    if shuffle:
+        buffer = max(1, min(SHUFFLE_BUFFER, _SHUFFLE_BUFFER_BYTES // _nbytes(examples.element_spec.values())))
+        examples = examples.shuffle(buffer, seed=seed, reshuffle_each_iteration=False)
+    if skip:
+        examples = examples.skip(skip)
+    options = tf.data.Options()
+    # Sharded by read_examples, explicitly; tf.distribute must not shard again.
+    options.experimental_distribute.auto_shard_policy = ShardPolicy.OFF
+    return examples.batch(batch_size).with_options(options).prefetch(tf.data.AUTOTUNE)
+
+
 def make_dataset(
     files: list[str],
     tft_output: tft.TFTransformOutput,
     batch_size: int,
     shuffle: bool,
     seed: int = 0,
+    *,
+    num_shards: int = 1,
+    shard_index: int = 0,
+    skip: int = 0,
 ) -> tf.data.Dataset:
-    """Batched, parsed dataset of the transformed features used in training."""
-    spec = {k: v for k, v in tft_output.transformed_feature_spec().items() if k in _USED}
-    dataset = tf.data.TFRecordDataset(files, compression_type="GZIP", num_parallel_reads=tf.data.AUTOTUNE)
-    if shuffle:
-        dataset = dataset.shuffle(10_000, seed=seed, reshuffle_each_iteration=True)
-    dataset = dataset.batch(batch_size)
-    dataset = dataset.map(lambda records: tf.io.parse_example(records, spec), num_parallel_calls=tf.data.AUTOTUNE)
-    return dataset.prefetch(tf.data.AUTOTUNE)
+    """Batched, parsed dataset of the transformed features used in training (one pass, no cache).
+
+    See :func:`read_examples` and :func:`make_batches` for the arguments.
+    """
+    examples = read_examples(files, tft_output, num_shards=num_shards, shard_index=shard_index)
+    return make_batches(examples, batch_size, shuffle, seed, skip)
+
+
+def _spec(tft_output: tft.TFTransformOutput) -> dict:
+    return {k: v for k, v in tft_output.transformed_feature_spec().items() if k in _USED}
+
+
+def _nbytes(specs) -> int:
+    """Bytes of one example described by feature or tensor specs (``shape`` and ``dtype``)."""
+    return sum(math.prod(tf.TensorShape(s.shape).as_list()) * tf.as_dtype(s.dtype).size for s in specs)

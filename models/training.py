@@ -1,84 +1,202 @@
 """Training: fits an autoencoder on the preprocess output under a ``tf.distribute`` strategy.
 
-One training path for every strategy: a step run through ``strategy.run`` with a Keras 3 model and
-optimizer, the per-example loss scaled by the global batch (``tf.nn.compute_average_loss``) and
-the replicas' losses summed with ``strategy.reduce``. (Keras 3 ``model.fit`` fails under
-MultiWorkerMirroredStrategy, keras-team/keras#20585.)
+One training path for every strategy (default, MirroredStrategy, MultiWorkerMirroredStrategy): a
+step run through ``strategy.run`` with a Keras 3 model and optimizer, the per-example loss scaled by
+the global batch (``tf.nn.compute_average_loss``) and the replicas' losses summed with
+``strategy.reduce``. (Keras 3 ``model.fit`` fails under MultiWorkerMirroredStrategy,
+keras-team/keras#20585.)
 
-Reads ``DATA/{train,eval}-*.tfrecord.gz`` and ``DATA/transform_output``; writes
-``MODEL_DIR/saved_model`` (see ``models.export``) and ``MODEL_DIR/training.json``.
+Reads ``DATA/{train,eval}-*.tfrecord.gz`` and ``DATA/transform_output``. Writes, under MODEL_DIR:
+``checkpoints/`` (model, optimizer and progress: epoch, step in the epoch, history; at every epoch
+end and every ``checkpoint_every_steps`` steps), ``logs/{train,eval}`` (TensorBoard),
+``saved_model/`` (see ``models.export``) and ``training.json``. A run started again with the same
+config resumes from the last checkpoint, mid-epoch included: the epoch's records come in an order
+fixed by the seed and the epoch, and the ones already trained on are skipped.
+
+Under MultiWorkerMirroredStrategy only the chief writes into MODEL_DIR (which every worker must be
+able to read, to resume); the other workers save their checkpoints to a temporary folder that they
+delete, because saving reads the distributed variables and every worker has to take part.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
 import math
 import os
 import sys
+import tempfile
 import time
 
 import keras
-import numpy as np
 import tensorflow as tf
 
 from models import export, input_pipeline
 from models.base import Autoencoder
-from models.config import TrainConfig
+from models.config import ModelConfig, TrainConfig
 from models.registry import build_autoencoder
 from transforms import features
 
 log = logging.getLogger(__name__)
 
 TRAINING_JSON = "training.json"
+CHECKPOINT_DIR = "checkpoints"
+LOG_DIR = "logs"
+_KEEP_CHECKPOINTS = 3
 
 
 @dataclasses.dataclass(frozen=True)
 class TrainResult:
-    """What a training run produced."""
+    """What a training run produced (``epochs``: epochs trained in total, over every resumption)."""
 
     saved_model: str
     history: dict[str, list[float]]
     epochs: int
     examples_per_second: float
+    resumed_from: dict[str, int] | None = None
+    stopped_early: bool = False
+
+
+@dataclasses.dataclass
+class Progress:
+    """Where training stands; saved in every checkpoint beside the weights.
+
+    Attributes:
+      epoch: epochs completed.
+      step: steps done in the current epoch; global_step: steps done in total.
+      epoch_loss_sum: sum of the current epoch's step losses (for its mean after a resumption).
+      history: per completed epoch, ``loss``, ``eval_loss`` and ``learning_rate``.
+      best_eval_loss, epochs_without_improvement, epochs_since_lr_change: plateau tracking.
+      stopped_early: early stopping ended the run.
+    """
+
+    epoch: int = 0
+    step: int = 0
+    global_step: int = 0
+    epoch_loss_sum: float = 0.0
+    history: dict[str, list[float]] = dataclasses.field(
+        default_factory=lambda: {"loss": [], "eval_loss": [], "learning_rate": []}
+    )
+    best_eval_loss: float | None = None
+    epochs_without_improvement: int = 0
+    epochs_since_lr_change: int = 0
+    stopped_early: bool = False
+
+    def end_epoch(self, loss: float, eval_loss: float, learning_rate: float, cfg: TrainConfig) -> tuple[bool, bool]:
+        """Records a finished epoch; returns (stop early, reduce the learning rate)."""
+        self.epoch, self.step, self.epoch_loss_sum = self.epoch + 1, 0, 0.0
+        for key, value in (("loss", loss), ("eval_loss", eval_loss), ("learning_rate", learning_rate)):
+            self.history[key].append(value)
+        if self.best_eval_loss is None or eval_loss < self.best_eval_loss - cfg.min_delta:
+            self.best_eval_loss, self.epochs_without_improvement, self.epochs_since_lr_change = eval_loss, 0, 0
+        else:
+            self.epochs_without_improvement += 1
+            self.epochs_since_lr_change += 1
+        stop = 0 < cfg.early_stopping_patience <= self.epochs_without_improvement
+        reduce = 0 < cfg.reduce_lr_patience <= self.epochs_since_lr_change
+        if reduce:
+            self.epochs_since_lr_change = 0
+        self.stopped_early = stop
+        return stop, reduce
+
+
+class _ProgressState(tf.train.experimental.PythonState):
+    """Puts a :class:`Progress` into ``tf.train.Checkpoint`` (as JSON)."""
+
+    def __init__(self, progress: Progress):
+        self.progress = progress
+
+    def serialize(self):
+        return json.dumps(dataclasses.asdict(self.progress))
+
+    def deserialize(self, string_value):
+        self.progress.__dict__.update(json.loads(string_value))
 
 
 def make_strategy(name: str) -> tf.distribute.Strategy:
-    """``auto``: MirroredStrategy over visible GPUs, else the default strategy."""
+    """``auto``: MirroredStrategy over visible GPUs, else the default strategy.
+
+    ``multi-worker`` must be made before any other TensorFlow work in the process (it configures
+    the collective ops), so :func:`train` makes the strategy first.
+
+    Raises:
+      ValueError: ``multi-worker`` without a usable ``TF_CONFIG`` (names the fix).
+    """
+    if name == "multi-worker":
+        _check_tf_config(os.environ.get("TF_CONFIG"))
+        return tf.distribute.MultiWorkerMirroredStrategy()
     if name == "mirrored":
-        return tf.distribute.MirroredStrategy()
+        # Over the visible GPUs, else over the logical CPU devices (one, unless configured otherwise).
+        devices = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
+        return tf.distribute.MirroredStrategy([d.name for d in devices])
     if name == "auto" and tf.config.list_logical_devices("GPU"):
         return tf.distribute.MirroredStrategy()
     return tf.distribute.get_strategy()
 
 
+def _check_tf_config(text: str | None) -> None:
+    fix = (
+        'set TF_CONFIG on every worker, e.g. {"cluster": {"worker": ["host1:12345", "host2:12345"]}, '
+        '"task": {"type": "worker", "index": 0}}, or use --strategy auto on one machine'
+    )
+    if not text:
+        raise ValueError(f"--strategy multi-worker reads the cluster from TF_CONFIG, which is not set; {fix}")
+    try:
+        tf_config = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"TF_CONFIG is not valid JSON ({error}); {fix}") from error
+    if not isinstance(tf_config, dict) or not {"cluster", "task"} <= set(tf_config):
+        raise ValueError(f"TF_CONFIG needs both 'cluster' and 'task'; {fix}")
+
+
+def strategy_name(strategy: tf.distribute.Strategy) -> str:
+    """The public name of ``strategy``'s class (``DefaultStrategy`` for the default one)."""
+    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return "MultiWorkerMirroredStrategy"
+    if isinstance(strategy, tf.distribute.MirroredStrategy):
+        return "MirroredStrategy"
+    return "DefaultStrategy"
+
+
+def scaled_learning_rate(learning_rate: float, replicas: int, scaling: str) -> float:
+    """The learning rate for ``replicas`` times the per-replica batch: ``none``, ``linear`` or ``sqrt``."""
+    factor = {"none": 1.0, "linear": float(replicas), "sqrt": math.sqrt(replicas)}[scaling]
+    return learning_rate * factor
+
+
 class Trainer:
     """Holds the model, optimizer and compiled steps for one strategy.
 
-    The per-example loss is averaged over the global batch that is actually present (so a short
-    last batch is weighted right), which is what ``compute_average_loss`` does without a fixed size.
+    The per-example loss is averaged over the global batch actually present: the replicas' batch
+    sizes are summed, so a short last batch split unevenly over replicas and workers is weighted right.
 
     Args:
       model: an unbuilt autoencoder, created inside ``strategy.scope()``.
       strategy: the distribution strategy.
       learning_rate: Adam's learning rate.
       image_shape: HxWxC of the inputs.
+      loss_scaling: wrap Adam in a ``LossScaleOptimizer`` (for ``mixed_float16``).
     """
 
-    def __init__(self, model: Autoencoder, strategy, learning_rate: float, image_shape):
+    def __init__(self, model: Autoencoder, strategy, learning_rate: float, image_shape, loss_scaling: bool = False):
         self.model = model
         self.strategy = strategy
+        self.loss_scaling = loss_scaling
         with strategy.scope():
             model.build((None, *image_shape))
-            self.optimizer = keras.optimizers.Adam(learning_rate)
+            optimizer = keras.optimizers.Adam(learning_rate)
+            self.optimizer = keras.optimizers.LossScaleOptimizer(optimizer) if loss_scaling else optimizer
             self.optimizer.build(model.trainable_variables)
 
     def _scaled_loss(self, inputs, targets, training):
-        per_example = self.model.per_example_loss(inputs, targets, training=training)
-        loss = tf.nn.compute_average_loss(per_example)
+        per_example = tf.cast(self.model.per_example_loss(inputs, targets, training=training), tf.float32)
+        present = tf.cast(tf.shape(per_example)[0], tf.float32)
+        global_batch = tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM, present)
+        loss = tf.nn.compute_average_loss(per_example, global_batch_size=tf.cast(global_batch, tf.int32))
         if training and self.model.losses:
-            loss += tf.nn.scale_regularization_loss(tf.add_n(self.model.losses))
+            loss += tf.nn.scale_regularization_loss(tf.cast(tf.add_n(self.model.losses), tf.float32))
         return loss
 
     @tf.function
@@ -86,7 +204,10 @@ class Trainer:
         def step(inputs, targets):
             with tf.GradientTape() as tape:
                 loss = self._scaled_loss(inputs, targets, training=True)
-            grads = tape.gradient(loss, self.model.trainable_variables)
+                scaled = self.optimizer.scale_loss(loss)
+            grads = tape.gradient(scaled, self.model.trainable_variables)
+            if self.loss_scaling:
+                grads = _agree_on_overflow(grads)
             self.optimizer.apply_gradients(zip(grads, self.model.trainable_variables, strict=True))
             return loss
 
@@ -101,87 +222,422 @@ class Trainer:
         per_replica = self.strategy.run(step, args=(batch[features.INPUTS], batch[features.PIXELS]))
         return self.strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
 
+    @property
+    def learning_rate(self) -> float:
+        # convert_to_tensor reads a distributed variable's local value; float() cannot.
+        return float(tf.convert_to_tensor(self.optimizer.learning_rate))
+
+    @learning_rate.setter
+    def learning_rate(self, value: float) -> None:
+        self.optimizer.learning_rate = value
+
+
+def _agree_on_overflow(grads):
+    """Makes every replica's gradients non-finite when any replica's are.
+
+    ``LossScaleOptimizer`` decides whether to skip a step from one local replica's gradients,
+    before they are all-reduced; replicas (or workers) deciding differently would apply a non-finite
+    sum, or wait forever in the all-reduce. One scalar all-reduce makes the decision global.
+    """
+    finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(g)) for g in grads if g is not None])
+    overflows = tf.distribute.get_replica_context().all_reduce(
+        tf.distribute.ReduceOp.SUM, 1.0 - tf.cast(finite, tf.float32)
+    )
+    poison = tf.where(overflows > 0, float("nan"), 0.0)
+    return [None if g is None else g + tf.cast(poison, g.dtype) for g in grads]
+
+
+@contextlib.contextmanager
+def _dtype_policy(name: str):
+    """Builds layers under Keras' ``name`` dtype policy (layers keep the policy they were made with)."""
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(name)
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(previous)
+
+
+class _Checkpoints:
+    """``tf.train.CheckpointManager`` of the model, the optimizer and the :class:`Progress`.
+
+    The chief writes ``MODEL_DIR/checkpoints``; other workers write each save to a temporary folder
+    and delete it. Every worker restores from ``MODEL_DIR/checkpoints``.
+    """
+
+    def __init__(self, model_dir: str, is_chief: bool, **objects):
+        self.directory = os.path.join(model_dir, CHECKPOINT_DIR)
+        self.is_chief = is_chief
+        self.checkpoint = tf.train.Checkpoint(**objects)
+        self._manager = tf.train.CheckpointManager(self.checkpoint, self.directory, max_to_keep=_KEEP_CHECKPOINTS)
+
+    def restore_latest(self) -> str | None:
+        latest = self._manager.latest_checkpoint
+        if latest:
+            self.checkpoint.restore(latest).assert_existing_objects_matched()
+        return latest
+
+    def save(self, step: int) -> None:
+        if self.is_chief:
+            self._manager.save(checkpoint_number=step)
+            return
+        scratch = tempfile.mkdtemp(prefix="hourglass-worker-checkpoint-")
+        try:  # the same save as the chief's, so that every worker runs the same ops
+            tf.train.CheckpointManager(self.checkpoint, scratch, max_to_keep=1).save(checkpoint_number=step)
+        finally:
+            tf.io.gfile.rmtree(scratch)
+
+
+class SplitInput:
+    """Builds one split's distributed batches, epoch after epoch.
+
+    Each worker's input pipeline reads its shard (see ``input_pipeline.shard_policy``); when
+    ``cache`` is set the parsed examples stay in memory after the first epoch and later epochs read
+    them from there. Each epoch's order is fixed by ``seed`` and the epoch, so a resumed epoch can
+    skip the steps already done.
+    """
+
+    def __init__(self, strategy, files: list[str], tft_output, global_batch: int, cache: bool):
+        self.strategy = strategy
+        self.files = files
+        self.tft_output = tft_output
+        self.global_batch = global_batch
+        self.cache = cache
+        self._examples: dict[int, tf.data.Dataset] = {}
+
+    def batches(self, shuffle: bool, seed: int = 0, epoch: int = 0, skip_steps: int = 0):
+        """The epoch's ``tf.distribute.DistributedDataset``."""
+        return self.strategy.distribute_datasets_from_function(
+            lambda ctx: input_pipeline.make_batches(
+                self._pipeline_examples(ctx),
+                ctx.get_per_replica_batch_size(self.global_batch),
+                shuffle,
+                seed=seed * 100_003 + epoch,
+                skip=skip_steps * self.global_batch // ctx.num_input_pipelines,
+            )
+        )
+
+    def _pipeline_examples(self, ctx: tf.distribute.InputContext) -> tf.data.Dataset:
+        # One dataset per input pipeline, reused by every epoch, so that its cache is too.
+        if ctx.input_pipeline_id not in self._examples:
+            self._examples[ctx.input_pipeline_id] = input_pipeline.read_examples(
+                self.files,
+                self.tft_output,
+                num_shards=ctx.num_input_pipelines,
+                shard_index=ctx.input_pipeline_id,
+                cache=self.cache,
+            )
+        return self._examples[ctx.input_pipeline_id]
+
 
 def train(cfg: TrainConfig) -> TrainResult:
     """Trains ``cfg.model`` on ``cfg.data_dir`` and exports it to ``cfg.model_dir``.
 
+    Resumes from ``cfg.model_dir/checkpoints`` when it holds a checkpoint; otherwise starts from
+    ``cfg.warm_start`` when given, else from scratch.
+
     Raises:
-      FileNotFoundError: the data folder is not a preprocess output.
-      FloatingPointError: the loss became NaN or infinite (the last good export is kept).
+      FileNotFoundError: the data folder is missing or is not a preprocess output; the warm-start
+        folder holds no export.
+      ValueError: empty or mismatched data, a model folder or warm start holding a different model,
+        a bad ``TF_CONFIG``.
+      FloatingPointError: the loss became NaN or infinite (the last checkpoint and export are kept).
     """
+    strategy = make_strategy(cfg.strategy)  # first: MultiWorkerMirroredStrategy must precede other TF work
+    is_chief = strategy.extended.should_checkpoint
     tft_output = input_pipeline.load_transform_output(cfg.data_dir)
     shape = input_pipeline.image_shape(tft_output)
-    train_files = input_pipeline.split_files(cfg.data_dir, "train")
-    eval_files = input_pipeline.split_files(cfg.data_dir, "eval")
+    files = {split: input_pipeline.split_files(cfg.data_dir, split) for split in input_pipeline.SPLITS}
+    for split, split_files in files.items():
+        input_pipeline.check_split(split_files, tft_output, split)
+    identity = _model_identity(cfg.model, shape)
+    _check_model_dir(cfg.model_dir, identity)
 
     keras.utils.set_random_seed(cfg.seed)
-    strategy = make_strategy(cfg.strategy)
     replicas = strategy.num_replicas_in_sync
+    workers = _num_workers(strategy)
     global_batch = cfg.batch_size * replicas
-    log.info("strategy %s, %d replica(s), global batch %d", type(strategy).__name__, replicas, global_batch)
+    learning_rate = scaled_learning_rate(cfg.learning_rate, replicas, cfg.lr_scaling)
+    policies = {split: input_pipeline.shard_policy(len(f), workers).name for split, f in files.items()}
+    log.info(
+        "%s: %d replica(s) on %d worker(s), global batch %d (%d per replica), learning rate %g "
+        "(%g scaled %s for %d replicas), precision %s, sharding train %s, eval %s",
+        strategy_name(strategy),
+        replicas,
+        workers,
+        global_batch,
+        cfg.batch_size,
+        learning_rate,
+        cfg.learning_rate,
+        cfg.lr_scaling,
+        replicas,
+        cfg.precision,
+        policies["train"],
+        policies["eval"],
+    )
 
-    with strategy.scope():
+    with _dtype_policy(cfg.precision), strategy.scope():
         model = build_autoencoder(cfg.model, shape)
-    trainer = Trainer(model, strategy, cfg.learning_rate, shape)
-    train_data = strategy.experimental_distribute_dataset(
-        input_pipeline.make_dataset(train_files, tft_output, global_batch, shuffle=True, seed=cfg.seed)
+    trainer = Trainer(model, strategy, learning_rate, shape, loss_scaling=cfg.precision == "mixed_float16")
+    progress = Progress()
+    checkpoints = _Checkpoints(
+        cfg.model_dir, is_chief, model=model, optimizer=trainer.optimizer, progress=_ProgressState(progress)
     )
-    eval_data = strategy.experimental_distribute_dataset(
-        input_pipeline.make_dataset(eval_files, tft_output, global_batch, shuffle=False)
-    )
+    resumed_from = _start(cfg, checkpoints, progress, model, identity, is_chief)
 
-    history: dict[str, list[float]] = {"loss": [], "eval_loss": []}
+    inputs = {}
+    for split, split_files in files.items():
+        cache = cfg.cache_mb > 0 and input_pipeline.fits_in_memory(split_files, tft_output, cfg.cache_mb)
+        log.info(
+            "%s split: %s", split, "kept in memory" if cache else f"read from disk (over --cache-mb {cfg.cache_mb})"
+        )
+        inputs[split] = SplitInput(strategy, split_files, tft_output, global_batch, cache)
+    loop = _EpochLoop(
+        cfg,
+        trainer,
+        progress,
+        checkpoints,
+        inputs,
+        _summary_writers(cfg.model_dir, is_chief),
+        is_chief and sys.stderr.isatty(),
+    )
     examples, started = 0, time.time()
-    for epoch in range(cfg.epochs):
-        train_loss, steps = _run_epoch(trainer, train_data, epoch, cfg.epochs)
-        examples += steps * global_batch
-        eval_loss = _mean_loss(trainer.eval_step, eval_data)
-        if not (math.isfinite(train_loss) and math.isfinite(eval_loss)):
-            raise FloatingPointError(
-                f"loss became {train_loss} (eval {eval_loss}) in epoch {epoch + 1}; "
-                "lower --learning-rate or check the data; the last good export is untouched"
-            )
-        history["loss"].append(train_loss)
-        history["eval_loss"].append(eval_loss)
-        log.info("epoch %d/%d: loss %.5f, eval_loss %.5f", epoch + 1, cfg.epochs, train_loss, eval_loss)
+    while progress.epoch < cfg.epochs and not progress.stopped_early:
+        examples += loop.run_epoch()
     wall = time.time() - started
 
-    info = {
-        "kind": cfg.model.kind,
-        "latent_dim": cfg.model.latent_dim,
-        "loss": cfg.model.loss,
-        "image_shape": list(shape),
-    }
-    saved = export.export_model(model, tft_output, cfg.model_dir, info)
-    result = TrainResult(saved, history, cfg.epochs, examples / max(wall, 1e-9))
-    _write_training_json(cfg, result, strategy, replicas, wall)
+    saved = _export(model, cfg, shape, tft_output, identity, is_chief)
+    result = TrainResult(
+        saved_model=saved,
+        history=progress.history,
+        epochs=progress.epoch,
+        examples_per_second=examples / max(wall, 1e-9),
+        resumed_from=resumed_from,
+        stopped_early=progress.stopped_early,
+    )
+    if is_chief:
+        _write_training_json(cfg, result, strategy, workers, global_batch, learning_rate, policies, progress, wall)
     return result
 
 
-def _run_epoch(trainer: Trainer, data, epoch: int, epochs: int) -> tuple[float, int]:
-    """One pass over ``data`` with Keras progress; returns (mean loss, steps)."""
-    progress = keras.utils.Progbar(None, verbose=1 if sys.stderr.isatty() else 2, unit_name="step")
-    total, steps = 0.0, 0
-    for batch in data:
-        loss = float(trainer.train_step(batch))
-        total, steps = total + loss, steps + 1
-        progress.update(steps, values=[("loss", loss)])
-    progress.update(steps, values=[], finalize=True)
-    log.debug("epoch %d/%d done after %d steps", epoch + 1, epochs, steps)
-    return total / max(steps, 1), steps
+@dataclasses.dataclass
+class _EpochLoop:
+    """One epoch after the other: train (checkpointing every N steps), evaluate, track plateaus,
+    log, write summaries, checkpoint."""
+
+    cfg: TrainConfig
+    trainer: Trainer
+    progress: Progress
+    checkpoints: _Checkpoints
+    inputs: dict[str, SplitInput]
+    writers: dict
+    show_progress: bool
+
+    def run_epoch(self) -> int:
+        """Trains the rest of the current epoch and ends it; returns the examples trained on."""
+        cfg, trainer, progress = self.cfg, self.trainer, self.progress
+        epoch, first_step, started = progress.epoch, progress.step, time.time()
+        steps_per_epoch = (progress.global_step - progress.step) // epoch if epoch else None
+        bar = keras.utils.Progbar(steps_per_epoch, unit_name="step") if self.show_progress else None
+        for batch in self.inputs["train"].batches(True, cfg.seed, epoch, first_step):
+            loss = float(trainer.train_step(batch))
+            if not math.isfinite(loss):
+                raise _non_finite("train loss", loss, progress, cfg.model_dir)
+            progress.step += 1
+            progress.global_step += 1
+            progress.epoch_loss_sum += loss
+            if bar:
+                bar.update(progress.step, values=[("loss", loss)])
+            if cfg.checkpoint_every_steps and progress.global_step % cfg.checkpoint_every_steps == 0:
+                self._save()
+        seconds = time.time() - started
+        examples = (progress.step - first_step) * self.inputs["train"].global_batch
+        loss = progress.epoch_loss_sum / progress.step
+        eval_loss = _mean_loss(trainer.eval_step, self.inputs["eval"].batches(False))
+        if not math.isfinite(eval_loss):
+            raise _non_finite("eval loss", eval_loss, progress, cfg.model_dir)
+        lr = trainer.learning_rate
+        stop, reduce = progress.end_epoch(loss, eval_loss, lr, cfg)
+        if reduce:
+            trainer.learning_rate = lr * cfg.reduce_lr_factor
+        rate = examples / max(seconds, 1e-9)
+        _write_summaries(self.writers, progress.global_step, loss, eval_loss, lr, rate)
+        self._save()
+        log.info(
+            "epoch %d/%d: loss %.5f, eval_loss %.5f, learning rate %.3g, %.0f examples/s, %.1f s%s%s",
+            epoch + 1,
+            cfg.epochs,
+            loss,
+            eval_loss,
+            lr,
+            rate,
+            seconds,
+            f"; learning rate -> {trainer.learning_rate:.3g}" if reduce else "",
+            f"; no eval-loss improvement for {progress.epochs_without_improvement} epochs, stopping" if stop else "",
+        )
+        return examples
+
+    def _save(self) -> None:
+        _check_finite_weights(self.trainer.model, self.progress, self.cfg.model_dir)
+        self.checkpoints.save(self.progress.global_step)
+
+
+def _start(cfg, checkpoints: _Checkpoints, progress: Progress, model, identity: dict, is_chief: bool):
+    """Resumes from the latest checkpoint, or warm-starts, or starts fresh; returns where it resumed."""
+    latest = checkpoints.restore_latest()
+    if latest:
+        if cfg.warm_start:
+            log.warning(
+                "%s holds checkpoints: resuming from them, not warm-starting from %s", cfg.model_dir, cfg.warm_start
+            )
+        log.info(
+            "resuming from %s: epoch %d, step %d (%d steps done)",
+            latest,
+            progress.epoch + 1,
+            progress.step,
+            progress.global_step,
+        )
+        return {"epoch": progress.epoch, "step": progress.step, "global_step": progress.global_step}
+    if cfg.warm_start:
+        _warm_start(model, cfg.warm_start, identity)
+    if is_chief:
+        tf.io.gfile.makedirs(checkpoints.directory)
+        with tf.io.gfile.GFile(os.path.join(checkpoints.directory, export.MODEL_INFO), "w") as f:
+            json.dump(identity, f, indent=2, sort_keys=True)
+    return None
+
+
+def _model_identity(model: ModelConfig, shape) -> dict:
+    """What a model folder, its checkpoints and a warm start must agree on (as JSON reads it back)."""
+    identity = {"kind": model.kind, "latent_dim": model.latent_dim, "image_shape": list(shape), "params": model.params}
+    return json.loads(json.dumps(identity))
+
+
+def _identity_mismatch(info: dict, identity: dict) -> str:
+    """What differs between a recorded model identity and the wanted one ("" when they agree)."""
+    keys = [k for k in identity if k in info and info[k] != identity[k]]
+    return "; ".join(f"{k} {info[k]!r}, not {identity[k]!r}" for k in keys)
+
+
+def _check_model_dir(model_dir: str, identity: dict) -> None:
+    """Raises ValueError when ``model_dir`` holds an export or checkpoints of another model."""
+    for path in (
+        os.path.join(export.saved_model_path(model_dir), export.MODEL_INFO),
+        os.path.join(model_dir, CHECKPOINT_DIR, export.MODEL_INFO),
+    ):
+        if not tf.io.gfile.exists(path):
+            continue
+        with tf.io.gfile.GFile(path) as f:
+            mismatch = _identity_mismatch(json.load(f), identity)
+        if mismatch:
+            raise ValueError(
+                f"{model_dir} already holds a different model ({path}: {mismatch}); "
+                f"pass a new --model-dir, or delete {model_dir} to start over"
+            )
+
+
+def _warm_start(model: Autoencoder, source_dir: str, identity: dict) -> None:
+    """Loads every weight of ``model`` from the export in ``source_dir`` (same kind and shape)."""
+    mismatch = _identity_mismatch(export.read_model_info(source_dir), identity)
+    if mismatch:
+        raise ValueError(
+            f"--warm-start {source_dir} holds a different model ({mismatch}); "
+            "warm-start from a model of the same kind and shape, or drop --warm-start"
+        )
+    # The export's variables are an object-graph checkpoint whose root holds the model as `model`.
+    variables = os.path.join(export.saved_model_path(source_dir), "variables", "variables")
+    tf.train.Checkpoint(model=model).read(variables).expect_partial().assert_existing_objects_matched()
+    log.info("warm start from %s", source_dir)
+
+
+def _non_finite(split: str, loss: float, progress: Progress, model_dir: str) -> FloatingPointError:
+    return FloatingPointError(
+        f"{split} became {loss} in epoch {progress.epoch + 1} (step {progress.step + 1}); training stopped. "
+        f"The last checkpoint and the last good export in {model_dir} are untouched. "
+        "Lower --learning-rate, use --precision float32, or check the data"
+    )
+
+
+def _num_workers(strategy) -> int:
+    """Training processes (TF_CONFIG's chief and workers); 1 without a cluster."""
+    resolver = strategy.cluster_resolver
+    spec = resolver.cluster_spec() if resolver is not None else None
+    if not spec or not spec.jobs:
+        return 1
+    return sum(spec.num_tasks(job) for job in ("chief", "worker") if job in spec.jobs)
+
+
+def _check_finite_weights(model: Autoencoder, progress: Progress, model_dir: str) -> None:
+    """Refuses to checkpoint non-finite weights (a step can break them while its loss was still finite)."""
+    if not all(bool(tf.reduce_all(tf.math.is_finite(v))) for v in model.trainable_variables):
+        raise _non_finite("weights", float("nan"), progress, model_dir)
 
 
 def _mean_loss(step_fn, data) -> float:
     losses = [float(step_fn(batch)) for batch in data]
-    return float(np.mean(losses)) if losses else float("nan")
+    return sum(losses) / len(losses) if losses else float("nan")
 
 
-def _write_training_json(cfg: TrainConfig, result: TrainResult, strategy, replicas: int, wall: float) -> None:
+def _summary_writers(model_dir: str, is_chief: bool) -> dict:
+    if not is_chief:
+        return {"train": tf.summary.create_noop_writer(), "eval": tf.summary.create_noop_writer()}
+    return {
+        split: tf.summary.create_file_writer(os.path.join(model_dir, LOG_DIR, split)) for split in ("train", "eval")
+    }
+
+
+def _write_summaries(writers: dict, step: int, loss: float, eval_loss: float, lr: float, rate: float) -> None:
+    with writers["train"].as_default(step=step):
+        tf.summary.scalar("loss", loss)
+        tf.summary.scalar("learning_rate", lr)
+        tf.summary.scalar("examples_per_second", rate)
+    with writers["eval"].as_default(step=step):
+        tf.summary.scalar("loss", eval_loss)
+    for writer in writers.values():
+        writer.flush()
+
+
+def _export(model: Autoencoder, cfg: TrainConfig, shape, tft_output, identity: dict, is_chief: bool) -> str:
+    """Exports a plain float32 copy of ``model`` (chief only; every worker reads the weights).
+
+    The copy makes the export independent of the strategy and of the compute precision.
+    """
+    with _dtype_policy("float32"):
+        plain = build_autoencoder(cfg.model, shape)
+    plain.build((None, *shape))
+    plain.set_weights(model.get_weights())  # reads the distributed variables: every worker takes part
+    final = export.saved_model_path(cfg.model_dir)
+    if not is_chief:
+        return final
+    info = dict(identity, loss=cfg.model.loss)
+    return export.export_model(plain, tft_output, cfg.model_dir, info)
+
+
+def _write_training_json(
+    cfg: TrainConfig,
+    result: TrainResult,
+    strategy,
+    workers: int,
+    global_batch: int,
+    learning_rate: float,
+    policies: dict,
+    progress: Progress,
+    wall: float,
+) -> None:
     report = {
         "config": dataclasses.asdict(cfg),
-        "strategy": type(strategy).__name__,
-        "replicas": replicas,
+        "strategy": strategy_name(strategy),
+        "replicas": strategy.num_replicas_in_sync,
+        "workers": workers,
+        "global_batch": global_batch,
+        "learning_rate": learning_rate,
+        "precision": cfg.precision,
+        "shard_policy": policies,
         "epochs_run": result.epochs,
+        "global_step": progress.global_step,
+        "resumed_from": result.resumed_from,
+        "warm_start": cfg.warm_start if result.resumed_from is None else None,
+        "stopped_early": result.stopped_early,
         "history": result.history,
         "examples_per_second": result.examples_per_second,
         "wall_seconds": wall,

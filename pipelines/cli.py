@@ -13,7 +13,7 @@ import logging
 
 import click
 
-from models.config import ModelConfig, TrainConfig
+from models.config import LR_SCALINGS, PRECISIONS, STRATEGIES, ModelConfig, TrainConfig
 from pipelines.config import EvaluateConfig, InferConfig, PreprocessConfig, parse_image_size
 from pipelines.sources import BUILTIN_MNIST
 
@@ -106,22 +106,69 @@ def preprocess(
 
 @cli.command()
 @click.option("--data", required=True, help="A preprocess output folder.")
-@click.option("--model-dir", required=True, help="Where checkpoints and the export go.")
+@click.option("--model-dir", required=True, help="Checkpoints (resumed from), logs and the export.")
 @_model_options
 @click.option("--batch-size", type=int, default=128, show_default=True, help="Per replica.")
 @click.option("--learning-rate", type=float, default=1e-3, show_default=True)
-@click.option("--strategy", type=click.Choice(["auto", "default", "mirrored"]), default="auto", show_default=True)
-def train(data, model_dir, kind, latent_dim, loss, epochs, batch_size, learning_rate, strategy):
+@click.option("--strategy", type=click.Choice(STRATEGIES), default="auto", show_default=True)
+@click.option("--precision", type=click.Choice(PRECISIONS), default="float32", show_default=True)
+@click.option("--lr-scaling", type=click.Choice(LR_SCALINGS), default="none", show_default=True, help="With replicas.")
+@click.option("--checkpoint-every", type=int, default=0, show_default=True, help="Also checkpoint every N steps.")
+@click.option("--early-stopping-patience", type=int, default=0, show_default=True, help="Epochs; 0: off.")
+@click.option("--reduce-lr-patience", type=int, default=0, show_default=True, help="Epochs; 0: off.")
+@click.option("--reduce-lr-factor", type=float, default=0.5, show_default=True)
+@click.option("--min-delta", type=float, default=0.0, show_default=True, help="Smallest eval-loss improvement.")
+@click.option("--warm-start", help="Start from this model folder (same kind and shape).")
+@click.option("--cache-mb", type=int, default=1024, show_default=True, help="Keep splits this small in memory.")
+def train(
+    data,
+    model_dir,
+    kind,
+    latent_dim,
+    loss,
+    epochs,
+    batch_size,
+    learning_rate,
+    strategy,
+    precision,
+    lr_scaling,
+    checkpoint_every,
+    early_stopping_patience,
+    reduce_lr_patience,
+    reduce_lr_factor,
+    min_delta,
+    warm_start,
+    cache_mb,
+):
     """Train an autoencoder and export it as one SavedModel."""
     from models.training import train as run_training
     from pipelines.config import write_config
 
     cfg = TrainConfig(
-        data, model_dir, ModelConfig(kind, latent_dim, loss), epochs, batch_size, learning_rate, strategy=strategy
+        data,
+        model_dir,
+        ModelConfig(kind, latent_dim, loss),
+        epochs,
+        batch_size,
+        learning_rate,
+        strategy=strategy,
+        precision=precision,
+        lr_scaling=lr_scaling,
+        checkpoint_every_steps=checkpoint_every,
+        early_stopping_patience=early_stopping_patience,
+        reduce_lr_patience=reduce_lr_patience,
+        reduce_lr_factor=reduce_lr_factor,
+        min_delta=min_delta,
+        warm_start=warm_start,
+        cache_mb=cache_mb,
     )
-    write_config(cfg, model_dir)
     result = run_training(cfg)
-    click.echo(f"trained {epochs} epochs, eval loss {result.history['eval_loss'][-1]:.5f} -> {result.saved_model}")
+    write_config(cfg, model_dir)  # after: a refused or failed run leaves the folder's config as it was
+    stopped = ", stopped early" if result.stopped_early else ""
+    click.echo(
+        f"trained {result.epochs} epochs{stopped}, eval loss {result.history['eval_loss'][-1]:.5f} "
+        f"-> {result.saved_model}"
+    )
 
 
 @cli.command(context_settings=_BEAM)

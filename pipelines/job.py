@@ -57,8 +57,8 @@ def run_job(cfg: JobConfig, beam_args: list[str] | None = None) -> JobResult:
     started = time.time()
     pre = run_preprocess(cfg.preprocess, beam_args)
     timings["preprocess"] = time.time() - started
-    write_config(cfg.train, cfg.train.model_dir)
     trained = train(cfg.train)
+    write_config(cfg.train, cfg.train.model_dir)
     timings["train"] = time.time() - started - timings["preprocess"]
     inferred = run_infer(cfg.infer, beam_args)
     timings["infer"] = time.time() - started - timings["preprocess"] - timings["train"]
