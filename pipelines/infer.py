@@ -39,6 +39,7 @@ from apache_beam.ml.inference.base import ModelHandler, PredictionResult, RunInf
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.transforms import userstate, window
 from apache_beam.utils.timestamp import MAX_TIMESTAMP, Timestamp
+from apache_beam.utils.windowed_value import WindowedValue
 
 from models.export import read_model_info
 from pipelines import metrics, publish
@@ -61,17 +62,40 @@ STAGE = "infer"
 ROW_GROUP_BYTES = 64 * 1024 * 1024
 # A file is closed once this much is written; with one more row group it stays under 512 MB.
 MAX_FILE_BYTES = 448 * 1024 * 1024
-_KEY_BYTES = 64  # rough size of a row's id, source and label, for sizing row groups
+_KEY_BYTES = 64  # rough in-memory size of a row's id, source and label
 
 
 class ToArrowFn(beam.DoFn):
-    """A list of ``PredictionResult`` -> one ``pa.Table`` of ``schema`` (one future row group)."""
+    """``PredictionResult`` elements -> ``pa.Table`` elements of ``schema`` (each a future row group).
 
-    def __init__(self, schema: pa.Schema):
+    Buffers the results of each window until they hold about ``row_group_bytes`` of the written
+    outputs, then converts them in one go. (Not ``BatchElements``: Beam's element size sampling
+    would pickle every result of a PCollection of lists of results.)
+    """
+
+    def __init__(self, schema: pa.Schema, row_group_bytes: int = ROW_GROUP_BYTES):
         self._schema = schema
+        self._written = frozenset(schema.names)
+        self._row_group_bytes = row_group_bytes
         self._rows = Metrics.counter(metrics.NAMESPACE, "prediction_rows")
 
-    def process(self, results: list[PredictionResult]):
+    def start_bundle(self):
+        self._buffers: dict = {}  # window -> [results, bytes]
+
+    def process(self, result: PredictionResult, w=beam.DoFn.WindowParam):
+        buffer = self._buffers.setdefault(w, [[], 0])
+        buffer[0].append(result)
+        buffer[1] += _KEY_BYTES + sum(v.nbytes for k, v in result.inference.items() if k in self._written)
+        if buffer[1] >= self._row_group_bytes:
+            del self._buffers[w]
+            yield self._table(buffer[0], w)
+
+    def finish_bundle(self):
+        for w, (results, _) in self._buffers.items():
+            yield self._table(results, w)
+        self._buffers = {}
+
+    def _table(self, results: list[PredictionResult], w) -> WindowedValue:
         records = [r.example for r in results]
         keys = {
             cols.ID: [r[features.ID] for r in records],
@@ -79,7 +103,8 @@ class ToArrowFn(beam.DoFn):
             cols.LABEL: [r[features.LABEL] or None for r in records],
         }
         self._rows.inc(len(records))
-        yield pa.Table.from_batches([cols.record_batch(self._schema, keys, stack_outputs(results))])
+        table = pa.Table.from_batches([cols.record_batch(self._schema, keys, stack_outputs(results))])
+        return WindowedValue(table, w.max_timestamp(), (w,))
 
 
 class InferenceRejectionFn(beam.DoFn):
@@ -96,7 +121,12 @@ class InferenceRejectionFn(beam.DoFn):
 
 
 class EncodeImages(beam.PTransform):
-    """Valid raw records -> ``{"tables": pa.Table, "rejected": dead letters}`` via ``RunInference``.
+    """Valid raw records -> ``{"tables", "retried", "rejected"}`` via ``RunInference``.
+
+    ``tables`` and ``retried`` hold ``pa.Table`` elements of ``schema``: ``retried`` those of the
+    records of failed batches that succeeded alone (empty unless a batch failed). They are two
+    PCollections rather than one Flatten because Beam's local runner materializes a Flatten's whole
+    input, which would hold every prediction in memory.
 
     Args:
       model_handler: yields one ``PredictionResult`` per record with numpy outputs named like the
@@ -118,24 +148,11 @@ class EncodeImages(beam.PTransform):
             | "SplitFailedBatches" >> beam.FlatMap(lambda bad: bad[0])
             | "RetryOneByOne" >> retry
         )
-        rejected = still_failed.failed_inferences | "ToDeadLetters" >> beam.ParDo(InferenceRejectionFn())
-        written = set(self._schema.names)
-        tables = (
-            (results, retried)
-            | "MergeResults" >> beam.Flatten()
-            | "GroupIntoRowGroups"
-            >> beam.BatchElements(
-                min_batch_size=ROW_GROUP_BYTES,
-                max_batch_size=ROW_GROUP_BYTES,
-                element_size_fn=lambda result: _result_bytes(result, written),
-            )
-            | "ToArrow" >> beam.ParDo(ToArrowFn(self._schema))
-        )
-        return {"tables": tables, "rejected": rejected}
-
-
-def _result_bytes(result: PredictionResult, written: set[str]) -> int:
-    return _KEY_BYTES + sum(value.nbytes for name, value in result.inference.items() if name in written)
+        return {
+            "tables": results | "ToArrow" >> beam.ParDo(ToArrowFn(self._schema)),
+            "retried": retried | "RetriedToArrow" >> beam.ParDo(ToArrowFn(self._schema)),
+            "rejected": still_failed.failed_inferences | "ToDeadLetters" >> beam.ParDo(InferenceRejectionFn()),
+        }
 
 
 class ParquetTableSink(filebasedsink.FileBasedSink):
@@ -148,6 +165,7 @@ class ParquetTableSink(filebasedsink.FileBasedSink):
       max_file_bytes: roll over to a new file once this much is written (None: one file per
         bundle or window).
       shard_name_template: Beam's shard name template (windowed names for streaming).
+      skip_if_empty: write no file for no tables (else one file with the schema and no rows).
     """
 
     def __init__(
@@ -157,6 +175,7 @@ class ParquetTableSink(filebasedsink.FileBasedSink):
         compression: str,
         max_file_bytes: int | None,
         shard_name_template: str | None = None,
+        skip_if_empty: bool = False,
     ):
         super().__init__(
             prefix,
@@ -166,6 +185,7 @@ class ParquetTableSink(filebasedsink.FileBasedSink):
             mime_type="application/x-parquet",
             compression_type=CompressionTypes.UNCOMPRESSED,  # Parquet compresses its pages itself
             max_bytes_per_shard=max_file_bytes,
+            skip_if_empty=skip_if_empty,
         )
         self._schema = schema
         self._compression = compression
@@ -198,16 +218,23 @@ class _BytesWritten:
 class WriteParquet(beam.PTransform):
     """``pa.Table`` elements -> ``PREFIX-*.parquet`` (windowed names for unbounded input)."""
 
-    def __init__(self, prefix: str, schema: pa.Schema, compression: str, max_file_bytes: int | None = MAX_FILE_BYTES):
+    def __init__(
+        self,
+        prefix: str,
+        schema: pa.Schema,
+        compression: str,
+        max_file_bytes: int | None = MAX_FILE_BYTES,
+        skip_if_empty: bool = False,
+    ):
         super().__init__()
-        self._args = prefix, schema, compression, max_file_bytes
+        self._args = prefix, schema, compression, max_file_bytes, skip_if_empty
 
     def expand(self, tables):
-        prefix, schema, compression, max_file_bytes = self._args
+        prefix, schema, compression, max_file_bytes, skip_if_empty = self._args
         if tables.is_bounded:
-            sink = ParquetTableSink(prefix, schema, compression, max_file_bytes)
+            sink = ParquetTableSink(prefix, schema, compression, max_file_bytes, skip_if_empty=skip_if_empty)
         else:  # several windows' writers are open at once: no per-file byte budget
-            sink = ParquetTableSink(prefix, schema, compression, None, "-V-SSSSS-of-NNNNN")
+            sink = ParquetTableSink(prefix, schema, compression, None, "-V-SSSSS-of-NNNNN", skip_if_empty)
         return tables | "Write" >> beam.io.Write(sink)
 
 
@@ -215,13 +242,20 @@ def build_infer_pipeline(
     p: beam.Pipeline, cfg: InferConfig, model_handler: ModelHandler, schema: pa.Schema, output: str
 ) -> dict:
     """Adds read -> validate -> encode -> write (under ``output``) to ``p``; returns the
-    PCollections by name (``tables``, ``rejected``)."""
+    PCollections by name (``tables``, ``retried``, ``rejected``)."""
     checked = p | "ReadValidImages" >> ReadValidImages(cfg.input, STAGE, cfg.max_pixels, cfg.limit)
     encoded = checked["valid"] | "EncodeImages" >> EncodeImages(model_handler, schema)
-    _ = encoded["tables"] | "WriteParquet" >> WriteParquet(os.path.join(output, PREDICTIONS), schema, cfg.compression)
-    rejected = (checked["rejected"], encoded["rejected"]) | "MergeRejected" >> beam.Flatten()
+    return _write(encoded, checked["rejected"], output, schema, cfg.compression)
+
+
+def _write(encoded: dict, invalid, output: str, schema: pa.Schema, compression: str) -> dict:
+    prefix = os.path.join(output, PREDICTIONS)
+    _ = encoded["tables"] | "WriteParquet" >> WriteParquet(prefix, schema, compression)
+    retried = WriteParquet(prefix + "-retried", schema, compression, skip_if_empty=True)
+    _ = encoded["retried"] | "WriteRetriedParquet" >> retried
+    rejected = (invalid, encoded["rejected"]) | "MergeRejected" >> beam.Flatten()
     _ = rejected | "WriteRejected" >> WriteRejected(os.path.join(output, REJECTED, "rejected"))
-    return {"tables": encoded["tables"], "rejected": rejected}
+    return {**encoded, "rejected": rejected}
 
 
 class FirstSightingFn(beam.DoFn):
@@ -248,7 +282,7 @@ def build_watch_pipeline(
     Every ``cfg.poll_seconds`` from ``start`` to ``stop`` the folder ``cfg.watch`` is listed
     (recursively, first-level subfolders name labels as in batch); files already there at the
     first poll are read too. A path is read once: rewriting a file does not read it again.
-    Returns the PCollections by name (``tables``, ``rejected``).
+    Returns the PCollections by name (``tables``, ``retried``, ``rejected``).
     """
     root = os.path.abspath(cfg.watch) if "://" not in cfg.watch else cfg.watch.rstrip("/")
     # Beam's Watch-based deduplication does not wait between polls on the local runners, so the
@@ -271,12 +305,7 @@ def build_watch_pipeline(
     )
     checked = records | "Validate" >> ValidateImages(STAGE, cfg.max_pixels)
     encoded = checked["valid"] | "EncodeImages" >> EncodeImages(model_handler, schema)
-    _ = encoded["tables"] | "WriteParquet" >> WriteParquet(
-        os.path.join(cfg.output, PREDICTIONS), schema, cfg.compression
-    )
-    rejected = (checked["rejected"], encoded["rejected"]) | "MergeRejected" >> beam.Flatten()
-    _ = rejected | "WriteRejected" >> WriteRejected(os.path.join(cfg.output, REJECTED, "rejected"))
-    return {"tables": encoded["tables"], "rejected": rejected}
+    return _write(encoded, checked["rejected"], cfg.output, schema, cfg.compression)
 
 
 @dataclasses.dataclass(frozen=True)
