@@ -66,7 +66,7 @@ class InferConfig:
     """Attributes:
     model_dir: a training output (holds ``saved_model/``).
     input: an input spec (``builtin:mnist``, a folder, ... see ``sources``); unused with ``watch``.
-    output: where the predictions go: ``predictions-*.parquet``, ``rejected/``, ``config.json`` and
+    output: where the predictions go: ``predictions-*.parquet``, ``_rejected/``, ``_config.json`` and
       ``_manifest.json``, under ``output/run_id=RUN_ID/`` when ``run_id`` is set.
     batch_size_min, batch_size_max: bounds of RunInference's batches.
     max_pixels: images with more pixels are rejected.

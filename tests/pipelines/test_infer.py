@@ -5,6 +5,7 @@ import glob
 import io
 import json
 import os
+import pathlib
 import pickle
 import threading
 import time
@@ -86,6 +87,35 @@ def test_manifest_records_counts_model_input_and_timing(inferred):
     assert dists["inference_batch_latency_micro_secs"]["count"] >= 1
     assert manifest["metrics"]["counters"]["num_inferences"] == table.num_rows
     assert os.path.exists(os.path.join(result.output, "_config.json"))
+
+
+def _readme_block(language: str) -> str:
+    text = (pathlib.Path(__file__).parents[2] / "README.md").read_text()
+    return text.split(f"```{language}\n", 1)[1].split("```", 1)[0]
+
+
+def test_the_readmes_duckdb_query_finds_the_nearest_latents(inferred):
+    import duckdb
+
+    result, table, _ = inferred
+    query_id = "cat/000.png"
+    sql = _readme_block("sql").replace("hourglass-output/predictions", result.output).replace("mnist/0", query_id)
+    found = duckdb.sql(sql).fetchall()
+    codes = np.stack(table.column("latent").to_numpy(zero_copy_only=False))
+    ids = table.column("id").to_pylist()
+    distances = np.linalg.norm(codes - codes[ids.index(query_id)], axis=1)
+    nearest = [ids[i] for i in np.argsort(distances)[1:6]]
+    assert [row[0] for row in found] == nearest
+    assert [row[2] for row in found] == pytest.approx(np.sort(distances)[1:6], rel=1e-5)
+
+
+def test_the_readmes_pandas_and_pyarrow_snippet_runs_on_real_output(inferred):
+    result, table, _ = inferred
+    code = _readme_block("python").replace("hourglass-output/predictions", result.output)
+    scope: dict = {}
+    exec(code.replace("mnist/0", "cat/000.png"), scope)
+    assert len(scope["frame"]) == table.num_rows and len(scope["nearest"]) == 5
+    assert "cat/000.png" not in scope["table"].take(scope["nearest"]).column("id").to_pylist()
 
 
 def test_png_pixels_decode_to_the_float_values(inferred, trained, image_tree, tmp_path):
