@@ -1,10 +1,10 @@
 """The infer job: images -> validated -> RunInference(SavedModel) -> Parquet, in batch or streaming.
 
 :class:`EncodeImages` (no I/O) takes valid raw records (see ``sources``) and returns
-``{"tables", "rejected"}``: Arrow tables of ``parquet_schema``'s columns (about
+``{"tables", "retried", "rejected"}``: Arrow tables of ``parquet_schema``'s columns (about
 ``ROW_GROUP_BYTES`` each, written as one row group) and dead letters (``dead_letters``) for the
-records the model failed on. A batch that fails is retried one record at a time, so only the bad
-records are dead-lettered (reason ``inference_failed``).
+records the model failed on. A batch that fails is retried one record at a time (its good records
+come out in ``retried``), so only the bad records are dead-lettered (reason ``inference_failed``).
 
 ``build_infer_pipeline`` adds the source (``ReadValidImages``: every input spec the preprocess job
 reads) and the sinks, and writes under a folder: ``predictions-*.parquet`` (files are rolled over
@@ -15,7 +15,7 @@ other than the Parquet files start with ``_``, so pandas, pyarrow and Spark read
 
 ``build_watch_pipeline`` (``--watch``) lists a folder every ``poll_seconds`` with Beam's
 ``MatchContinuously``, reads each new file once and writes one set of Parquet files per fixed
-window of ``window_seconds`` (``predictions-<window>-*.parquet``). The model handler is a parameter
+window of ``window_seconds`` (``predictions-[START, END)-*.parquet``). The model handler is a parameter
 of both builders, so tests inject their own.
 """
 
