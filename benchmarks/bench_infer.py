@@ -78,7 +78,7 @@ def _timed(args: list[str]) -> dict:
     seconds = time.perf_counter() - started
     if status != 0:
         raise RuntimeError(f"{args[0]} failed:\n{output.decode(errors='replace')[-3000:]}")
-    log.info("%s: %.1f s", " ".join(args[:3]), seconds)
+    log.info("%s: %.1f s", "baseline" if args[1] == "-c" else f"hourglass infer on {args[5]}", seconds)
     return {
         "seconds": round(seconds, 2),
         "cpu_seconds": round(usage.ru_utime + usage.ru_stime, 2),
