@@ -22,7 +22,7 @@ def distributions(result) -> dict[str, dict[str, float]]:
     """All ``hourglass`` distributions (e.g. RunInference's batch sizes and latencies), by name:
     ``count``, ``sum``, ``min``, ``max`` and ``mean`` of the committed values."""
     query = result.metrics().query(MetricsFilter().with_namespace(NAMESPACE))
-    merged: dict[str, list] = {}
+    merged: dict[str, tuple] = {}
     for dist in query["distributions"]:
         value = dist.committed
         if value is None or value.count == 0:

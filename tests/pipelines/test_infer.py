@@ -1,12 +1,14 @@
 """The infer job: RunInference with the real SavedModel or an injected handler, Parquet read back."""
 
 import dataclasses
+import datetime
 import glob
 import io
 import json
 import os
 import pathlib
 import pickle
+import re
 import threading
 import time
 
@@ -352,10 +354,16 @@ def test_watch_mode_encodes_files_added_after_start_into_windowed_files(tmp_path
     )
     result = run_infer(cfg, model_handler=FakeHandler())
     adder.join()
-    files = sorted(glob.glob(str(tmp_path / "o" / "predictions-*.parquet")))
-    rows = {row["id"]: row for f in files for row in pq.read_table(f).to_pylist()}
-    assert set(rows) == {"cat/000.png", "dog/001.png"} and rows["dog/001.png"]["label"] == "dog"
-    assert rows["dog/001.png"]["latent"] == [float(len(encode_png(images["dog/001.png"])))]
-    assert len(files) == 2  # the early file and the late one landed in different windows
+    windows = {}  # id -> (window start, end) from the file name
+    for f in glob.glob(str(tmp_path / "o" / "predictions-*.parquet")):
+        start, end = re.fullmatch(r"predictions-\[(.+), (.+)\)-\d+-of-\d+\.parquet", os.path.basename(f)).groups()
+        bounds = [datetime.datetime.strptime(t, "%Y-%m-%dT%H-%M-%S") for t in (start, end)]
+        assert (bounds[1] - bounds[0]).total_seconds() == 2
+        windows.update({row["id"]: bounds for row in pq.read_table(f).to_pylist()})
+    assert set(windows) == {"cat/000.png", "dog/001.png"}
+    assert windows["cat/000.png"] <= windows["dog/001.png"]  # a later poll, so a later (or the same) window
+    late = pq.read_table(glob.glob(str(tmp_path / "o" / "predictions-*.parquet"))).to_pylist()
+    (row,) = [r for r in late if r["id"] == "dog/001.png"]
+    assert row["label"] == "dog" and row["latent"] == [float(len(encode_png(images["dog/001.png"])))]
     assert result.counts["records_read"] == 3 and result.counts["infer_rejected_not_an_image"] == 1
     assert [r["id"] for r in _rejected(tmp_path / "o")] == ["dog/bad.png"]
