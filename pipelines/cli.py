@@ -15,6 +15,7 @@ import click
 
 from models.config import LR_SCALINGS, PRECISIONS, STRATEGIES, ModelConfig, TrainConfig
 from pipelines.config import EvaluateConfig, InferConfig, PreprocessConfig, parse_image_size
+from pipelines.parquet_schema import COMPRESSIONS, OUTPUT_COLUMNS, PIXEL_FORMATS
 from pipelines.sources import BUILTIN_MNIST
 
 # Errors that carry a message meant for the user: shown without a traceback, exit code 1.
@@ -173,19 +174,59 @@ def train(
 
 @cli.command(context_settings=_BEAM)
 @click.option("--model-dir", required=True, help="A training output folder.")
-@click.option("--input", "source", required=True, help="builtin:mnist or a folder of images.")
+@click.option("--input", "source", help="builtin:mnist or a folder of images (any preprocess input).")
 @click.option("--output", required=True, help="Folder for the Parquet predictions.")
 @click.option("--batch-size-min", type=int, default=32, show_default=True)
 @click.option("--batch-size-max", type=int, default=1024, show_default=True)
+@click.option("--run-id", help="Scheduled run id (e.g. a date): writes OUTPUT/run_id=ID/, replaced by a re-run.")
+@click.option("--outputs", help=f"Comma-separated columns to write of {','.join(OUTPUT_COLUMNS)} (default: all).")
+@click.option("--pixels", type=click.Choice(PIXEL_FORMATS), default="float", show_default=True)
+@click.option("--compression", type=click.Choice(COMPRESSIONS), default="snappy", show_default=True)
+@click.option("--watch", help="Keep running: encode image files as they land in this folder (streaming).")
+@click.option("--window-seconds", type=float, default=60.0, show_default=True, help="With --watch.")
+@click.option("--poll-seconds", type=float, default=5.0, show_default=True, help="With --watch.")
+@click.option("--watch-seconds", type=float, help="With --watch: stop after this long (default: never).")
 @_limit
 @_beam_args
-def infer(model_dir, source, output, batch_size_min, batch_size_max, limit, beam_args):
+def infer(
+    model_dir,
+    source,
+    output,
+    batch_size_min,
+    batch_size_max,
+    run_id,
+    outputs,
+    pixels,
+    compression,
+    watch,
+    window_seconds,
+    poll_seconds,
+    watch_seconds,
+    limit,
+    beam_args,
+):
     """Encode and reconstruct images with a trained model; write Parquet."""
     from pipelines.infer import run_infer
 
-    cfg = InferConfig(model_dir, source, output, batch_size_min, batch_size_max, limit=limit)
-    result = run_infer(cfg, list(beam_args))
-    click.echo(f"wrote {result.counts.get('prediction_rows', 0)} Parquet rows -> {result.output}")
+    if (source is None) == (watch is None):
+        raise click.UsageError("pass exactly one of --input (a batch run) and --watch (streaming)")
+    cfg = InferConfig(
+        model_dir,
+        source or BUILTIN_MNIST,
+        output,
+        batch_size_min,
+        batch_size_max,
+        limit=limit,
+        run_id=run_id,
+        outputs=tuple(c.strip() for c in outputs.split(",")) if outputs else None,
+        pixels=pixels,
+        compression=compression,
+        watch=watch,
+        window_seconds=window_seconds,
+        poll_seconds=poll_seconds,
+        watch_seconds=watch_seconds,
+    )
+    click.echo(run_infer(cfg, list(beam_args)).summary())
 
 
 @cli.command(context_settings=_BEAM)

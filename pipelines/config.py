@@ -15,6 +15,7 @@ import re
 import tensorflow as tf
 
 from models.config import TrainConfig
+from pipelines.parquet_schema import COMPRESSIONS, PIXEL_FORMATS, check_outputs
 from pipelines.sources import BUILTIN_MNIST
 from pipelines.validation import DEFAULT_MAX_PIXELS
 from transforms.image_ops import RESIZE_POLICIES
@@ -64,11 +65,22 @@ class PreprocessConfig:
 class InferConfig:
     """Attributes:
     model_dir: a training output (holds ``saved_model/``).
-    input: ``builtin:mnist`` or a folder of images.
-    output: where ``predictions-*.parquet`` and ``rejected/`` go.
+    input: an input spec (``builtin:mnist``, a folder, ... see ``sources``); unused with ``watch``.
+    output: where the predictions go: ``predictions-*.parquet``, ``_rejected/``, ``_config.json`` and
+      ``_manifest.json``, under ``output/run_id=RUN_ID/`` when ``run_id`` is set.
     batch_size_min, batch_size_max: bounds of RunInference's batches.
     max_pixels: images with more pixels are rejected.
     limit: read only this many records of ``builtin:mnist``.
+    run_id: a scheduled run's id (e.g. a date): the output is the Hive partition
+      ``output/run_id=RUN_ID``, published only when the run succeeds and replaced by a re-run.
+    outputs: the output columns to write, from ``parquet_schema.OUTPUT_COLUMNS`` (None: all of them,
+      ``denoised`` null unless the model denoises); the key columns are always written.
+    pixels: ``float`` (list<float32> in [0, 1]) or ``png`` (PNG bytes) for the image columns.
+    compression: Parquet codec, ``snappy`` or ``zstd``.
+    watch: a folder to watch instead of reading ``input`` once (streaming mode).
+    window_seconds: with ``watch``, the width of the fixed windows, one set of files per window.
+    poll_seconds: with ``watch``, how often the folder is listed.
+    watch_seconds: with ``watch``, stop after this long (None: run until stopped).
     """
 
     model_dir: str
@@ -78,12 +90,32 @@ class InferConfig:
     batch_size_max: int = 1024
     max_pixels: int = DEFAULT_MAX_PIXELS
     limit: int | None = None
+    run_id: str | None = None
+    outputs: tuple[str, ...] | None = None
+    pixels: str = "float"
+    compression: str = "snappy"
+    watch: str | None = None
+    window_seconds: float = 60.0
+    poll_seconds: float = 5.0
+    watch_seconds: float | None = None
 
     def __post_init__(self):
         if not 0 < self.batch_size_min <= self.batch_size_max:
             raise ValueError(
                 f"need 0 < batch_size_min <= batch_size_max, got {self.batch_size_min}, {self.batch_size_max}"
             )
+        if self.outputs is not None:
+            object.__setattr__(self, "outputs", check_outputs(tuple(self.outputs)))
+        _choice("pixels", self.pixels, PIXEL_FORMATS)
+        _choice("compression", self.compression, COMPRESSIONS)
+        if self.run_id is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._+-]*", self.run_id):
+            raise ValueError(
+                f"run id must be letters, digits and . _ + - (starting with a letter or digit), got {self.run_id!r}"
+            )
+        if self.watch is not None and self.run_id is not None:
+            raise ValueError("--run-id names one batch run's partition; --watch writes windowed files: use one")
+        if self.window_seconds <= 0 or self.poll_seconds <= 0 or (self.watch_seconds or 1) <= 0:
+            raise ValueError("window, poll and watch seconds must be positive")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -145,10 +177,10 @@ def parse_image_size(text: str | None) -> tuple[int, int] | None:
     return int(match.group(1)), int(match.group(2))
 
 
-def write_config(config, directory: str) -> str:
-    """Writes ``directory/config.json`` (the resolved config) and returns its path."""
+def write_config(config, directory: str, name: str = CONFIG_JSON) -> str:
+    """Writes ``directory/config.json`` (the resolved config; or ``name``) and returns its path."""
     tf.io.gfile.makedirs(directory)
-    path = os.path.join(directory, CONFIG_JSON)
+    path = os.path.join(directory, name)
     with tf.io.gfile.GFile(path, "w") as f:
         json.dump(dataclasses.asdict(config), f, indent=2, sort_keys=True)
     return path

@@ -18,6 +18,28 @@ def counters(result) -> dict[str, int]:
     return totals
 
 
+def distributions(result) -> dict[str, dict[str, float]]:
+    """All ``hourglass`` distributions (e.g. RunInference's batch sizes and latencies), by name:
+    ``count``, ``sum``, ``min``, ``max`` and ``mean`` of the committed values."""
+    query = result.metrics().query(MetricsFilter().with_namespace(NAMESPACE))
+    merged: dict[str, tuple] = {}
+    for dist in query["distributions"]:
+        value = dist.committed
+        if value is None or value.count == 0:
+            continue
+        count, total, low, high = merged.get(dist.key.metric.name, (0, 0, value.min, value.max))
+        merged[dist.key.metric.name] = (
+            count + value.count,
+            total + value.sum,
+            min(low, value.min),
+            max(high, value.max),
+        )
+    return {
+        name: {"count": count, "sum": total, "min": low, "max": high, "mean": total / count}
+        for name, (count, total, low, high) in merged.items()
+    }
+
+
 def format_counters(values: dict[str, int]) -> str:
     """One ``name: value`` line per counter, sorted, for logs."""
     return "\n".join(f"  {name}: {value}" for name, value in sorted(values.items()))

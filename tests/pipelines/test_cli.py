@@ -45,6 +45,32 @@ def test_preprocess_and_infer_commands_on_a_folder(trained, image_tree, tmp_path
     assert f"wrote {len(images)} Parquet rows" in result.output
 
 
+def test_infer_writes_a_run_partition_with_the_chosen_columns(trained, image_tree, tmp_path):
+    root, images = image_tree
+    args = ["infer", "--model-dir", trained[0].model_dir, "--input", str(root), "--output", str(tmp_path)]
+    args += ["--run-id", "2026-02-01", "--outputs", "latent, reconstruction", "--pixels", "png"]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    assert f"wrote {len(images)} Parquet rows, 0 rejected" in result.output and "RunInference:" in result.output
+    table = pq.read_table(glob.glob(str(tmp_path / "run_id=2026-02-01" / "*.parquet")))
+    assert table.schema.names[:5] == ["id", "source", "label", "latent", "reconstruction"]
+    assert str(table.schema.field("reconstruction").type) == "binary"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--outputs", "latent,pixels"], "outputs must be a non-empty selection of latent, reconstruction, denoised"),
+        (["--run-id", "../up"], "run id must be letters, digits"),
+        (["--watch", "somewhere"], "pass exactly one of --input"),
+    ],
+)
+def test_infer_rejects_bad_options_naming_the_valid_ones(tmp_path, args, message):
+    base = ["infer", "--model-dir", str(tmp_path), "--input", str(tmp_path), "--output", str(tmp_path / "o")]
+    result = CliRunner().invoke(cli, base + args)
+    assert result.exit_code != 0 and message in result.output
+
+
 @pytest.mark.slow
 @pytest.mark.integration
 def test_console_script_runs_the_whole_job(tmp_path):
@@ -57,8 +83,10 @@ def test_console_script_runs_the_whole_job(tmp_path):
     assert table.num_rows == 300
     assert sorted(table.column("id").to_pylist()) == sorted(f"mnist/{i}" for i in range(300))
     assert {len(v) for v in table.column("latent").to_pylist()} == {8}
-    for stage in ("data", "model", "predictions", "report"):
+    for stage in ("data", "model", "report"):
         assert os.path.exists(tmp_path / stage / "config.json")
+    assert os.path.exists(tmp_path / "predictions" / "_config.json")
+    assert os.path.exists(tmp_path / "predictions" / "_manifest.json")
     assert f"-> {tmp_path / 'report' / 'index.html'}" in done.stdout
     metrics = json.loads((tmp_path / "report" / "metrics.json").read_text())
     assert metrics["model"]["latent_dim"] == 8 and metrics["data"]["evaluated"] + metrics["data"]["reference"] == 300
