@@ -14,8 +14,9 @@ import logging
 import click
 
 from models.config import ModelConfig, TrainConfig
-from pipelines.config import InferConfig, PreprocessConfig, parse_image_size
-from pipelines.sources import BUILTIN_MNIST
+from pipelines.config import InferConfig, PreprocessConfig, parse_color, parse_image_size
+from pipelines.formats import FORMATS
+from pipelines.sources import BUILTIN_MNIST, ReaderOptions
 
 # Errors that carry a message meant for the user: shown without a traceback, exit code 1.
 _USER_ERRORS = (ValueError, FileNotFoundError, FloatingPointError)
@@ -50,38 +51,92 @@ def _model_options(f):
 
 
 _beam_args = click.argument("beam_args", nargs=-1, type=click.UNPROCESSED)
-_limit = click.option("--limit", type=int, help="Read only the first N records of builtin:mnist.")
+_limit = click.option("--limit", type=int, help="Read only the first N records.")
+_INPUT_HELP = "builtin:mnist, a folder, a glob pattern or a file (images, IDX, NPY, NPZ, CSV, TFRecord)."
+
+
+def _reader_options(f):
+    """``--format`` and the options for container formats; the callback gets ``reader``."""
+    options = [
+        click.option(
+            "--format",
+            "fmt",
+            type=click.Choice(["auto", *FORMATS]),
+            default="auto",
+            show_default=True,
+            help="Input format; auto: from file names and contents.",
+        ),
+        click.option("--image-key", help="NPZ array / TFRecord feature holding the images (default x|images, image)."),
+        click.option("--label-key", help="NPZ array / TFRecord feature / CSV column (name, index or none) of labels."),
+        click.option("--labels", help="Labels file for NPY or IDX images (default: the sibling named like them)."),
+        click.option(
+            "--pixel-max", type=float, help="Value meaning white in arrays/CSV (default by dtype: 255, 65535, 1.0)."
+        ),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+def _reader(fmt, image_key, label_key, labels, pixel_max) -> ReaderOptions:
+    return ReaderOptions(fmt, image_key, label_key, labels, pixel_max)
+
+
+_max_pixels = click.option(
+    "--max-pixels", type=int, default=64_000_000, show_default=True, help="Reject larger images."
+)
 
 
 @cli.command(context_settings=_BEAM)
-@click.option("--input", "source", default=BUILTIN_MNIST, show_default=True, help="builtin:mnist or a folder.")
+@click.option("--input", "source", default=BUILTIN_MNIST, show_default=True, help=_INPUT_HELP)
 @click.option("--output", default="hourglass-output", show_default=True, help="Writes data/, model/, predictions/.")
 @_model_options
 @_limit
+@_reader_options
 @_beam_args
-def run(source, output, kind, latent_dim, loss, epochs, limit, beam_args):
+def run(source, output, kind, latent_dim, loss, epochs, limit, fmt, image_key, label_key, labels, pixel_max, beam_args):
     """Preprocess -> train -> infer on one input."""
     from pipelines.job import make_job_config, run_job
 
-    cfg = make_job_config(output, source, ModelConfig(kind, latent_dim, loss), epochs, limit)
+    reader = _reader(fmt, image_key, label_key, labels, pixel_max)
+    cfg = make_job_config(output, source, ModelConfig(kind, latent_dim, loss), epochs, limit, reader)
     click.echo(run_job(cfg, list(beam_args)).summary())
 
 
 @cli.command(context_settings=_BEAM)
-@click.option("--input", "source", required=True, help="builtin:mnist or a folder of images.")
-@click.option("--output", required=True, help="Folder for TFRecords and the transform output.")
+@click.option("--input", "source", required=True, help=_INPUT_HELP)
+@click.option("--output", required=True, help="Folder for TFRecords, the transform output and stats.json.")
 @click.option("--image-size", help="HxW to bring every image to (default: the dataset's one size).")
 @click.option("--channels", type=click.Choice(["1", "3"]), help="Default: 3 if any image has colour.")
 @click.option("--resize", type=click.Choice(["stretch", "pad", "crop"]), default="stretch", show_default=True)
+@click.option("--background", default="black", show_default=True, help="Alpha and pad colour: name, #rrggbb or R,G,B.")
 @click.option("--normalize", type=click.Choice(["unit", "standardize"]), default="unit", show_default=True)
 @click.option("--eval-percent", type=int, default=10, show_default=True)
+@_max_pixels
 @click.option("--max-reject-fraction", type=float, default=0.01, show_default=True)
 @_limit
+@_reader_options
 @_beam_args
 def preprocess(
-    source, output, image_size, channels, resize, normalize, eval_percent, max_reject_fraction, limit, beam_args
+    source,
+    output,
+    image_size,
+    channels,
+    resize,
+    background,
+    normalize,
+    eval_percent,
+    max_pixels,
+    max_reject_fraction,
+    limit,
+    fmt,
+    image_key,
+    label_key,
+    labels,
+    pixel_max,
+    beam_args,
 ):
-    """Read, validate, split and tf.Transform images into TFRecords."""
+    """Read, validate, split and tf.Transform images into TFRecords (plus stats.json)."""
     from pipelines.preprocess import run_preprocess
 
     cfg = PreprocessConfig(
@@ -92,8 +147,11 @@ def preprocess(
         resize=resize,
         normalize=normalize,
         eval_percent=eval_percent,
+        max_pixels=max_pixels,
         max_reject_fraction=max_reject_fraction,
         limit=limit,
+        reader=_reader(fmt, image_key, label_key, labels, pixel_max),
+        background=parse_color(background),
     )
     result = run_preprocess(cfg, list(beam_args))
     click.echo(
@@ -124,17 +182,34 @@ def train(data, model_dir, kind, latent_dim, loss, epochs, batch_size, learning_
 
 @cli.command(context_settings=_BEAM)
 @click.option("--model-dir", required=True, help="A training output folder.")
-@click.option("--input", "source", required=True, help="builtin:mnist or a folder of images.")
+@click.option("--input", "source", required=True, help=_INPUT_HELP)
 @click.option("--output", required=True, help="Folder for the Parquet predictions.")
 @click.option("--batch-size-min", type=int, default=32, show_default=True)
 @click.option("--batch-size-max", type=int, default=1024, show_default=True)
+@_max_pixels
 @_limit
+@_reader_options
 @_beam_args
-def infer(model_dir, source, output, batch_size_min, batch_size_max, limit, beam_args):
+def infer(
+    model_dir,
+    source,
+    output,
+    batch_size_min,
+    batch_size_max,
+    max_pixels,
+    limit,
+    fmt,
+    image_key,
+    label_key,
+    labels,
+    pixel_max,
+    beam_args,
+):
     """Encode and reconstruct images with a trained model; write Parquet."""
     from pipelines.infer import run_infer
 
-    cfg = InferConfig(model_dir, source, output, batch_size_min, batch_size_max, limit=limit)
+    reader = _reader(fmt, image_key, label_key, labels, pixel_max)
+    cfg = InferConfig(model_dir, source, output, batch_size_min, batch_size_max, max_pixels, limit, reader)
     result = run_infer(cfg, list(beam_args))
     click.echo(f"wrote {result.counts.get('prediction_rows', 0)} Parquet rows -> {result.output}")
 

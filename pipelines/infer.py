@@ -23,7 +23,7 @@ from pipelines import parquet_schema as cols
 from pipelines.config import InferConfig, write_config
 from pipelines.dead_letters import REJECTED_DIR, WriteRejected
 from pipelines.model_handler import HourglassModelHandler
-from pipelines.sources import SOURCE, check_source
+from pipelines.sources import SOURCE, resolve_source
 from pipelines.validation import ReadValidImages
 from transforms import features
 
@@ -64,7 +64,8 @@ class EncodeImages(beam.PTransform):
 
 def build_infer_pipeline(p: beam.Pipeline, cfg: InferConfig, model_handler: ModelHandler, schema) -> dict:
     """Adds read -> validate -> encode -> write to ``p``; returns the PCollections by name."""
-    checked = p | "ReadValidImages" >> ReadValidImages(cfg.input, "infer", cfg.max_pixels, cfg.limit)
+    source = resolve_source(cfg.input, cfg.reader, cfg.limit)
+    checked = p | "ReadValidImages" >> ReadValidImages(source, "infer", cfg.max_pixels)
     rows = checked["valid"] | "EncodeImages" >> EncodeImages(model_handler)
     _ = rows | "WriteParquet" >> beam.io.WriteToParquet(
         os.path.join(cfg.output, PREDICTIONS), schema, codec="snappy", file_name_suffix=".parquet"
@@ -88,7 +89,7 @@ def run_infer(cfg: InferConfig, beam_args: list[str] | None = None) -> InferResu
       FileNotFoundError: the model folder holds no export.
       ValueError: bad input spec.
     """
-    check_source(cfg.input)
+    resolve_source(cfg.input, cfg.reader, cfg.limit)  # fails early on a bad input
     info = read_model_info(cfg.model_dir)
     write_config(cfg, cfg.output)
     handler = HourglassModelHandler(cfg.model_dir, cfg.batch_size_min, cfg.batch_size_max)

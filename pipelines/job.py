@@ -16,7 +16,7 @@ from models.training import train
 from pipelines.config import InferConfig, JobConfig, PreprocessConfig, write_config
 from pipelines.infer import run_infer
 from pipelines.preprocess import run_preprocess
-from pipelines.sources import BUILTIN_MNIST
+from pipelines.sources import BUILTIN_MNIST, ReaderOptions
 
 log = logging.getLogger(__name__)
 
@@ -27,13 +27,16 @@ def make_job_config(
     model: ModelConfig | None = None,
     epochs: int = 10,
     limit: int | None = None,
+    reader: ReaderOptions | None = None,
 ) -> JobConfig:
-    """The stage configs of a run whose outputs all live under ``output``."""
+    """The stage configs of a run whose outputs all live under ``output`` (``reader``: how to read
+    ``input``, for both preprocess and infer)."""
     data, model_dir, predictions = (os.path.join(output, name) for name in ("data", "model", "predictions"))
+    reader = reader or ReaderOptions()
     return JobConfig(
-        preprocess=PreprocessConfig(input=input, output=data, limit=limit),
+        preprocess=PreprocessConfig(input=input, output=data, limit=limit, reader=reader),
         train=TrainConfig(data_dir=data, model_dir=model_dir, model=model or ModelConfig(), epochs=epochs),
-        infer=InferConfig(model_dir=model_dir, input=input, output=predictions, limit=limit),
+        infer=InferConfig(model_dir=model_dir, input=input, output=predictions, limit=limit, reader=reader),
     )
 
 

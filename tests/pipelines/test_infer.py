@@ -14,7 +14,7 @@ from apache_beam.testing.util import assert_that, equal_to
 from pipelines import parquet_schema as cols
 from pipelines.config import InferConfig
 from pipelines.infer import EncodeImages, run_infer
-from tests.conftest import write_image_tree
+from tests.conftest import known_pixels, write_image_tree
 
 
 @pytest.fixture(scope="module")
@@ -60,6 +60,23 @@ def test_bad_files_are_dead_lettered_and_good_ones_all_written(trained, tmp_path
     assert result.counts["infer_rejected_corrupt_image"] == 1
     lines = [line for f in (tmp_path / "o" / "rejected").glob("*.jsonl") for line in f.read_text().splitlines()]
     assert len(lines) == 1 and '"cat/broken.png"' in lines[0]
+
+
+def test_infer_reads_containers_too(trained, tmp_path):
+    train_cfg, _ = trained
+    (tmp_path / "in").mkdir()
+    np.save(tmp_path / "in" / "x.npy", np.stack([known_pixels(c, 0) for c in range(3)]))
+    np.save(tmp_path / "in" / "y.npy", np.array(["cat", "dog", "emu"]))
+    result = run_infer(
+        InferConfig(model_dir=train_cfg.model_dir, input=str(tmp_path / "in"), output=str(tmp_path / "o"))
+    )
+    table = pq.read_table(glob.glob(str(tmp_path / "o" / "predictions-*.parquet")))
+    assert result.counts["prediction_rows"] == 3
+    assert sorted(zip(table.column("id").to_pylist(), table.column("label").to_pylist(), strict=True)) == [
+        ("x.npy/0", "cat"),
+        ("x.npy/1", "dog"),
+        ("x.npy/2", "emu"),
+    ]
 
 
 class _FakeHandler(ModelHandler):
