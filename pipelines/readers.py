@@ -1,9 +1,9 @@
 """Format readers: how each input format is cut into units of work and read into raw records.
 
 A reader has two steps, both run inside Beam workers (see ``sources``):
-  ``plan(path)``: one matched file -> units (small, picklable descriptions of the work: one image
-  file, or an index/byte range of a container), reading at most the file's header (or, for CSV
-  and TFRecord, scanning its line/record boundaries without keeping anything);
+  ``plan_all(paths)``: matched files -> units (small, picklable descriptions of the work: a group
+  of image files, or an index/byte range of a container), reading at most each file's header
+  (or, for CSV and TFRecord, scanning its line/record boundaries without keeping anything);
   ``read(unit)``: one unit -> raw records (``id``, ``label``, ``image``, ``source``; see
   ``sources``).
 Both also yield :class:`Unreadable` items for what cannot be read, which become dead letters:
@@ -42,6 +42,8 @@ SOURCE = "source"
 # A unit holds at most this many records and about this many bytes of raw data.
 UNIT_RECORDS = 4096
 UNIT_BYTES = 16 << 20
+# Image files are read in units of this many files.
+FILES_PER_UNIT = 100
 
 DEFAULT_IMAGE_KEYS = {formats.NPZ: ("x", "images"), formats.TFRECORD: ("image", "image/encoded", "image_raw")}
 DEFAULT_LABEL_KEYS = {formats.NPZ: ("y", "labels"), formats.TFRECORD: ("label", "image/class/label", "labels")}
@@ -110,6 +112,11 @@ class Reader:
     def plan(self, path: str) -> Iterator[Any]:
         raise NotImplementedError
 
+    def plan_all(self, paths: list[str]) -> Iterator[Any]:
+        """Plans several files (readers that group files into units override this)."""
+        for path in paths:
+            yield from self.plan(path)
+
     def read(self, unit) -> Iterator[dict | Unreadable]:
         raise NotImplementedError
 
@@ -131,40 +138,45 @@ def _record(record_id: str, label: str, image: bytes, source: str) -> dict:
 
 
 class FileUnit(NamedTuple):
-    path: str
+    paths: tuple[str, ...]
 
     @property
     def order(self) -> tuple:
-        return (self.path, 0)
+        return (self.paths[0], 0)
 
     @property
     def count(self) -> int:
-        return 1
+        return len(self.paths)
 
     def head(self, n: int) -> FileUnit:
-        return self
+        return self._replace(paths=self.paths[:n])
 
 
 class ImageFileReader(Reader):
-    """One unit per file; label = first-level subfolder under the root."""
+    """Units of up to ``FILES_PER_UNIT`` files (fewer, larger elements for Beam to move); the label
+    of a file is its first-level subfolder under the root."""
 
-    def plan(self, path):
-        yield FileUnit(path)
+    def plan_all(self, paths):
+        paths = sorted(paths)
+        for start in range(0, len(paths), FILES_PER_UNIT):
+            yield FileUnit(tuple(paths[start : start + FILES_PER_UNIT]))
 
     def setup(self):
         self._filesystem = FileSystems.get_filesystem(self.root)  # once: the lookup costs per call
 
     def read(self, unit: FileUnit):
-        path = unit.path
+        for path in unit.paths:
+            yield self._read_file(path)
+
+    def _read_file(self, path: str) -> dict | Unreadable:
         record_id = relative_id(path, self.root)
         try:
             with self._filesystem.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
                 data = f.read()
         except Exception as error:  # any filesystem's read error
-            yield self._file_error(path, error)
-            return
+            return self._file_error(path, error)
         parts = record_id.split("/")
-        yield _record(record_id, parts[0] if len(parts) > 1 else features.UNKNOWN_LABEL, data, path)
+        return _record(record_id, parts[0] if len(parts) > 1 else features.UNKNOWN_LABEL, data, path)
 
 
 # --- arrays: IDX, NPY, NPZ ------------------------------------------------------------------------------

@@ -28,7 +28,16 @@ from apache_beam.io import fileio
 from apache_beam.io.filesystems import FileSystems
 
 from pipelines import formats
-from pipelines.readers import BUILTIN_MNIST, MNIST_SIZE, READERS, SOURCE, Reader, ReaderOptions, Unreadable
+from pipelines.readers import (
+    BUILTIN_MNIST,
+    FILES_PER_UNIT,
+    MNIST_SIZE,
+    READERS,
+    SOURCE,
+    Reader,
+    ReaderOptions,
+    Unreadable,
+)
 
 __all__ = ["BUILTIN_MNIST", "MNIST_SIZE", "SOURCE", "ReadImages", "ReaderOptions", "Source", "resolve_source"]
 
@@ -133,7 +142,7 @@ def source_shapes(source: Source) -> dict[tuple[int, int, bool], int] | None:
 
 
 class PlanUnitsFn(beam.DoFn):
-    """File path -> the reader's units, and ``rejected`` ``Unreadable`` items."""
+    """A batch of file paths -> the reader's units, and ``rejected`` ``Unreadable`` items."""
 
     def __init__(self, source: Source):
         self._source = source
@@ -141,8 +150,8 @@ class PlanUnitsFn(beam.DoFn):
     def setup(self):
         self._reader = self._source.reader()
 
-    def process(self, path):
-        for item in self._reader.plan(path):
+    def process(self, paths):
+        for item in self._reader.plan_all(paths):
             yield beam.pvalue.TaggedOutput(REJECTED, item) if isinstance(item, Unreadable) else item
 
 
@@ -193,7 +202,7 @@ class PlanReads(beam.PTransform):
     def expand(self, pbegin):
         source = self._source
         if source.format == BUILTIN_MNIST:
-            paths = pbegin | "Builtin" >> beam.Create([source.input])
+            paths = pbegin | "Builtin" >> beam.Create([[source.input]])
         else:
             paths = (
                 pbegin
@@ -203,6 +212,9 @@ class PlanReads(beam.PTransform):
             )
             if source.format != formats.IMAGES:  # containers: plan (read headers, scan) in parallel
                 paths = paths | "SpreadFiles" >> beam.Reshuffle()
+            paths = paths | "BatchPaths" >> beam.BatchElements(
+                min_batch_size=FILES_PER_UNIT, max_batch_size=FILES_PER_UNIT
+            )
         planned = paths | "PlanUnits" >> beam.ParDo(PlanUnitsFn(source)).with_outputs(REJECTED, main="units")
         units = planned.units
         if source.limit is not None:
