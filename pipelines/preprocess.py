@@ -117,10 +117,8 @@ def analyzer_values(batch_and_passthrough, spec: ImageSpec, vocabulary_path: str
             "per_channel_mean": [float(v) for v in per_pixel.mean(axis=(0, 1))],
         }
 
-    vocabulary = []
-    if FileSystems.exists(vocabulary_path):
-        with FileSystems.open(vocabulary_path) as f:
-            vocabulary = [line.decode("utf-8") for line in f.read().splitlines()]
+    with FileSystems.open(vocabulary_path) as f:
+        vocabulary = [line.decode("utf-8") for line in f.read().splitlines()]
     return {
         "split": TRAIN,
         "examples": int(column(features.STATS_EXAMPLES)[0]),
@@ -128,8 +126,7 @@ def analyzer_values(batch_and_passthrough, spec: ImageSpec, vocabulary_path: str
         "pixel_max": float(column(features.STATS_PIXEL_MAX)[0]),
         "pixel_mean": summary(column(features.STATS_PIXEL_MEAN)),
         "pixel_stddev": summary(column(features.STATS_PIXEL_STDDEV)),
-        "label_vocabulary_size": len(vocabulary),
-        "label_vocabulary": vocabulary[:_VOCABULARY_SHOWN],
+        "label_vocabulary": vocabulary,
     }
 
 
@@ -250,6 +247,13 @@ def make_stats(
         splits[split]["labels"][label or "(unlabelled)"] = n
     by_reason = dict(sorted(rejected, key=lambda item: (-item[1], item[0])))
     written = sum(s["records"] for s in splits.values())
+    # tf.Transform writes a placeholder entry into an empty vocabulary: keep the labels seen in train.
+    vocabulary = [v for v in analyzers["label_vocabulary"] if v in splits[TRAIN]["labels"]]
+    analyzers = {
+        **analyzers,
+        "label_vocabulary": vocabulary[:_VOCABULARY_SHOWN],
+        "label_vocabulary_size": len(vocabulary),
+    }
     return {
         **info,
         "records": {"read": written + sum(by_reason.values()), "written": written, "rejected": sum(by_reason.values())},
