@@ -16,7 +16,7 @@ import tensorflow as tf
 
 from models.config import TrainConfig
 from pipelines.parquet_schema import COMPRESSIONS, PIXEL_FORMATS, check_outputs
-from pipelines.sources import BUILTIN_MNIST
+from pipelines.sources import BUILTIN_MNIST, ReaderOptions
 from pipelines.validation import DEFAULT_MAX_PIXELS
 from transforms.image_ops import RESIZE_POLICIES
 from transforms.preprocessing import NORMALIZATIONS
@@ -27,8 +27,8 @@ CONFIG_JSON = "config.json"
 @dataclasses.dataclass(frozen=True)
 class PreprocessConfig:
     """Attributes:
-    input: ``builtin:mnist`` or a folder of images.
-    output: where TFRecords, ``transform_output/`` and ``rejected/`` go.
+    input: ``builtin:mnist``, a folder, a glob pattern or a file (see ``sources``).
+    output: where TFRecords, ``transform_output/``, ``rejected/`` and ``stats.json`` go.
     image_size: ``(height, width)`` to bring every image to, or None to keep the dataset's one size.
     channels: 1 or 3, or None to pick 3 when any image has colour, else 1.
     resize: ``stretch``, ``pad`` or ``crop`` (with ``image_size``).
@@ -36,7 +36,9 @@ class PreprocessConfig:
     eval_percent: share of records (by a hash of ``id``) that go to the eval split.
     max_pixels: images with more pixels are rejected (decompression bombs).
     max_reject_fraction: the job fails when more of the records than this are rejected.
-    limit: read only this many records of ``builtin:mnist`` (quick runs and tests).
+    limit: read only the first this many records (quick runs and tests).
+    reader: the input format and how to read it (``readers.ReaderOptions``).
+    background: ``(r, g, b)`` 0..255 that transparency is composited on and ``pad`` fills with.
     """
 
     input: str = BUILTIN_MNIST
@@ -49,6 +51,8 @@ class PreprocessConfig:
     max_pixels: int = DEFAULT_MAX_PIXELS
     max_reject_fraction: float = 0.01
     limit: int | None = None
+    reader: ReaderOptions = dataclasses.field(default_factory=ReaderOptions)
+    background: tuple[int, int, int] = (0, 0, 0)
 
     def __post_init__(self):
         _choice("resize", self.resize, RESIZE_POLICIES)
@@ -65,12 +69,13 @@ class PreprocessConfig:
 class InferConfig:
     """Attributes:
     model_dir: a training output (holds ``saved_model/``).
-    input: an input spec (``builtin:mnist``, a folder, ... see ``sources``); unused with ``watch``.
+    input: ``builtin:mnist``, a folder, a glob pattern or a file (see ``sources``); unused with ``watch``.
     output: where the predictions go: ``predictions-*.parquet``, ``_rejected/``, ``_config.json`` and
       ``_manifest.json``, under ``output/run_id=RUN_ID/`` when ``run_id`` is set.
     batch_size_min, batch_size_max: bounds of RunInference's batches.
     max_pixels: images with more pixels are rejected.
-    limit: read only this many records of ``builtin:mnist``.
+    limit: read only the first this many records.
+    reader: the input format and how to read it (``readers.ReaderOptions``).
     run_id: a scheduled run's id (e.g. a date): the output is the Hive partition
       ``output/run_id=RUN_ID``, published only when the run succeeds and replaced by a re-run.
     outputs: the output columns to write, from ``parquet_schema.OUTPUT_COLUMNS`` (None: all of them,
@@ -90,6 +95,7 @@ class InferConfig:
     batch_size_max: int = 1024
     max_pixels: int = DEFAULT_MAX_PIXELS
     limit: int | None = None
+    reader: ReaderOptions = dataclasses.field(default_factory=ReaderOptions)
     run_id: str | None = None
     outputs: tuple[str, ...] | None = None
     pixels: str = "float"
@@ -175,6 +181,28 @@ def parse_image_size(text: str | None) -> tuple[int, int] | None:
     if not match or int(match.group(1)) == 0 or int(match.group(2)) == 0:
         raise ValueError(f"image size must look like HxW (e.g. 28x28), got {text!r}")
     return int(match.group(1)), int(match.group(2))
+
+
+_COLOURS = {"black": (0, 0, 0), "white": (255, 255, 255), "grey": (128, 128, 128), "gray": (128, 128, 128)}
+
+
+def parse_color(text: str | None) -> tuple[int, int, int] | None:
+    """``"white"``, ``"#ff8000"`` or ``"255,128,0"`` -> ``(r, g, b)``.
+
+    Raises:
+      ValueError: none of those forms (lists them).
+    """
+    if text is None:
+        return None
+    value = text.strip().lower()
+    if value in _COLOURS:
+        return _COLOURS[value]
+    if re.fullmatch(r"#[0-9a-f]{6}", value):
+        return tuple(int(value[i : i + 2], 16) for i in (1, 3, 5))
+    parts = value.split(",")
+    if len(parts) == 3 and all(p.strip().isdigit() and int(p) <= 255 for p in parts):
+        return tuple(int(p) for p in parts)
+    raise ValueError(f"colour must be {', '.join(_COLOURS)}, #rrggbb or R,G,B (0..255), got {text!r}")
 
 
 def write_config(config, directory: str, name: str = CONFIG_JSON) -> str:

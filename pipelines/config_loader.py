@@ -4,6 +4,8 @@ Schema (every key optional; the stage sections take the fields of their dataclas
 
     input: builtin:mnist          # the source for preprocess and infer (a section may override it)
     output: hourglass-output      # root folder: data/, model/, predictions/, report/ below it
+    reader: {format: auto, ...}   # how to read the input, for preprocess and infer (ReaderOptions)
+    limit: 1000                   # read only the first records, for preprocess and infer
     beam_options:                 # Beam PipelineOptions, passed through untouched: a mapping
       runner: DirectRunner        #   {flag: value} (true = bare flag) or a list of "--flag=value"
     preprocess: {...}             # pipelines.config.PreprocessConfig
@@ -26,10 +28,10 @@ import tensorflow as tf
 import yaml
 
 from models.config import TrainConfig
-from pipelines.config import EvaluateConfig, InferConfig, JobConfig, PreprocessConfig, parse_image_size
+from pipelines.config import EvaluateConfig, InferConfig, JobConfig, PreprocessConfig, parse_color, parse_image_size
 from pipelines.sources import BUILTIN_MNIST
 
-TOP_KEYS = ("input", "output", "beam_options", "preprocess", "train", "infer", "evaluate")
+TOP_KEYS = ("input", "output", "reader", "limit", "beam_options", "preprocess", "train", "infer", "evaluate")
 DEFAULT_OUTPUT = "hourglass-output"
 
 
@@ -66,6 +68,8 @@ def with_overrides(data: dict[str, Any], overrides: dict[str, Any]) -> dict[str,
             node = node.setdefault(key, {})
             if not isinstance(node, dict):
                 raise ValueError(f"config key {key!r} must be a mapping to set {dotted}")
+        if isinstance(value, dict) and isinstance(node.get(leaf), dict):
+            value = {**node[leaf], **value}  # e.g. model params: flags add to the file's
         node[leaf] = value
     return merged
 
@@ -84,9 +88,10 @@ def resolve_job_config(data: dict[str, Any]) -> tuple[JobConfig, list[str]]:
     source = data.get("input", BUILTIN_MNIST)
     root = str(data.get("output", DEFAULT_OUTPUT)).rstrip("/")
     sections = {name: _section(data, name) for name in ("preprocess", "train", "infer", "evaluate")}
-    pre = {"input": source, "output": f"{root}/data", **sections["preprocess"]}
+    shared = {"input": source, **{key: data[key] for key in ("reader", "limit") if key in data}}
+    pre = {**shared, "output": f"{root}/data", **sections["preprocess"]}
     train = {"data_dir": pre["output"], "model_dir": f"{root}/model", **sections["train"]}
-    infer = {"model_dir": train["model_dir"], "input": source, "output": f"{root}/predictions", **sections["infer"]}
+    infer = {**shared, "model_dir": train["model_dir"], "output": f"{root}/predictions", **sections["infer"]}
     report = {"model_dir": train["model_dir"], "output": f"{root}/report", **sections["evaluate"]}
     if "input" not in report:
         report.setdefault("data", pre["output"])
@@ -146,21 +151,33 @@ def _coerce(kind, value, where: str):
             return None
         (kind,) = [option for option in options if option is not type(None)]
         return _coerce(kind, value, where)
-    if typing.get_origin(kind) is tuple:  # image sizes: "28x28" or [28, 28]
-        if isinstance(value, str):
-            try:
-                return parse_image_size(value)
-            except ValueError as error:
-                raise ValueError(f"{where}: {error}") from error
-        if isinstance(value, list | tuple) and len(value) == len(options) and all(type(v) is int for v in value):
-            return tuple(value)
-        raise ValueError(f"{where} must be HxW (e.g. 28x28) or a list of {len(options)} integers, got {value!r}")
+    if typing.get_origin(kind) is tuple:
+        return _coerce_tuple(options, value, where)
     if kind is float and type(value) in (int, float):
         return float(value)
     expected = typing.get_origin(kind) or kind
     if expected is typing.Any or (isinstance(value, expected) and not (expected is int and type(value) is bool)):
         return value
     raise ValueError(f"{where} must be {getattr(expected, '__name__', expected)}, got {value!r}")
+
+
+def _coerce_tuple(options: tuple, value, where: str) -> tuple:
+    """Tuples in configs: ``"a,b"`` or a list of strings (``tuple[str, ...]``), an image size
+    ``"28x28"``, a colour ``"white"``/``"#ff8000"``, or a list of integers."""
+    if options[-1] is Ellipsis:
+        items = value.split(",") if isinstance(value, str) else value
+        if isinstance(items, list | tuple) and all(isinstance(v, str) for v in items):
+            return tuple(v.strip() for v in items)
+        raise ValueError(f"{where} must be a list of strings or 'a,b,c', got {value!r}")
+    if isinstance(value, str):
+        parse = parse_image_size if len(options) == 2 else parse_color
+        try:
+            return parse(value)
+        except ValueError as error:
+            raise ValueError(f"{where}: {error}") from error
+    if isinstance(value, list | tuple) and len(value) == len(options) and all(type(v) is int for v in value):
+        return tuple(value)
+    raise ValueError(f"{where} must be a list of {len(options)} integers or its text form, got {value!r}")
 
 
 def _section(data: dict[str, Any], name: str) -> dict[str, Any]:

@@ -1,7 +1,7 @@
 """Dead letters: records that could not be used, with the reason, written as JSON lines.
 
-Element contract: a dict ``id``, ``source``, ``stage`` (``preprocess`` or ``infer``), ``reason``
-(a short stable code such as ``not_an_image``) and ``error`` (the error text).
+Element contract: a dict ``id``, ``source``, ``stage`` (``preprocess``, ``infer`` or ``probe``),
+``reason`` (a short stable code such as ``not_an_image``) and ``error`` (the error text).
 """
 
 from __future__ import annotations
@@ -9,8 +9,10 @@ from __future__ import annotations
 import json
 
 import apache_beam as beam
+from apache_beam.metrics import Metrics
 
-from pipelines.sources import SOURCE
+from pipelines.metrics import NAMESPACE
+from pipelines.readers import SOURCE, Unreadable
 from transforms import features
 
 REJECTED_DIR = "rejected"
@@ -25,6 +27,19 @@ def rejection(record: dict, stage: str, reason: str, error: str) -> dict:
         "reason": reason,
         "error": error,
     }
+
+
+def from_unreadable(item: Unreadable, stage: str) -> dict:
+    """The dead-letter record for what a reader could not read."""
+    return rejection({features.ID: item.id, SOURCE: item.source}, stage, item.reason, item.error)
+
+
+class CountRejectedFn(beam.DoFn):
+    """Counts dead letters into ``<stage>_rejected_<reason>`` counters; passes them on."""
+
+    def process(self, rejected):
+        Metrics.counter(NAMESPACE, f"{rejected['stage']}_rejected_{rejected['reason']}").inc()
+        yield rejected
 
 
 class WriteRejected(beam.PTransform):

@@ -47,8 +47,9 @@ from pipelines import parquet_schema as cols
 from pipelines.config import InferConfig, write_config
 from pipelines.dead_letters import REJECTED_DIR, WriteRejected, rejection
 from pipelines.model_handler import HourglassModelHandler, OneAtATime, stack_outputs
-from pipelines.sources import SOURCE, ReadImageFileFn, check_source
-from pipelines.validation import ReadValidImages, ValidateImages
+from pipelines.readers import FileUnit, ImageFileReader, ReaderOptions, Unreadable
+from pipelines.sources import SOURCE, resolve_source
+from pipelines.validation import ReadValidImages, validate_read
 from transforms import features
 
 log = logging.getLogger(__name__)
@@ -57,6 +58,7 @@ PREDICTIONS = "predictions"
 # Names starting with "_" are skipped by pandas, pyarrow datasets and Spark reading the folder.
 CONFIG_NAME = "_config.json"
 REJECTED = "_" + REJECTED_DIR
+UNREADABLE = "unreadable"
 STAGE = "infer"
 # In-memory Arrow bytes per table, i.e. per Parquet row group (before compression).
 ROW_GROUP_BYTES = 64 * 1024 * 1024
@@ -243,7 +245,8 @@ def build_infer_pipeline(
 ) -> dict:
     """Adds read -> validate -> encode -> write (under ``output``) to ``p``; returns the
     PCollections by name (``tables``, ``retried``, ``rejected``)."""
-    checked = p | "ReadValidImages" >> ReadValidImages(cfg.input, STAGE, cfg.max_pixels, cfg.limit)
+    source = resolve_source(cfg.input, cfg.reader, cfg.limit)
+    checked = p | "ReadValidImages" >> ReadValidImages(source, STAGE, cfg.max_pixels)
     encoded = checked["valid"] | "EncodeImages" >> EncodeImages(model_handler, schema)
     return _write(encoded, checked["rejected"], output, schema, cfg.compression)
 
@@ -256,6 +259,21 @@ def _write(encoded: dict, invalid, output: str, schema: pa.Schema, compression: 
     rejected = (invalid, encoded["rejected"]) | "MergeRejected" >> beam.Flatten()
     _ = rejected | "WriteRejected" >> WriteRejected(os.path.join(output, REJECTED, "rejected"))
     return {**encoded, "rejected": rejected}
+
+
+class ReadWatchedFileFn(beam.DoFn):
+    """A watched file's ``FileMetadata`` -> its raw record (see ``sources``), or, tagged
+    ``unreadable``, a ``readers.Unreadable`` when the file cannot be read."""
+
+    def __init__(self, root: str):
+        self._reader = ImageFileReader(root, ReaderOptions())
+
+    def setup(self):
+        self._reader.setup()
+
+    def process(self, match):
+        for item in self._reader.read(FileUnit((match.path,))):
+            yield beam.pvalue.TaggedOutput(UNREADABLE, item) if isinstance(item, Unreadable) else item
 
 
 class FirstSightingFn(beam.DoFn):
@@ -294,16 +312,14 @@ def build_watch_pipeline(
         start_timestamp=start,
         stop_timestamp=stop,
     )
-    records = (
+    read = (
         matches
         | "KeyByPath" >> beam.Map(lambda match: (match.path, match))
         | "FirstSighting" >> beam.ParDo(FirstSightingFn())
-        | "ReadMatches" >> fileio.ReadMatches()
-        | "ReadImageFiles" >> beam.ParDo(ReadImageFileFn(root))
-        | "CountRead" >> metrics.count("records_read")
         | "Window" >> beam.WindowInto(window.FixedWindows(cfg.window_seconds))
+        | "ReadImageFiles" >> beam.ParDo(ReadWatchedFileFn(root)).with_outputs(UNREADABLE, main="records")
     )
-    checked = records | "Validate" >> ValidateImages(STAGE, cfg.max_pixels)
+    checked = validate_read({"records": read.records, "rejected": read[UNREADABLE]}, STAGE, cfg.max_pixels)
     encoded = checked["valid"] | "EncodeImages" >> EncodeImages(model_handler, schema)
     return _write(encoded, checked["rejected"], cfg.output, schema, cfg.compression)
 
@@ -370,7 +386,7 @@ def run_infer(
     if cfg.watch is not None:
         return _run_watch(cfg, options, handler, schema)
 
-    check_source(cfg.input)
+    resolve_source(cfg.input, cfg.reader, cfg.limit)  # fails early on a bad input, before staging
     target = publish.target_dir(cfg.output, cfg.run_id)
     staging = publish.start_staging(target)
     started = time.time()

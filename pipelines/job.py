@@ -8,37 +8,15 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 import time
 
-from models.config import ModelConfig, TrainConfig
 from models.training import train
-from pipelines.config import EvaluateConfig, InferConfig, JobConfig, PreprocessConfig, write_config
+from pipelines.config import JobConfig, write_config
 from pipelines.evaluate import run_evaluate
 from pipelines.infer import run_infer
 from pipelines.preprocess import run_preprocess
-from pipelines.sources import BUILTIN_MNIST
 
 log = logging.getLogger(__name__)
-
-
-def make_job_config(
-    output: str = "hourglass-output",
-    input: str = BUILTIN_MNIST,
-    model: ModelConfig | None = None,
-    epochs: int = 10,
-    limit: int | None = None,
-) -> JobConfig:
-    """The stage configs of a run whose outputs all live under ``output``."""
-    data, model_dir, predictions, report = (
-        os.path.join(output, name) for name in ("data", "model", "predictions", "report")
-    )
-    return JobConfig(
-        preprocess=PreprocessConfig(input=input, output=data, limit=limit),
-        train=TrainConfig(data_dir=data, model_dir=model_dir, model=model or ModelConfig(), epochs=epochs),
-        infer=InferConfig(model_dir=model_dir, input=input, output=predictions, limit=limit),
-        evaluate=EvaluateConfig(model_dir=model_dir, output=report, data=data),
-    )
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,8 +1,9 @@
 """Resolving the image shape before preprocessing (the transform graph needs a static shape).
 
-When the config does not fix both the size and the channels, a small Beam pass reads every valid
-image's header and counts ``(height, width, has_colour)``; a dataset of several sizes with no
-``image_size`` is rejected up front with the sizes seen.
+When the config does not fix both the size and the channels, the shapes come from container headers
+(IDX, NPY, NPZ, CSV, the built-in sample) or, for image files and TFRecords, from a light Beam pass
+that reads every image's header (no decoding) and counts ``(height, width, has_colour)``. A dataset
+of several sizes with no ``image_size`` is rejected up front with the sizes seen.
 """
 
 from __future__ import annotations
@@ -16,24 +17,23 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipelines.config import PreprocessConfig
 from pipelines.images import is_color, open_image
-from pipelines.sources import BUILTIN_MNIST
-from pipelines.validation import ReadValidImages
+from pipelines.sources import ReadImages, Source, resolve_source, source_shapes
 from transforms import features
 from transforms.image_ops import ImageSpec
-
-# Sources whose shape is known without reading them: (height, width, has_colour).
-KNOWN_SHAPES = {BUILTIN_MNIST: {(28, 28, False): 1}}
 
 
 def resolve_image_spec(cfg: PreprocessConfig, options: PipelineOptions) -> ImageSpec:
     """The target shape: from the config where given, else from the data.
 
     Raises:
-      ValueError: no valid image was found, or several sizes and no ``image_size``.
+      ValueError: no readable image was found, or several sizes and no ``image_size``.
     """
     if cfg.image_size and cfg.channels:
-        return ImageSpec(*cfg.image_size, cfg.channels, cfg.resize)
-    shapes = KNOWN_SHAPES.get(cfg.input) or probe_shapes(cfg, options)
+        return ImageSpec(*cfg.image_size, cfg.channels, cfg.resize, cfg.background)
+    source = resolve_source(cfg.input, cfg.reader, cfg.limit)
+    shapes = source_shapes(source)
+    if shapes is None:
+        shapes = probe_shapes(source, options)
     if not shapes:
         raise ValueError(f"input {cfg.input!r} holds no readable image; see its rejected/ records")
     sizes = sorted({(h, w) for h, w, _ in shapes})
@@ -48,18 +48,18 @@ def resolve_image_spec(cfg: PreprocessConfig, options: PipelineOptions) -> Image
         )
     height, width = cfg.image_size or sizes[0]
     channels = cfg.channels or (3 if any(color for _, _, color in shapes) else 1)
-    return ImageSpec(height, width, channels, cfg.resize)
+    return ImageSpec(height, width, channels, cfg.resize, cfg.background)
 
 
-def probe_shapes(cfg: PreprocessConfig, options: PipelineOptions) -> dict[tuple[int, int, bool], int]:
-    """Counts ``(height, width, has_colour)`` over the valid images, with one Beam pass."""
+def probe_shapes(source: Source, options: PipelineOptions) -> dict[tuple[int, int, bool], int]:
+    """Counts ``(height, width, has_colour)`` over the readable image headers, with one Beam pass."""
     base = options.get_all_options().get("temp_location") or tempfile.mkdtemp(prefix="hourglass-probe-")
     prefix = FileSystems.join(base, "shapes")
     with beam.Pipeline(options=options) as p:
-        checked = p | "ReadValidImages" >> ReadValidImages(cfg.input, "probe", cfg.max_pixels, cfg.limit)
+        read = p | "ReadImages" >> ReadImages(source)
         _ = (
-            checked["valid"]
-            | "Shapes" >> beam.Map(_shape)
+            read["records"]
+            | "Shapes" >> beam.FlatMap(_shape)
             | "CountShapes" >> beam.combiners.Count.PerElement()
             | "ToJson" >> beam.MapTuple(lambda shape, n: json.dumps([*shape, n]))
             | "WriteShapes" >> beam.io.WriteToText(prefix, shard_name_template="")
@@ -70,6 +70,11 @@ def probe_shapes(cfg: PreprocessConfig, options: PipelineOptions) -> dict[tuple[
     return {(h, w, bool(color)): n for h, w, color, n in rows}
 
 
-def _shape(record: dict) -> tuple[int, int, bool]:
-    image = open_image(record[features.IMAGE])
-    return image.height, image.width, is_color(image.mode)
+def _shape(record: dict):
+    """``(height, width, has_colour)`` of a record's image header; nothing for non-images (the
+    preprocess job dead-letters those)."""
+    try:
+        image = open_image(record[features.IMAGE])
+    except Exception:  # not an image: no shape to count
+        return
+    yield image.height, image.width, is_color(image.mode)

@@ -1,11 +1,12 @@
 """Validation: keeps the images the transform graph can decode, dead-letters the rest.
 
-Input: raw records (see ``sources``). Main output: the same records, with ``image`` re-encoded as
-PNG when Pillow reads the format but TensorFlow does not (TIFF, WebP, ...) or when the mode is one
-TensorFlow cannot decode (CMYK, ...). Output ``rejected``: dead-letter records (``dead_letters``)
-for empty files (``empty_file``), non-images (``not_an_image``), images over ``max_pixels``
-(``too_many_pixels``) and truncated or corrupt images (``corrupt_image``: an image signature, but
-Pillow cannot decode it).
+Input: raw records (see ``sources``). Main output: the same records, with ``image`` re-encoded
+losslessly as PNG when it is not a PNG or a grey/RGB JPEG (BMP, GIF's first frame, TIFF, WebP, CMYK
+JPEG, ...; see ``images.to_tf_readable``). Output ``rejected``: dead-letter records
+(``dead_letters``) for empty files (``empty_file``), non-images (``not_an_image``), images over
+``max_pixels`` (``too_many_pixels``), truncated or corrupt images (``corrupt_image``: an image
+signature, but Pillow cannot decode it) and modes with no 8/16-bit equivalent
+(``unsupported_mode``), plus everything the readers could not read (see ``readers``).
 """
 
 from __future__ import annotations
@@ -13,14 +14,13 @@ from __future__ import annotations
 import io
 
 import apache_beam as beam
-import numpy as np
 from apache_beam.metrics import Metrics
 from PIL import Image
 
-from pipelines.dead_letters import rejection
-from pipelines.images import TF_FORMATS, TF_MODES, encode_png, has_image_signature
-from pipelines.metrics import count
-from pipelines.sources import ReadImages
+from pipelines.dead_letters import CountRejectedFn, from_unreadable, rejection
+from pipelines.images import PNG_SIGNATURE, PixelError, check_png, has_image_signature, to_tf_readable
+from pipelines.metrics import NAMESPACE, count
+from pipelines.sources import ReadImages, ReadUnits, Source
 from transforms import features
 
 REJECTED = "rejected"
@@ -28,77 +28,104 @@ DEFAULT_MAX_PIXELS = 64_000_000
 
 
 class ValidateImageFn(beam.DoFn):
-    """Decodes each image once with Pillow to prove it is whole; see the module docstring."""
+    """Proves each image whole (plain PNGs by a fast structural check, everything else by decoding
+    it with Pillow); see the module docstring. With ``counted``, counts ``records_read`` and
+    ``<stage>_valid_images``."""
 
-    def __init__(self, stage: str, max_pixels: int = DEFAULT_MAX_PIXELS):
+    def __init__(self, stage: str, max_pixels: int = DEFAULT_MAX_PIXELS, counted: bool = True):
         self._stage = stage
         self._max_pixels = max_pixels
-        self._valid = Metrics.counter("hourglass", f"{stage}_valid_images")
-        self._reencoded = Metrics.counter("hourglass", f"{stage}_reencoded_images")
+        self._counted = counted
+        self._read = Metrics.counter(NAMESPACE, "records_read")
+        self._valid = Metrics.counter(NAMESPACE, f"{stage}_valid_images")
 
     def process(self, record):
+        if self._counted:
+            self._read.inc()
         data = record[features.IMAGE]
-        if not data:
-            yield self._reject(record, "empty_file", "the file has zero bytes")
+        try:
+            readable = self._check(data)
+        except PixelError as error:
+            yield beam.pvalue.TaggedOutput(REJECTED, rejection(record, self._stage, error.reason, str(error)))
             return
+        if self._counted:
+            self._valid.inc()
+        yield record if readable is data else {**record, features.IMAGE: readable}
+
+    def _check(self, data: bytes) -> bytes:
+        """The bytes to pass on (``data`` or a PNG re-encoding). Raises PixelError."""
+        if not data:
+            raise PixelError("empty_file", "the file has zero bytes")
+        if data.startswith(PNG_SIGNATURE) and check_png(data, self._max_pixels) is not None:
+            return data
         try:
             image = Image.open(io.BytesIO(data))
         except Image.DecompressionBombError as error:
-            yield self._reject(record, "too_many_pixels", str(error))
-            return
+            raise PixelError("too_many_pixels", str(error)) from error
         except Exception as error:  # Pillow raises several types for "not an image".
             reason = "corrupt_image" if has_image_signature(data) else "not_an_image"
-            yield self._reject(record, reason, f"{type(error).__name__}: {error}")
-            return
+            raise PixelError(reason, f"{type(error).__name__}: {error}") from error
         pixels = image.width * image.height
         if pixels > self._max_pixels:
-            yield self._reject(
-                record,
+            raise PixelError(
                 "too_many_pixels",
                 f"{image.width}x{image.height} = {pixels} pixels is over --max-pixels {self._max_pixels}",
             )
-            return
         try:
             image.load()
         except Exception as error:  # truncated data, bad CRCs, decoder errors.
-            yield self._reject(record, "corrupt_image", f"{type(error).__name__}: {error}")
-            return
-        self._valid.inc()
-        if image.format in TF_FORMATS and image.mode in TF_MODES:
-            yield record
-            return
-        self._reencoded.inc()
-        converted = image.convert("RGBA" if "A" in image.getbands() else "RGB")
-        yield {**record, features.IMAGE: encode_png(np.asarray(converted))}
-
-    def _reject(self, record, reason, error):
-        Metrics.counter("hourglass", f"{self._stage}_rejected_{reason}").inc()
-        return beam.pvalue.TaggedOutput(REJECTED, rejection(record, self._stage, reason, error))
+            raise PixelError("corrupt_image", f"{type(error).__name__}: {error}") from error
+        return to_tf_readable(image, data)
 
 
 class ValidateImages(beam.PTransform):
     """raw records -> ``{"valid": records, "rejected": dead letters}``."""
 
-    def __init__(self, stage: str, max_pixels: int = DEFAULT_MAX_PIXELS):
+    def __init__(self, stage: str, max_pixels: int = DEFAULT_MAX_PIXELS, counted: bool = True):
         super().__init__()
-        self._fn = ValidateImageFn(stage, max_pixels)
+        self._fn = ValidateImageFn(stage, max_pixels, counted)
 
     def expand(self, records):
         outputs = records | "Validate" >> beam.ParDo(self._fn).with_outputs(REJECTED, main="valid")
         return {"valid": outputs.valid, "rejected": outputs[REJECTED]}
 
 
-class ReadValidImages(beam.PTransform):
-    """Reads ``source``, counts ``records_read`` and validates: ``{"valid", "rejected"}``."""
+def validate_read(read: dict, stage: str, max_pixels: int, counted: bool = True) -> dict:
+    """Reader output ``{"records", "rejected"}`` -> validated ``{"valid", "rejected"}``, counted or not."""
+    unreadable = read["rejected"]
+    if counted:
+        unreadable = unreadable | "CountUnreadable" >> count("records_read")
+    checked = read["records"] | "Validate" >> ValidateImages(stage, max_pixels, counted)
+    dead = unreadable | "DeadLetters" >> beam.Map(from_unreadable, stage)
+    rejected = (dead, checked["rejected"]) | "FlattenRejected" >> beam.Flatten()
+    if counted:
+        rejected = rejected | "CountRejected" >> beam.ParDo(CountRejectedFn())
+    return {"valid": checked["valid"], "rejected": rejected}
 
-    def __init__(self, source: str, stage: str, max_pixels: int = DEFAULT_MAX_PIXELS, limit: int | None = None):
+
+class ReadValidImages(beam.PTransform):
+    """Reads ``source``, counts ``records_read`` and the rejects by reason, and validates:
+    pbegin -> ``{"valid", "rejected", "units"}`` (``units``: see :class:`RereadValidImages`)."""
+
+    def __init__(self, source: Source, stage: str, max_pixels: int = DEFAULT_MAX_PIXELS):
         super().__init__()
-        self._source, self._stage, self._max_pixels, self._limit = source, stage, max_pixels, limit
+        self._source, self._stage, self._max_pixels = source, stage, max_pixels
 
     def expand(self, pbegin):
-        return (
-            pbegin
-            | "ReadImages" >> ReadImages(self._source, self._limit)
-            | "CountRead" >> count("records_read")
-            | "Validate" >> ValidateImages(self._stage, self._max_pixels)
-        )
+        read = pbegin | "ReadImages" >> ReadImages(self._source)
+        return {**validate_read(read, self._stage, self._max_pixels, counted=True), "units": read["units"]}
+
+
+class RereadValidImages(beam.PTransform):
+    """The units of a :class:`ReadValidImages` -> the same ``{"valid", "rejected"}`` again, uncounted.
+
+    A second pass that streams from the files instead of holding the first pass's records.
+    """
+
+    def __init__(self, source: Source, stage: str, max_pixels: int = DEFAULT_MAX_PIXELS):
+        super().__init__()
+        self._source, self._stage, self._max_pixels = source, stage, max_pixels
+
+    def expand(self, units):
+        read = units | "ReadUnits" >> ReadUnits(self._source)
+        return validate_read(read, self._stage, self._max_pixels, counted=False)

@@ -70,3 +70,65 @@ def trained(preprocessed, tmp_path_factory):
         learning_rate=0.01,
     )
     return cfg, train(cfg)
+
+
+# --- container inputs: the same CONTAINER_COUNT images in every format ----------------------------------
+
+CONTAINER_COUNT = 10
+SIDE = 6  # square, so that the CSV layout (flattened rows) fits too
+
+
+def container_pixels() -> tuple[np.ndarray, np.ndarray]:
+    """(uint8 images (N, SIDE, SIDE), int labels (N,)) with known, distinct pixels."""
+    images = (np.arange(CONTAINER_COUNT * SIDE * SIDE).reshape(CONTAINER_COUNT, SIDE, SIDE) * 7 % 256).astype(np.uint8)
+    return images, np.arange(CONTAINER_COUNT) % 3
+
+
+def idx_bytes(array: np.ndarray) -> bytes:
+    """An IDX file (uint8) as MNIST distributes them."""
+    import struct
+
+    return (
+        bytes([0, 0, 0x08, array.ndim])
+        + struct.pack(f">{array.ndim}I", *array.shape)
+        + array.astype(np.uint8).tobytes()
+    )
+
+
+def write_tfrecord_examples(path, images, labels, image_key="image", label_key="label") -> None:
+    import tensorflow as tf
+
+    from pipelines.formats import write_tfrecord
+
+    with open(path, "wb") as f:
+        for image, label in zip(images, labels, strict=True):
+            feature = {image_key: tf.train.Feature(bytes_list=tf.train.BytesList(value=[encode_png(image)]))}
+            if label_key:
+                feature[label_key] = tf.train.Feature(int64_list=tf.train.Int64List(value=[int(label)]))
+            write_tfrecord(f, tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString())
+
+
+@pytest.fixture(scope="session")
+def containers(tmp_path_factory):
+    """{format: path} of one input per container format, all holding ``container_pixels()``."""
+    import gzip
+
+    images, labels = container_pixels()
+    root = tmp_path_factory.mktemp("containers")
+    paths = {}
+    (root / "idx").mkdir()
+    (root / "idx" / "train-images-idx3-ubyte.gz").write_bytes(gzip.compress(idx_bytes(images)))
+    (root / "idx" / "train-labels-idx1-ubyte.gz").write_bytes(gzip.compress(idx_bytes(labels)))
+    paths["idx"] = root / "idx"
+    (root / "npy").mkdir()
+    np.save(root / "npy" / "x.npy", images)
+    np.save(root / "npy" / "y.npy", labels)
+    paths["npy"] = root / "npy"
+    np.savez_compressed(root / "digits.npz", images=images, labels=labels)
+    paths["npz"] = root / "digits.npz"
+    rows = [",".join(map(str, image.ravel())) + f",{label}" for image, label in zip(images, labels, strict=True)]
+    (root / "sample.csv.gz").write_bytes(gzip.compress(("\n".join(rows) + "\n").encode()))
+    paths["csv"] = root / "sample.csv.gz"
+    write_tfrecord_examples(root / "images.tfrecord", images, labels)
+    paths["tfrecord"] = root / "images.tfrecord"
+    return paths

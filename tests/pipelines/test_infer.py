@@ -29,7 +29,7 @@ from pipelines.config import InferConfig
 from pipelines.images import encode_png
 from pipelines.infer import EncodeImages, WriteParquet, run_infer
 from pipelines.model_handler import HourglassModelHandler
-from tests.conftest import HEIGHT, WIDTH, write_image_tree
+from tests.conftest import HEIGHT, WIDTH, known_pixels, write_image_tree
 
 
 def _table(folder) -> pa.Table:
@@ -169,6 +169,23 @@ def test_bad_files_are_dead_lettered_and_good_ones_all_written(trained, tmp_path
     assert result.manifest["rejected"] == {"corrupt_image": 1}
     (letter,) = _rejected(tmp_path / "o")
     assert letter["id"] == "cat/broken.png" and letter["stage"] == "infer" and letter["reason"] == "corrupt_image"
+
+
+def test_infer_reads_containers_too(trained, tmp_path):
+    train_cfg, _ = trained
+    (tmp_path / "in").mkdir()
+    np.save(tmp_path / "in" / "x.npy", np.stack([known_pixels(c, 0) for c in range(3)]))
+    np.save(tmp_path / "in" / "y.npy", np.array(["cat", "dog", "emu"]))
+    result = run_infer(
+        InferConfig(model_dir=train_cfg.model_dir, input=str(tmp_path / "in"), output=str(tmp_path / "o"))
+    )
+    table = _table(tmp_path / "o")
+    assert result.counts["prediction_rows"] == 3
+    assert sorted(zip(table.column("id").to_pylist(), table.column("label").to_pylist(), strict=True)) == [
+        ("x.npy/0", "cat"),
+        ("x.npy/1", "dog"),
+        ("x.npy/2", "emu"),
+    ]
 
 
 # --- An injected handler (no TensorFlow): the denoised contract, retries, publishing, streaming.

@@ -1,6 +1,9 @@
+import io
+
 import numpy as np
 import pytest
 import tensorflow as tf
+from PIL import Image
 
 from pipelines.images import encode_png
 from transforms.image_ops import ImageSpec, decode_images
@@ -48,3 +51,54 @@ def test_resize_policies_reach_the_target_shape(policy):
 def test_bad_specs_raise_with_the_valid_choices(kwargs, message):
     with pytest.raises(ValueError, match=message):
         ImageSpec(**kwargs)
+
+
+def test_alpha_is_composited_on_the_background_for_either_channel_count():
+    rgba = np.zeros((2, 2, 4), np.uint8)
+    rgba[0, 0] = (255, 0, 0, 255)  # opaque red
+    rgba[0, 1] = (255, 0, 0, 0)  # fully transparent
+    rgba[1, 0] = (0, 0, 255, 128)  # half blue
+    white = ImageSpec(2, 2, 3, background=(255, 255, 255))
+    out = decode_images(_encoded(rgba), white).numpy()[0]
+    np.testing.assert_allclose(out[0, 0], [1, 0, 0], atol=1e-6)
+    np.testing.assert_allclose(out[0, 1], [1, 1, 1], atol=1e-6)
+    a = 128 / 255
+    np.testing.assert_allclose(out[1, 0], [1 - a, 1 - a, 1], atol=1e-6)
+    grey = decode_images(_encoded(rgba), ImageSpec(2, 2, 1, background=(255, 255, 255))).numpy()[0, ..., 0]
+    np.testing.assert_allclose(grey[0, 1], 1.0, atol=1e-4)  # transparent -> white background
+    np.testing.assert_allclose(grey[0, 0], 0.2989, atol=1e-4)  # red -> its luma
+    grey_alpha = np.stack([np.full((2, 2), 100, np.uint8), np.array([[255, 0], [0, 0]], np.uint8)], -1)
+    out = decode_images(_encoded(grey_alpha), ImageSpec(2, 2, 1, background=(0, 0, 0))).numpy()[0, ..., 0]
+    np.testing.assert_allclose(out, [[100 / 255, 0], [0, 0]], atol=1e-6)
+
+
+def test_palette_and_sixteen_bit_images_decode_to_their_values():
+    palette = Image.fromarray(np.array([[0, 1], [1, 0]], np.uint8), mode="P")
+    palette.putpalette([0, 0, 0, 255, 128, 0] + [0] * 762)
+    buffer = io.BytesIO()
+    palette.save(buffer, format="PNG")
+    out = decode_images(tf.constant([buffer.getvalue()]), ImageSpec(2, 2, 3)).numpy()[0]
+    np.testing.assert_allclose(out[0, 1], [1, 128 / 255, 0], atol=1e-6)
+    sixteen = np.array([[0, 1], [32768, 65535]], np.uint16)
+    out = decode_images(_encoded(sixteen), ImageSpec(2, 2, 1)).numpy()[0, ..., 0]
+    np.testing.assert_allclose(out, sixteen / 65535, atol=1e-7)
+
+
+def test_grey_images_stay_exact_and_rgb_becomes_luma():
+    pixels = np.arange(16, dtype=np.uint8).reshape(4, 4) * 16
+    out = decode_images(_encoded(pixels), ImageSpec(4, 4, 1)).numpy()[0, ..., 0]
+    np.testing.assert_allclose(out, pixels / 255, atol=1e-7)  # no round trip through RGB
+    rgb = np.zeros((1, 1, 3), np.uint8) + np.array([0, 255, 0], np.uint8)
+    np.testing.assert_allclose(decode_images(_encoded(rgb), ImageSpec(1, 1, 1)).numpy().ravel(), [0.587], atol=1e-4)
+
+
+def test_pad_fills_with_the_background():
+    wide = np.zeros((4, 8), np.uint8)
+    out = decode_images(_encoded(wide), ImageSpec(8, 8, 3, "pad", background=(255, 0, 0))).numpy()[0]
+    np.testing.assert_allclose(out[0, 0], [1, 0, 0], atol=1e-6)  # padding row: the background
+    np.testing.assert_allclose(out[4, 4], [0, 0, 0], atol=1e-6)  # the image itself
+
+
+def test_background_must_be_a_colour():
+    with pytest.raises(ValueError, match=r"three values in 0\.\.255"):
+        ImageSpec(2, 2, 1, background=(0, 300, 0))

