@@ -45,8 +45,26 @@ def cli(verbose: bool) -> None:
 def _model_options(f):
     f = click.option("--kind", default="dense", show_default=True, help="Autoencoder kind (see `hourglass models`).")(f)
     f = click.option("--latent-dim", type=int, default=32, show_default=True, help="Size of the code.")(f)
-    f = click.option("--loss", type=click.Choice(["mse", "bce"]), default="mse", show_default=True)(f)
+    f = click.option("--loss", type=click.Choice(["mse", "bce"]), help="Default: the kind's (see `hourglass models`).")(
+        f
+    )
+    f = click.option(
+        "--param",
+        "params",
+        multiple=True,
+        metavar="KEY=VALUE",
+        help="A kind parameter (repeatable), e.g. widths=500,300.",
+    )(f)
+    f = click.option(
+        "--noise", help="Corrupt inputs in training: gaussian:SIGMA, salt-pepper:P or mask:P (denoising: gaussian:0.5)."
+    )(f)
     return click.option("--epochs", type=int, default=10, show_default=True)(f)
+
+
+def _model_config(kind, latent_dim, loss, params, noise) -> ModelConfig:
+    from models.registry import parse_param_args
+
+    return ModelConfig(kind, latent_dim, loss, parse_param_args(params), noise)
 
 
 _beam_args = click.argument("beam_args", nargs=-1, type=click.UNPROCESSED)
@@ -59,11 +77,11 @@ _limit = click.option("--limit", type=int, help="Read only the first N records o
 @_model_options
 @_limit
 @_beam_args
-def run(source, output, kind, latent_dim, loss, epochs, limit, beam_args):
+def run(source, output, kind, latent_dim, loss, params, noise, epochs, limit, beam_args):
     """Preprocess -> train -> infer on one input."""
     from pipelines.job import make_job_config, run_job
 
-    cfg = make_job_config(output, source, ModelConfig(kind, latent_dim, loss), epochs, limit)
+    cfg = make_job_config(output, source, _model_config(kind, latent_dim, loss, params, noise), epochs, limit)
     click.echo(run_job(cfg, list(beam_args)).summary())
 
 
@@ -107,16 +125,15 @@ def preprocess(
 @click.option("--model-dir", required=True, help="Where checkpoints and the export go.")
 @_model_options
 @click.option("--batch-size", type=int, default=128, show_default=True, help="Per replica.")
-@click.option("--learning-rate", type=float, default=1e-3, show_default=True)
+@click.option("--learning-rate", type=float, help="Default: the kind's (see `hourglass models`).")
 @click.option("--strategy", type=click.Choice(["auto", "default", "mirrored"]), default="auto", show_default=True)
-def train(data, model_dir, kind, latent_dim, loss, epochs, batch_size, learning_rate, strategy):
+def train(data, model_dir, kind, latent_dim, loss, params, noise, epochs, batch_size, learning_rate, strategy):
     """Train an autoencoder and export it as one SavedModel."""
     from models.training import train as run_training
     from pipelines.config import write_config
 
-    cfg = TrainConfig(
-        data, model_dir, ModelConfig(kind, latent_dim, loss), epochs, batch_size, learning_rate, strategy=strategy
-    )
+    model = _model_config(kind, latent_dim, loss, params, noise)
+    cfg = TrainConfig(data, model_dir, model, epochs, batch_size, learning_rate, strategy=strategy)
     write_config(cfg, model_dir)
     result = run_training(cfg)
     click.echo(f"trained {epochs} epochs, eval loss {result.history['eval_loss'][-1]:.5f} -> {result.saved_model}")
