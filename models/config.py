@@ -1,9 +1,15 @@
-"""Training-stage configuration (frozen dataclasses; the pipelines' config composes them)."""
+"""Training-stage configuration (frozen dataclasses; the pipelines' config composes them).
+
+Fields left unset (``None``) take the kind's registered defaults when the config is made
+(``models.registry``), so a config always holds the resolved values it is written with.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 from typing import Any
+
+from transforms.noise import parse_noise
 
 LOSSES = ("mse", "bce")
 STRATEGIES = ("auto", "default", "mirrored", "multi-worker")
@@ -18,20 +24,34 @@ class ModelConfig:
     Attributes:
       kind: a registered kind (``hourglass models`` lists them).
       latent_dim: size of the code.
-      loss: reconstruction loss, ``mse`` or ``bce``.
-      params: the kind's own parameters (checked against its parameter dataclass).
+      loss: reconstruction loss, ``mse`` or ``bce`` (those the kind accepts); None: the kind's default.
+      params: the kind's own parameters (checked against its parameter dataclass; resolved to all
+        of them, defaults included).
+      noise: corruption of the inputs in training, ``KIND:AMOUNT`` (``transforms.noise``); None:
+        the kind's default (``gaussian:0.5`` for ``denoising``, no noise for the others).
     """
 
     kind: str = "dense"
     latent_dim: int = 32
-    loss: str = "mse"
+    loss: str | None = None
     params: dict[str, Any] = dataclasses.field(default_factory=dict)
+    noise: str | None = None
 
     def __post_init__(self):
+        from models import registry  # here, not at the top: the registry imports this module
+
         if self.latent_dim <= 0:
             raise ValueError(f"latent_dim must be positive, got {self.latent_dim}")
-        if self.loss not in LOSSES:
-            raise ValueError(f"loss must be one of {', '.join(LOSSES)}, got {self.loss!r}")
+        settings = registry.kind_settings(self.kind)
+        if self.loss is not None and self.loss not in settings.losses:
+            raise ValueError(
+                f"loss for kind {self.kind!r} must be one of {', '.join(settings.losses)}, got {self.loss!r}"
+            )
+        noise = parse_noise(self.noise or settings.noise)
+        params = registry.resolve_params(self.kind, dict(self.params))
+        object.__setattr__(self, "loss", self.loss or settings.loss)
+        object.__setattr__(self, "noise", str(noise) if noise else None)
+        object.__setattr__(self, "params", dataclasses.asdict(params))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,7 +62,8 @@ class TrainConfig:
       data_dir: the preprocess output (TFRecords and ``transform_output/``).
       model_dir: where checkpoints, the export and ``training.json`` go.
       model: the model to build.
-      epochs, batch_size (per replica), learning_rate, seed: the usual.
+      epochs, batch_size (per replica), seed: the usual.
+      learning_rate: Adam's learning rate; None: the model kind's default.
       strategy: ``auto`` (MirroredStrategy over visible GPUs, else the default strategy),
         ``default``, ``mirrored`` or ``multi-worker`` (MultiWorkerMirroredStrategy from ``TF_CONFIG``).
       precision: ``float32``, ``mixed_float16`` (with loss scaling) or ``mixed_bfloat16``; the
@@ -64,7 +85,7 @@ class TrainConfig:
     model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
     epochs: int = 10
     batch_size: int = 128
-    learning_rate: float = 1e-3
+    learning_rate: float | None = None
     seed: int = 0
     strategy: str = "auto"
     precision: str = "float32"
@@ -78,6 +99,10 @@ class TrainConfig:
     cache_mb: int = 1024
 
     def __post_init__(self):
+        if self.learning_rate is None:
+            from models import registry  # here, not at the top: the registry imports this module
+
+            object.__setattr__(self, "learning_rate", registry.kind_settings(self.model.kind).learning_rate)
         if self.epochs <= 0 or self.batch_size <= 0 or self.learning_rate <= 0:
             raise ValueError("epochs, batch_size and learning_rate must be positive")
         for name, value, choices in (

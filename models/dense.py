@@ -21,7 +21,7 @@ class DenseParams:
     negative_slope: float = 0.2
 
 
-@register_autoencoder("dense", DenseParams)
+@register_autoencoder("dense", DenseParams, loss="mse", learning_rate=3e-3)
 def build_dense(params: DenseParams, latent_dim: int, input_shape: tuple, loss: str) -> Autoencoder:
     """Undercomplete autoencoder: one LeakyReLU code layer, sigmoid output."""
     encoder = keras.Sequential(

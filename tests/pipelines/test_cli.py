@@ -16,7 +16,46 @@ from pipelines.cli import cli
 def test_models_lists_every_kind_with_parameters():
     result = CliRunner().invoke(cli, ["models"])
     assert result.exit_code == 0
-    assert json.loads(result.output)["dense"]["params"] == {"negative_slope": 0.2}
+    listed = json.loads(result.output)
+    assert sorted(listed) == ["conv", "conv-vae", "deep", "denoising", "dense", "linear", "sparse", "vae"]
+    assert listed["dense"]["params"] == {"negative_slope": 0.2}
+    assert listed["deep"]["params"]["tied"] is False
+    assert listed["vae"]["training"]["loss"] == "bce"
+
+
+def test_train_takes_kind_parameters_and_noise(preprocessed, tmp_path):
+    args = ["train", "--data", preprocessed.output, "--model-dir", str(tmp_path), "--kind", "deep"]
+    args += ["--latent-dim", "3", "--param", "widths=16,8", "--param", "tied=true", "--noise", "mask:0.3"]
+    result = CliRunner().invoke(cli, [*args, "--epochs", "1", "--batch-size", "8"])
+    assert result.exit_code == 0, result.output
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert config["model"] == {
+        "kind": "deep",
+        "latent_dim": 3,
+        "loss": "mse",
+        "params": {"widths": [16, 8], "activation": "relu", "tied": True},
+        "noise": "mask:0.3",
+    }
+    assert config["learning_rate"] > 0  # the kind's default, resolved
+    info = json.loads((tmp_path / "saved_model" / "model_info.json").read_text())
+    assert info["denoising"] is True and info["noise"] == "mask:0.3" and info["variational"] is False
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--param", "depth=3"], "unknown parameter(s) depth for kind 'deep'; it takes: widths, activation, tied"),
+        (["--param", "widths"], "--param takes KEY=VALUE"),
+        (["--param", "tied=perhaps"], "parameter 'tied' of kind 'deep' must be true or false"),
+        (["--noise", "blur:2"], "noise kind must be one of gaussian, salt-pepper, mask"),
+    ],
+)
+def test_bad_kind_parameters_fail_with_the_valid_ones(tmp_path, extra, message):
+    result = CliRunner().invoke(
+        cli, ["train", "--data", str(tmp_path), "--model-dir", str(tmp_path), "--kind", "deep", *extra]
+    )
+    assert result.exit_code == 1
+    assert message in result.output
 
 
 def test_unknown_kind_fails_with_the_known_ones(preprocessed, tmp_path):
@@ -24,7 +63,7 @@ def test_unknown_kind_fails_with_the_known_ones(preprocessed, tmp_path):
         cli, ["train", "--data", preprocessed.output, "--model-dir", str(tmp_path), "--kind", "nope"]
     )
     assert result.exit_code == 1
-    assert "unknown autoencoder kind 'nope'; known kinds: dense" in result.output
+    assert "unknown autoencoder kind 'nope'; known kinds: conv, conv-vae, deep, denoising, dense" in result.output
 
 
 def test_bad_image_size_fails_clearly(tmp_path):

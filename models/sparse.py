@@ -1,0 +1,89 @@
+"""``sparse``: one-layer code with a sparsity penalty, L1 on the activations or a KL target.
+
+Encoder: flatten -> Dense(latent_dim) with ReLU (``l1``: exact zeros) or sigmoid (``kl``: mean
+activations in (0, 1)). Decoder: Dense(H*W*C, sigmoid) -> reshape. The penalty is added per
+example in ``code_and_penalty`` (not as a Keras activity regularizer), so the training step scales
+it for the global batch like the reconstruction loss:
+
+* ``l1``: ``weight * sum_j |h_j|`` for each example;
+* ``kl``: ``weight * sum_j KL(target || mean_batch(h_j))``, the same for every example of a batch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import keras
+from keras import ops
+
+from models.base import Autoencoder
+from models.registry import register_autoencoder
+
+PENALTIES = ("l1", "kl")
+
+
+@dataclasses.dataclass(frozen=True)
+class SparseParams:
+    """Attributes:
+    penalty: ``l1`` (activity L1) or ``kl`` (KL divergence to a target mean activation).
+    weight: multiplier of the penalty.
+    target: the target mean activation of each code unit (``kl`` only), in (0, 1).
+    """
+
+    penalty: str = "l1"
+    weight: float = 1e-4
+    target: float = 0.05
+
+    def __post_init__(self):
+        if self.penalty not in PENALTIES:
+            raise ValueError(f"penalty must be one of {', '.join(PENALTIES)}, got {self.penalty!r}")
+        if self.weight < 0:
+            raise ValueError(f"weight must be >= 0, got {self.weight}")
+        if not 0 < self.target < 1:
+            raise ValueError(f"target must be in (0, 1), got {self.target}")
+
+
+class SparseAutoencoder(Autoencoder):
+    """An autoencoder whose per-example loss carries a sparsity penalty on the code."""
+
+    def __init__(self, encoder, decoder, params: SparseParams, **kwargs):
+        super().__init__(encoder, decoder, **kwargs)
+        self.params = params
+
+    def code_and_penalty(self, images, training: bool):
+        codes = self.encode(images, training=training)
+        if self.params.penalty == "l1":
+            return codes, self.params.weight * ops.sum(ops.abs(codes), axis=-1)
+        penalty = self.params.weight * kl_to_target(self.params.target, ops.mean(codes, axis=0))
+        return codes, ops.broadcast_to(penalty, ops.shape(codes)[:1])
+
+
+def kl_to_target(target: float, mean_activation):
+    """``sum_j KL(Bernoulli(target) || Bernoulli(mean_activation_j))``."""
+    rho_hat = ops.clip(mean_activation, 1e-7, 1.0 - 1e-7)
+    return ops.sum(
+        target * ops.log(target / rho_hat) + (1.0 - target) * ops.log((1.0 - target) / (1.0 - rho_hat)), axis=-1
+    )
+
+
+@register_autoencoder("sparse", SparseParams, loss="mse", learning_rate=3e-3)
+def build_sparse(params: SparseParams, latent_dim: int, input_shape: tuple, loss: str) -> Autoencoder:
+    """Sparse autoencoder: L1 activity penalty on the code, or a KL sparsity target."""
+    encoder = keras.Sequential(
+        [
+            keras.Input(shape=input_shape),
+            keras.layers.Flatten(),
+            keras.layers.Dense(latent_dim, activation="relu" if params.penalty == "l1" else "sigmoid"),
+        ],
+        name="encoder",
+    )
+    decoder = keras.Sequential(
+        [
+            keras.Input(shape=(latent_dim,)),
+            keras.layers.Dense(math.prod(input_shape), activation="sigmoid"),
+            keras.layers.Reshape(input_shape),
+        ],
+        name="decoder",
+    )
+    return SparseAutoencoder(encoder, decoder, params, loss=loss, name="sparse_autoencoder")
