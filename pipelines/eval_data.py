@@ -31,7 +31,7 @@ from pipelines import metrics
 from pipelines.dead_letters import REJECTED_DIR, WriteRejected
 from pipelines.exported import ExportedModel
 from pipelines.images import encode_png
-from pipelines.sources import check_source
+from pipelines.sources import Source, resolve_source
 from pipelines.validation import ReadValidImages
 from transforms import features
 
@@ -97,11 +97,11 @@ def read_images(
     Raises:
       ValueError: bad source, or no readable image in it.
     """
-    check_source(source)
+    resolved = resolve_source(source, limit=limit)
     with tempfile.TemporaryDirectory(prefix="hourglass-evaluate-") as temp:
         prefix = os.path.join(temp, "records")
         with beam.Pipeline(options=PipelineOptions(beam_args or [])) as p:
-            build_read_pipeline(p, source, prefix, os.path.join(output, REJECTED_DIR, "rejected"), limit, max_pixels)
+            build_read_pipeline(p, resolved, prefix, os.path.join(output, REJECTED_DIR, "rejected"), max_pixels)
         counts = metrics.counters(p.result)
         log.info("evaluate read counters:\n%s", metrics.format_counters(counts))
         records = sorted(_read_records(tf.io.gfile.glob(prefix + "*")), key=lambda r: r[0])[:max_examples]
@@ -111,11 +111,9 @@ def read_images(
     return Examples(ids, labels, model.pixels(images), images)
 
 
-def build_read_pipeline(
-    p: beam.Pipeline, source: str, prefix: str, rejected_prefix: str, limit: int | None, max_pixels: int
-) -> dict:
+def build_read_pipeline(p: beam.Pipeline, source: Source, prefix: str, rejected_prefix: str, max_pixels: int) -> dict:
     """Adds read -> validate -> write ``tf.train.Example`` (id, label, image) TFRecords at ``prefix``."""
-    checked = p | "ReadValidImages" >> ReadValidImages(source, STAGE, max_pixels, limit)
+    checked = p | "ReadValidImages" >> ReadValidImages(source, STAGE, max_pixels)
     _ = (
         checked["valid"]
         | "ToExample" >> beam.Map(_to_example)

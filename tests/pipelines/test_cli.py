@@ -10,7 +10,9 @@ import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 
-from pipelines.cli import cli
+from pipelines.cli import cli, resolve
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def test_models_lists_every_kind_with_parameters():
@@ -101,7 +103,7 @@ def test_infer_writes_a_run_partition_with_the_chosen_columns(trained, image_tre
     [
         (["--outputs", "latent,pixels"], "outputs must be a non-empty selection of latent, reconstruction, denoised"),
         (["--run-id", "../up"], "run id must be letters, digits"),
-        (["--watch", "somewhere"], "pass exactly one of --input"),
+        (["--watch", "somewhere"], "pass only one of --input"),
     ],
 )
 def test_infer_rejects_bad_options_naming_the_valid_ones(tmp_path, args, message):
@@ -114,7 +116,9 @@ def test_infer_rejects_bad_options_naming_the_valid_ones(tmp_path, args, message
 @pytest.mark.integration
 def test_console_script_runs_the_whole_job(tmp_path):
     script = os.path.join(os.path.dirname(sys.executable), "hourglass")
-    args = [script, "run", "--output", str(tmp_path), "--limit", "300", "--epochs", "2", "--latent-dim", "8"]
+    config = os.path.join(ROOT, "deploy", "examples", "local.yaml")
+    args = [script, "run", "--config", config, "--output", str(tmp_path), "--limit", "300", "--epochs", "2"]
+    args += ["--latent-dim", "8"]
     done = subprocess.run(args, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "300 records read" in done.stdout and "300 Parquet rows" in done.stdout
@@ -129,3 +133,49 @@ def test_console_script_runs_the_whole_job(tmp_path):
     assert f"-> {tmp_path / 'report' / 'index.html'}" in done.stdout
     metrics = json.loads((tmp_path / "report" / "metrics.json").read_text())
     assert metrics["model"]["latent_dim"] == 8 and metrics["data"]["evaluated"] + metrics["data"]["reference"] == 300
+
+
+def test_flags_override_the_config_file_and_absent_flags_keep_it(tmp_path):
+    config = tmp_path / "job.yaml"
+    config.write_text(
+        "output: /runs/a\n"
+        "beam_options: {direct_num_workers: 2}\n"
+        "train: {epochs: 3, batch_size: 64, model: {kind: deep, latent_dim: 2, params: {widths: [64, 32]}}}\n"
+    )
+    argv = ["--config", str(config), "--epochs", "5", "--param", "tied=true", "--", "--runner=DirectRunner"]
+    ctx = cli.commands["run"].make_context("run", argv)
+    job, beam_args = resolve(ctx)
+    assert job.train.epochs == 5 and job.train.batch_size == 64
+    assert job.train.model.kind == "deep" and job.train.model.latent_dim == 2
+    assert job.train.model.params["widths"] == (64, 32) and job.train.model.params["tied"] is True
+    assert job.preprocess.output == "/runs/a/data" and job.infer.output == "/runs/a/predictions"
+    assert beam_args == ["--direct_num_workers=2", "--runner=DirectRunner"]
+
+
+def test_stage_commands_take_their_section_of_the_config(tmp_path):
+    config = tmp_path / "job.yaml"
+    config.write_text("output: /runs/b\ninfer: {batch_size_max: 64, pixels: png}\n")
+    ctx = cli.commands["infer"].make_context("infer", ["--config", str(config), "--output", "/elsewhere"])
+    job, _ = resolve(ctx)
+    assert job.infer.model_dir == "/runs/b/model" and job.infer.output == "/elsewhere"
+    assert job.infer.batch_size_max == 64 and job.infer.pixels == "png"
+
+
+def test_a_bad_config_key_fails_naming_it(tmp_path):
+    config = tmp_path / "job.yaml"
+    config.write_text("train: {epochz: 3}\n")
+    result = CliRunner().invoke(cli, ["train", "--config", str(config)])
+    assert result.exit_code == 1
+    assert "unknown key(s) epochz in train; allowed:" in result.output
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+def test_the_multi_process_example_config_runs(tmp_path):
+    config = os.path.join(ROOT, "deploy", "examples", "local-multiprocess.yaml")
+    argv = ["run", "--config", config, "--output", str(tmp_path), "--limit", "200", "--epochs", "1"]
+    result = CliRunner().invoke(cli, argv)
+    assert result.exit_code == 0, result.output
+    assert "200 records read" in result.output and "200 Parquet rows" in result.output
+    resolved = json.loads((tmp_path / "data" / "config.json").read_text())
+    assert resolved["limit"] == 200 and resolved["input"] == "builtin:mnist"

@@ -44,7 +44,7 @@ def test_overrides_win_over_the_file_and_skip_unset_flags():
 @pytest.mark.parametrize(
     "data, message",
     [
-        ({"ouput": "x"}, r"unknown key\(s\) ouput in config; allowed: input, output, beam_options"),
+        ({"ouput": "x"}, r"unknown key\(s\) ouput in config; allowed: input, output, reader, limit, beam_options"),
         ({"train": {"epoch": 3}}, r"unknown key\(s\) epoch in train; allowed: data_dir, model_dir, model, epochs"),
         ({"train": {"model": {"kin": "x"}}}, r"unknown key\(s\) kin in train.model; allowed: kind, latent_dim"),
         ({"train": {"epochs": "many"}}, r"train.epochs must be int, got 'many'"),
