@@ -11,9 +11,12 @@ REQUIRED = [
     # TensorFlow, tf.Transform, tfx-bsl and Beam move together: deploy/constraints.txt pins the set.
     "tensorflow>=2.21,<2.22",
     "tensorflow-transform>=1.21,<1.22",
+    "tfx-bsl>=1.21,<1.22",  # Arrow RecordBatches in and out of tf.Transform (TFXIO)
+    "tensorflow-metadata>=1.21,<1.22",
     "apache-beam[gcp]>=2.77,<2.78",
     "keras>=3.15,<4",
     "pyarrow>=25",
+    "google-crc32c>=1.5",  # TFRecord framing checks when reading TFRecord inputs
     "click>=8.1",
     "mlxtend>=0.25",
     "numpy>=2",

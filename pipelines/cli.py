@@ -17,6 +17,7 @@ from models.config import ModelConfig, TrainConfig
 from pipelines.config import InferConfig, PreprocessConfig, parse_color, parse_image_size
 from pipelines.formats import FORMATS
 from pipelines.sources import BUILTIN_MNIST, ReaderOptions
+from pipelines.validation import DEFAULT_MAX_PIXELS
 
 # Errors that carry a message meant for the user: shown without a traceback, exit code 1.
 _USER_ERRORS = (ValueError, FileNotFoundError, FloatingPointError)
@@ -83,7 +84,7 @@ def _reader(fmt, image_key, label_key, labels, pixel_max) -> ReaderOptions:
 
 
 _max_pixels = click.option(
-    "--max-pixels", type=int, default=64_000_000, show_default=True, help="Reject larger images."
+    "--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, show_default=True, help="Reject larger images."
 )
 
 
