@@ -57,7 +57,7 @@ _INPUT_HELP = "builtin:mnist, a folder, a glob pattern or a file (images, IDX, N
 
 
 def _reader_options(f):
-    """``--format`` and the options for container formats; the callback gets ``reader``."""
+    """``--format`` and the container options (callback arguments ``fmt, image_key, label_key, labels, pixel_max``)."""
     options = [
         click.option(
             "--format",
