@@ -186,14 +186,12 @@ def parse_image_size(text: str | None) -> tuple[int, int] | None:
 _COLOURS = {"black": (0, 0, 0), "white": (255, 255, 255), "grey": (128, 128, 128), "gray": (128, 128, 128)}
 
 
-def parse_color(text: str | None) -> tuple[int, int, int] | None:
+def parse_color(text: str) -> tuple[int, int, int]:
     """``"white"``, ``"#ff8000"`` or ``"255,128,0"`` -> ``(r, g, b)``.
 
     Raises:
       ValueError: none of those forms (lists them).
     """
-    if text is None:
-        return None
     value = text.strip().lower()
     if value in _COLOURS:
         return _COLOURS[value]

@@ -5,8 +5,10 @@ losslessly as PNG when it is not a PNG or a grey/RGB JPEG (BMP, GIF's first fram
 JPEG, ...; see ``images.to_tf_readable``). Output ``rejected``: dead-letter records
 (``dead_letters``) for empty files (``empty_file``), non-images (``not_an_image``), images over
 ``max_pixels`` (``too_many_pixels``), truncated or corrupt images (``corrupt_image``: an image
-signature, but Pillow cannot decode it) and modes with no 8/16-bit equivalent
+signature, but the data does not decode) and modes with no 8/16-bit equivalent
 (``unsupported_mode``), plus everything the readers could not read (see ``readers``).
+Plain PNGs are proven whole by ``images.check_png`` (chunk CRCs, exact inflated size); other images
+by decoding them with Pillow.
 """
 
 from __future__ import annotations

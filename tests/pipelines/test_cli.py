@@ -76,6 +76,15 @@ def test_bad_image_size_fails_clearly(tmp_path):
     assert "image size must look like HxW" in result.output
 
 
+def test_bad_background_and_format_fail_naming_the_choices(tmp_path):
+    args = ["preprocess", "--input", "builtin:mnist", "--output", str(tmp_path)]
+    result = CliRunner().invoke(cli, [*args, "--background", "purple"])
+    assert result.exit_code == 1
+    assert "colour must be black, white, grey, gray, #rrggbb or R,G,B (0..255), got 'purple'" in result.output
+    result = CliRunner().invoke(cli, [*args, "--format", "hdf5"])
+    assert result.exit_code == 2 and "'auto', 'images', 'idx', 'npy', 'npz', 'csv', 'tfrecord'" in result.output
+
+
 def test_preprocess_and_infer_commands_on_a_folder(trained, image_tree, tmp_path):
     root, images = image_tree
     train_cfg, _ = trained

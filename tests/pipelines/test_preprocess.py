@@ -17,7 +17,7 @@ from models.input_pipeline import load_transform_output
 from pipelines.cli import cli
 from pipelines.config import PreprocessConfig
 from pipelines.images import encode_png
-from pipelines.preprocess import check_rejects, is_eval, run_preprocess
+from pipelines.preprocess import check_rejects, is_eval, make_stats, run_preprocess
 from tests.conftest import CLASSES, CONTAINER_COUNT, PER_CLASS, container_pixels, write_image_tree
 
 
@@ -166,6 +166,23 @@ def test_too_many_rejects_fail_naming_the_worst_reasons():
         check_rejects(counts, 0.1, "some/dir")
 
 
+def test_an_input_with_no_usable_record_fails_even_under_a_generous_limit():
+    with pytest.raises(ValueError, match=r"none of the 2 records of 'd' could be used; reasons: empty_file \(2\)"):
+        check_rejects({"records_read": 2, "preprocess_rejected_empty_file": 2}, 1.0, "d")
+
+
+def test_make_stats_adds_up_counts_and_drops_the_empty_vocabulary_placeholder():
+    analyzers = {"examples": 3, "label_vocabulary": ["49d0cd50-04bb-48c0-bc6f-5b575dce351a"]}
+    counts = [(("train", ""), 3), (("eval", ""), 1)]
+    stats = make_stats({"input": "x"}, analyzers, counts, [("empty_file", 1), ("not_an_image", 2)])
+    assert stats["records"] == {"read": 7, "written": 4, "rejected": 3}
+    assert stats["splits"]["train"] == {"records": 3, "labels": {"(unlabelled)": 3}}
+    assert list(stats["rejected_by_reason"]) == ["not_an_image", "empty_file"]  # worst first
+    assert stats["analyzers"]["label_vocabulary"] == [] and stats["analyzers"]["label_vocabulary_size"] == 0
+    labelled = make_stats({}, {"label_vocabulary": ["b", "a"]}, [(("train", "a"), 1), (("train", "b"), 2)], [])
+    assert labelled["analyzers"]["label_vocabulary"] == ["b", "a"]
+
+
 def test_empty_input_fails_clearly(tmp_path):
     (tmp_path / "in").mkdir()
     with pytest.raises(ValueError, match="holds no"):
@@ -205,6 +222,7 @@ def test_multi_process_direct_runner_gives_the_same_records(preprocessed, image_
     assert result.stats["splits"] == preprocessed.stats["splits"]
 
 
+@pytest.mark.slow
 def test_float_arrays_through_the_cli_with_standardize_and_dead_letters(tmp_path):
     images = container_pixels()[0].astype(np.float32) / 255
     labels = container_pixels()[1]
