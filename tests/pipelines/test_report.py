@@ -91,7 +91,7 @@ def report(trained, preprocessed, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def variational_denoiser(preprocessed, tmp_path_factory):
-    """A 2-D dense model exported with the VAE / denoising fields of model_info.json (issue 4's contract)."""
+    """A real 2-D VAE trained (untrained weights are enough here) with mask noise, exported."""
     import keras
 
     from models.config import ModelConfig
@@ -102,11 +102,13 @@ def variational_denoiser(preprocessed, tmp_path_factory):
     tft_output = load_transform_output(preprocessed.output)
     shape = image_shape(tft_output)
     keras.utils.set_random_seed(0)
-    model = build_autoencoder(ModelConfig("dense", latent_dim=2), shape)
+    config = ModelConfig("vae", latent_dim=2, noise="mask:0.3")
+    model = build_autoencoder(config, shape)
     model.build((None, *shape))
     model_dir = str(tmp_path_factory.mktemp("vae"))
-    info = {"kind": "dense", "latent_dim": 2, "loss": "mse", "image_shape": list(shape)}
-    export_model(model, tft_output, model_dir, {**info, "variational": True, "denoising": True, "noise": "mask:0.3"})
+    export_model(
+        model, tft_output, model_dir, {"kind": "vae", "latent_dim": 2, "loss": config.loss, "image_shape": list(shape)}
+    )
     return model_dir
 
 
