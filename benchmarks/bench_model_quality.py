@@ -10,6 +10,7 @@ eval split through ``serving_default`` on PNG bytes, as inference would run it:
   split (PCA's reconstructions clipped to [0, 1] like the models' outputs);
 * k-NN accuracy (k = ``NEIGHBOURS``) of the eval codes' labels, the classifier fitted on the train
   codes, against the same on PCA's codes;
+* the fraction of exact zeros in the eval codes (what ``sparse``'s penalty buys);
 * for models trained with noise, PSNR of the noisy eval images and of the ``denoised`` output
   against the clean ones, at gaussian sigma ``NOISE`` (PCA's projection of the noisy images as the
   baseline).
@@ -174,6 +175,7 @@ def model_row(
         "noise": info["noise"],
         "train_seconds": seconds,
         "mse": mse(outputs["reconstruction"], eval_split.pixels),
+        "zero_code_fraction": float(np.mean(outputs["latent"] == 0.0)),
         "knn_accuracy": knn_accuracy(
             serve(served, train_split.images)["latent"], train_split.labels, outputs["latent"], eval_split.labels
         ),
@@ -222,10 +224,10 @@ def markdown(figures: dict) -> str:
     lines = [
         f"Model quality on the built-in MNIST sample: {figures['train_examples']} train / "
         f"{figures['eval_examples']} eval digits, {figures['epochs']} epochs, each kind with its defaults; "
-        f"k-NN with k={figures['neighbours']}; denoising at gaussian sigma {figures['noise_sigma']}.",
+        f"k-NN with k={figures['neighbours']}; PSNR (dB) at gaussian sigma {figures['noise_sigma']}.",
         "",
-        "| kind | code | eval MSE | MSE / PCA | k-NN acc. | PSNR noisy (dB) | PSNR denoised (dB) | train (s) |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| kind | code | eval MSE | MSE / PCA | k-NN acc. | zero codes | PSNR noisy | PSNR denoised | train (s) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in figures["rows"]:
         cells = [
@@ -234,6 +236,7 @@ def markdown(figures: dict) -> str:
             f"{r['mse']:.5f}",
             f"{r['mse'] / pca[r['latent_dim']]:.3f}",
             f"{r['knn_accuracy']:.3f}",
+            f"{r['zero_code_fraction']:.2f}" if "zero_code_fraction" in r else "",
             *(f"{r[key]:.2f}" if key in r else "" for key in ("psnr_noisy", "psnr_denoised")),
             f"{r['train_seconds']:.0f}" if "train_seconds" in r else "",
         ]

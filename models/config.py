@@ -62,7 +62,8 @@ class TrainConfig:
       data_dir: the preprocess output (TFRecords and ``transform_output/``).
       model_dir: where checkpoints, the export and ``training.json`` go.
       model: the model to build.
-      epochs, batch_size (per replica), seed: the usual.
+      epochs, seed: the usual.
+      batch_size: per replica; None: the model kind's default.
       learning_rate: Adam's learning rate; None: the model kind's default.
       strategy: ``auto`` (MirroredStrategy over visible GPUs, else the default strategy),
         ``default``, ``mirrored`` or ``multi-worker`` (MultiWorkerMirroredStrategy from ``TF_CONFIG``).
@@ -84,7 +85,7 @@ class TrainConfig:
     model_dir: str
     model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
     epochs: int = 10
-    batch_size: int = 128
+    batch_size: int | None = None
     learning_rate: float | None = None
     seed: int = 0
     strategy: str = "auto"
@@ -99,10 +100,12 @@ class TrainConfig:
     cache_mb: int = 1024
 
     def __post_init__(self):
-        if self.learning_rate is None:
-            from models import registry  # here, not at the top: the registry imports this module
+        from models import registry  # here, not at the top: the registry imports this module
 
-            object.__setattr__(self, "learning_rate", registry.kind_settings(self.model.kind).learning_rate)
+        settings = registry.kind_settings(self.model.kind)
+        for name in ("batch_size", "learning_rate"):
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, getattr(settings, name))
         if self.epochs <= 0 or self.batch_size <= 0 or self.learning_rate <= 0:
             raise ValueError("epochs, batch_size and learning_rate must be positive")
         for name, value, choices in (

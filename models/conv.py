@@ -46,7 +46,7 @@ def conv_encoder(params: ConvParams, outputs: int, input_shape: tuple, name: str
     """Images -> ``(batch, outputs)`` (a VAE asks for twice the latent size: mean and log-variance)."""
     layers = [keras.Input(shape=input_shape)]
     for f in params.filters:
-        layers.append(keras.layers.Conv2D(f, params.kernel_size, strides=2, padding="same", activation="relu"))
+        layers.append(keras.layers.Conv2D(f, params.kernel_size, strides=2, padding="same", activation="leaky_relu"))
     layers += [keras.layers.Flatten(), keras.layers.Dense(outputs)]
     return keras.Sequential(layers, name=name)
 
@@ -58,11 +58,13 @@ def conv_decoder(params: ConvParams, latent_dim: int, input_shape: tuple) -> ker
     extra_h, extra_w = height * scale - input_shape[0], width * scale - input_shape[1]
     layers = [
         keras.Input(shape=(latent_dim,)),
-        keras.layers.Dense(height * width * params.filters[-1], activation="relu"),
+        keras.layers.Dense(height * width * params.filters[-1], activation="leaky_relu"),
         keras.layers.Reshape((height, width, params.filters[-1])),
     ]
     for f in reversed(params.filters):
-        layers.append(keras.layers.Conv2DTranspose(f, params.kernel_size, strides=2, padding="same", activation="relu"))
+        layers.append(
+            keras.layers.Conv2DTranspose(f, params.kernel_size, strides=2, padding="same", activation="leaky_relu")
+        )
     layers += [
         keras.layers.Cropping2D(((extra_h // 2, extra_h - extra_h // 2), (extra_w // 2, extra_w - extra_w // 2))),
         keras.layers.Conv2D(input_shape[-1], params.kernel_size, padding="same", activation="sigmoid"),

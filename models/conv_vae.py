@@ -31,7 +31,7 @@ class ConvVaeParams:
             raise ValueError(f"beta must be >= 0, got {self.beta}")
 
 
-@register_autoencoder("conv-vae", ConvVaeParams, loss="bce", learning_rate=1e-3)
+@register_autoencoder("conv-vae", ConvVaeParams, loss="bce", learning_rate=2e-3)
 def build_conv_vae(params: ConvVaeParams, latent_dim: int, input_shape: tuple, loss: str) -> Autoencoder:
     """Convolutional variational autoencoder: conv encoder/decoder, Gaussian code, beta-weighted KL."""
     conv = ConvParams(params.filters, params.kernel_size)

@@ -2,7 +2,7 @@
 
 ``build_autoencoder(config, input_shape)`` is the only way the rest of the code makes a model, so
 an unknown kind or an unknown parameter fails loudly with the valid choices instead of falling
-back to a default. Each kind also registers the loss, learning rate and noise that reach the
+back to a default. Each kind also registers the loss, learning rate, batch size and noise that reach the
 quality targets (``benchmarks/bench_model_quality.py``), so naming the kind is enough for a good
 model; ``ModelConfig`` and ``TrainConfig`` fill the fields left unset from here.
 
@@ -23,6 +23,7 @@ from models.config import LOSSES, ModelConfig
 from transforms.noise import parse_noise
 
 _TRUE, _FALSE = ("true", "yes", "1"), ("false", "no", "0")
+_PARAM_TYPES = (bool, int, float, str, tuple[int, ...])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -30,12 +31,14 @@ class KindSettings:
     """A kind's training settings.
 
     Attributes:
-      loss, learning_rate, noise: what the kind uses when the config leaves them unset.
+      loss, learning_rate, batch_size, noise: what the kind uses when the config leaves them unset
+        (``batch_size`` per replica).
       losses: the losses the kind accepts (e.g. ``linear`` only ``mse``).
     """
 
     loss: str = "mse"
     learning_rate: float = 1e-3
+    batch_size: int = 128
     noise: str | None = None
     losses: tuple[str, ...] = LOSSES
 
@@ -56,6 +59,7 @@ def register_autoencoder(
     params_cls: type,
     loss: str = "mse",
     learning_rate: float = 1e-3,
+    batch_size: int = 128,
     noise: str | None = None,
     losses: tuple[str, ...] = LOSSES,
 ) -> Callable:
@@ -64,9 +68,12 @@ def register_autoencoder(
     Args:
       kind: the name users pass as ``--kind``.
       params_cls: a frozen dataclass of the kind's parameters, all with defaults.
-      loss, learning_rate, noise, losses: the kind's training settings (see :class:`KindSettings`).
+      loss, learning_rate, batch_size, noise, losses: the kind's training settings (see :class:`KindSettings`).
     """
-    settings = KindSettings(loss, learning_rate, noise, losses)
+    settings = KindSettings(loss, learning_rate, batch_size, noise, losses)
+    unsupported = {name: t for name, t in typing.get_type_hints(params_cls).items() if t not in _PARAM_TYPES}
+    if unsupported:
+        raise TypeError(f"parameters of kind {kind!r} must be bool, int, float, str or tuple[int, ...]: {unsupported}")
 
     def decorate(builder: Callable[..., Autoencoder]) -> Callable[..., Autoencoder]:
         if kind in _REGISTRY:
@@ -85,7 +92,7 @@ def known_kinds() -> list[str]:
 
 
 def kind_settings(kind: str) -> KindSettings:
-    """The kind's default loss, learning rate and noise, and the losses it accepts.
+    """The kind's default loss, learning rate, batch size and noise, and the losses it accepts.
 
     Raises:
       ValueError: unknown kind (lists the known ones).

@@ -74,7 +74,13 @@ def build_sparse(params: SparseParams, latent_dim: int, input_shape: tuple, loss
         [
             keras.Input(shape=input_shape),
             keras.layers.Flatten(),
-            keras.layers.Dense(latent_dim, activation="relu" if params.penalty == "l1" else "sigmoid"),
+            # Pixels are non-negative, so at a zero-bias start a unit is off for most images at once and
+            # a ReLU code can die whole; starting every unit on lets the penalty prune what is not needed.
+            keras.layers.Dense(
+                latent_dim,
+                activation="relu" if params.penalty == "l1" else "sigmoid",
+                bias_initializer=keras.initializers.Constant(1.0),
+            ),
         ],
         name="encoder",
     )

@@ -69,7 +69,7 @@ class VaeParams:
     beta: weight of the KL term (1 is the plain ELBO).
     """
 
-    widths: tuple[int, ...] = (512, 256)
+    widths: tuple[int, ...] = (1000, 500, 250)
     beta: float = 1.0
 
     def __post_init__(self):

@@ -197,7 +197,7 @@ def preprocess(ctx, **_):
 @option("train.model_dir", "--model-dir", help="Checkpoints, logs and the export. [default: hourglass-output/model]")
 @_model_options("train.model")
 @option("train.epochs", "--epochs", type=int, help="[default: 10]")
-@option("train.batch_size", "--batch-size", type=int, help="Per replica. [default: 128]")
+@option("train.batch_size", "--batch-size", type=int, help="Per replica. Default: the kind's (see `hourglass models`).")
 @option("train.learning_rate", "--learning-rate", type=float, help="Default: the kind's (see `hourglass models`).")
 @option("train.strategy", "--strategy", type=click.Choice(STRATEGIES), help="[default: auto]")
 @option("train.precision", "--precision", type=click.Choice(PRECISIONS), help="[default: float32]")
