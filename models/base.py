@@ -14,6 +14,8 @@ from three steps the kinds can refine:
 
 from __future__ import annotations
 
+import math
+
 import keras
 from keras import ops
 
@@ -104,3 +106,17 @@ class Autoencoder(keras.Model):
         batch, steps = ops.shape(mixed)[0], ops.shape(mixed)[1]
         images = self.decode(ops.reshape(mixed, (-1, self.latent_dim)))
         return ops.reshape(images, (batch, steps, *self.image_shape))
+
+
+def dense_decoder(latent_dim: int, output_shape: tuple, widths: tuple[int, ...] = ()) -> keras.Model:
+    """Codes ``(batch, latent_dim)`` -> images of ``output_shape`` in [0, 1]: ReLU layers of
+    ``widths``, then a sigmoid layer of every pixel, reshaped."""
+    return keras.Sequential(
+        [
+            keras.Input(shape=(latent_dim,)),
+            *[keras.layers.Dense(width, activation="relu") for width in widths],
+            keras.layers.Dense(math.prod(output_shape), activation="sigmoid"),
+            keras.layers.Reshape(output_shape),
+        ],
+        name="decoder",
+    )

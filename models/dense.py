@@ -6,11 +6,10 @@ Encoder: flatten -> Dense(latent_dim, LeakyReLU). Decoder: Dense(H*W*C, sigmoid)
 from __future__ import annotations
 
 import dataclasses
-import math
 
 import keras
 
-from models.base import Autoencoder
+from models.base import Autoencoder, dense_decoder
 from models.registry import register_autoencoder
 
 
@@ -33,12 +32,5 @@ def build_dense(params: DenseParams, latent_dim: int, input_shape: tuple, loss: 
         ],
         name="encoder",
     )
-    decoder = keras.Sequential(
-        [
-            keras.Input(shape=(latent_dim,)),
-            keras.layers.Dense(math.prod(input_shape), activation="sigmoid"),
-            keras.layers.Reshape(input_shape),
-        ],
-        name="decoder",
-    )
+    decoder = dense_decoder(latent_dim, input_shape)
     return Autoencoder(encoder, decoder, loss=loss, name="dense_autoencoder")

@@ -12,12 +12,11 @@ it for the global batch like the reconstruction loss:
 from __future__ import annotations
 
 import dataclasses
-import math
 
 import keras
 from keras import ops
 
-from models.base import Autoencoder
+from models.base import Autoencoder, dense_decoder
 from models.registry import register_autoencoder
 
 PENALTIES = ("l1", "kl")
@@ -84,12 +83,5 @@ def build_sparse(params: SparseParams, latent_dim: int, input_shape: tuple, loss
         ],
         name="encoder",
     )
-    decoder = keras.Sequential(
-        [
-            keras.Input(shape=(latent_dim,)),
-            keras.layers.Dense(math.prod(input_shape), activation="sigmoid"),
-            keras.layers.Reshape(input_shape),
-        ],
-        name="decoder",
-    )
+    decoder = dense_decoder(latent_dim, input_shape)
     return SparseAutoencoder(encoder, decoder, params, loss=loss, name="sparse_autoencoder")

@@ -18,7 +18,7 @@ import keras
 import tensorflow as tf
 from keras import ops
 
-from models.base import Autoencoder
+from models.base import Autoencoder, dense_decoder
 from models.registry import register_autoencoder
 
 
@@ -87,13 +87,5 @@ def build_vae(params: VaeParams, latent_dim: int, input_shape: tuple, loss: str)
         [keras.Input(shape=input_shape), keras.layers.Flatten(), *hidden, keras.layers.Dense(2 * latent_dim)],
         name="encoder",
     )
-    decoder = keras.Sequential(
-        [
-            keras.Input(shape=(latent_dim,)),
-            *[keras.layers.Dense(w, activation="relu") for w in reversed(params.widths)],
-            keras.layers.Dense(math.prod(input_shape), activation="sigmoid"),
-            keras.layers.Reshape(input_shape),
-        ],
-        name="decoder",
-    )
+    decoder = dense_decoder(latent_dim, input_shape, tuple(reversed(params.widths)))
     return VariationalAutoencoder(encoder, decoder, beta=params.beta, loss=loss, name="vae")
