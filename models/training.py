@@ -1,17 +1,17 @@
 """Training: fits an autoencoder on the preprocess output under a ``tf.distribute`` strategy.
 
-One training path for every strategy (default, MirroredStrategy, MultiWorkerMirroredStrategy): a
-step run through ``strategy.run`` with a Keras 3 model and optimizer, the per-example loss scaled by
-the global batch (``tf.nn.compute_average_loss``) and the replicas' losses summed with
-``strategy.reduce``. (Keras 3 ``model.fit`` fails under MultiWorkerMirroredStrategy,
-keras-team/keras#20585.)
+One training path for every strategy (default, MirroredStrategy, MultiWorkerMirroredStrategy; see
+``models.strategies``): a step run through ``strategy.run`` with a Keras 3 model and optimizer, the
+per-example loss scaled by the global batch (``tf.nn.compute_average_loss``) and the replicas'
+losses summed with ``strategy.reduce``. (Keras 3 ``model.fit`` fails under
+MultiWorkerMirroredStrategy, keras-team/keras#20585.)
 
 Reads ``DATA/{train,eval}-*.tfrecord.gz`` and ``DATA/transform_output``. Writes, under MODEL_DIR:
-``checkpoints/`` (model, optimizer and progress: epoch, step in the epoch, history; at every epoch
-end and every ``checkpoint_every_steps`` steps), ``logs/{train,eval}`` (TensorBoard),
-``saved_model/`` (see ``models.export``) and ``training.json``. A run started again with the same
-config resumes from the last checkpoint, mid-epoch included: the epoch's records come in an order
-fixed by the seed and the epoch, and the ones already trained on are skipped.
+``checkpoints/`` (see ``models.checkpoints``; saved at every epoch end and every
+``checkpoint_every_steps`` steps), ``logs/{train,eval}`` (TensorBoard), ``saved_model/`` (see
+``models.export``) and ``training.json``. A run started again with the same config resumes from the
+last checkpoint, mid-epoch included: the epoch's records come in an order fixed by the seed and the
+epoch, and the ones already trained on are skipped.
 
 Under MultiWorkerMirroredStrategy only the chief writes into MODEL_DIR (which every worker must be
 able to read, to resume); the other workers save their checkpoints to a temporary folder that they
@@ -27,24 +27,21 @@ import logging
 import math
 import os
 import sys
-import tempfile
 import time
 
 import keras
 import tensorflow as tf
 
-from models import export, input_pipeline
+from models import checkpoints, export, input_pipeline, strategies
 from models.base import Autoencoder
-from models.config import ModelConfig, TrainConfig
+from models.config import TrainConfig
 from models.registry import build_autoencoder
 from transforms import features
 
 log = logging.getLogger(__name__)
 
 TRAINING_JSON = "training.json"
-CHECKPOINT_DIR = "checkpoints"
 LOG_DIR = "logs"
-_KEEP_CHECKPOINTS = 3
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,113 +54,6 @@ class TrainResult:
     examples_per_second: float
     resumed_from: dict[str, int] | None = None
     stopped_early: bool = False
-
-
-@dataclasses.dataclass
-class Progress:
-    """Where training stands; saved in every checkpoint beside the weights.
-
-    Attributes:
-      epoch: epochs completed.
-      step: steps done in the current epoch; global_step: steps done in total.
-      epoch_loss_sum: sum of the current epoch's step losses (for its mean after a resumption).
-      history: per completed epoch, ``loss``, ``eval_loss`` and ``learning_rate``.
-      best_eval_loss, epochs_without_improvement, epochs_since_lr_change: plateau tracking.
-      stopped_early: early stopping ended the run.
-    """
-
-    epoch: int = 0
-    step: int = 0
-    global_step: int = 0
-    epoch_loss_sum: float = 0.0
-    history: dict[str, list[float]] = dataclasses.field(
-        default_factory=lambda: {"loss": [], "eval_loss": [], "learning_rate": []}
-    )
-    best_eval_loss: float | None = None
-    epochs_without_improvement: int = 0
-    epochs_since_lr_change: int = 0
-    stopped_early: bool = False
-
-    def end_epoch(self, loss: float, eval_loss: float, learning_rate: float, cfg: TrainConfig) -> tuple[bool, bool]:
-        """Records a finished epoch; returns (stop early, reduce the learning rate)."""
-        self.epoch, self.step, self.epoch_loss_sum = self.epoch + 1, 0, 0.0
-        for key, value in (("loss", loss), ("eval_loss", eval_loss), ("learning_rate", learning_rate)):
-            self.history[key].append(value)
-        if self.best_eval_loss is None or eval_loss < self.best_eval_loss - cfg.min_delta:
-            self.best_eval_loss, self.epochs_without_improvement, self.epochs_since_lr_change = eval_loss, 0, 0
-        else:
-            self.epochs_without_improvement += 1
-            self.epochs_since_lr_change += 1
-        stop = 0 < cfg.early_stopping_patience <= self.epochs_without_improvement
-        reduce = 0 < cfg.reduce_lr_patience <= self.epochs_since_lr_change
-        if reduce:
-            self.epochs_since_lr_change = 0
-        self.stopped_early = stop
-        return stop, reduce
-
-
-class _ProgressState(tf.train.experimental.PythonState):
-    """Puts a :class:`Progress` into ``tf.train.Checkpoint`` (as JSON)."""
-
-    def __init__(self, progress: Progress):
-        self.progress = progress
-
-    def serialize(self):
-        return json.dumps(dataclasses.asdict(self.progress))
-
-    def deserialize(self, string_value):
-        self.progress.__dict__.update(json.loads(string_value))
-
-
-def make_strategy(name: str) -> tf.distribute.Strategy:
-    """``auto``: MirroredStrategy over visible GPUs, else the default strategy.
-
-    ``multi-worker`` must be made before any other TensorFlow work in the process (it configures
-    the collective ops), so :func:`train` makes the strategy first.
-
-    Raises:
-      ValueError: ``multi-worker`` without a usable ``TF_CONFIG`` (names the fix).
-    """
-    if name == "multi-worker":
-        _check_tf_config(os.environ.get("TF_CONFIG"))
-        return tf.distribute.MultiWorkerMirroredStrategy()
-    if name == "mirrored":
-        # Over the visible GPUs, else over the logical CPU devices (one, unless configured otherwise).
-        devices = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
-        return tf.distribute.MirroredStrategy([d.name for d in devices])
-    if name == "auto" and tf.config.list_logical_devices("GPU"):
-        return tf.distribute.MirroredStrategy()
-    return tf.distribute.get_strategy()
-
-
-def _check_tf_config(text: str | None) -> None:
-    fix = (
-        'set TF_CONFIG on every worker, e.g. {"cluster": {"worker": ["host1:12345", "host2:12345"]}, '
-        '"task": {"type": "worker", "index": 0}}, or use --strategy auto on one machine'
-    )
-    if not text:
-        raise ValueError(f"--strategy multi-worker reads the cluster from TF_CONFIG, which is not set; {fix}")
-    try:
-        tf_config = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise ValueError(f"TF_CONFIG is not valid JSON ({error}); {fix}") from error
-    if not isinstance(tf_config, dict) or not {"cluster", "task"} <= set(tf_config):
-        raise ValueError(f"TF_CONFIG needs both 'cluster' and 'task'; {fix}")
-
-
-def strategy_name(strategy: tf.distribute.Strategy) -> str:
-    """The public name of ``strategy``'s class (``DefaultStrategy`` for the default one)."""
-    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
-        return "MultiWorkerMirroredStrategy"
-    if isinstance(strategy, tf.distribute.MirroredStrategy):
-        return "MirroredStrategy"
-    return "DefaultStrategy"
-
-
-def scaled_learning_rate(learning_rate: float, replicas: int, scaling: str) -> float:
-    """The learning rate for ``replicas`` times the per-replica batch: ``none``, ``linear`` or ``sqrt``."""
-    factor = {"none": 1.0, "linear": float(replicas), "sqrt": math.sqrt(replicas)}[scaling]
-    return learning_rate * factor
 
 
 class Trainer:
@@ -258,36 +148,6 @@ def _dtype_policy(name: str):
         keras.config.set_dtype_policy(previous)
 
 
-class _Checkpoints:
-    """``tf.train.CheckpointManager`` of the model, the optimizer and the :class:`Progress`.
-
-    The chief writes ``MODEL_DIR/checkpoints``; other workers write each save to a temporary folder
-    and delete it. Every worker restores from ``MODEL_DIR/checkpoints``.
-    """
-
-    def __init__(self, model_dir: str, is_chief: bool, **objects):
-        self.directory = os.path.join(model_dir, CHECKPOINT_DIR)
-        self.is_chief = is_chief
-        self.checkpoint = tf.train.Checkpoint(**objects)
-        self._manager = tf.train.CheckpointManager(self.checkpoint, self.directory, max_to_keep=_KEEP_CHECKPOINTS)
-
-    def restore_latest(self) -> str | None:
-        latest = self._manager.latest_checkpoint
-        if latest:
-            self.checkpoint.restore(latest).assert_existing_objects_matched()
-        return latest
-
-    def save(self, step: int) -> None:
-        if self.is_chief:
-            self._manager.save(checkpoint_number=step)
-            return
-        scratch = tempfile.mkdtemp(prefix="hourglass-worker-checkpoint-")
-        try:  # the same save as the chief's, so that every worker runs the same ops
-            tf.train.CheckpointManager(self.checkpoint, scratch, max_to_keep=1).save(checkpoint_number=step)
-        finally:
-            tf.io.gfile.rmtree(scratch)
-
-
 class SplitInput:
     """Builds one split's distributed batches, epoch after epoch.
 
@@ -343,26 +203,26 @@ def train(cfg: TrainConfig) -> TrainResult:
         a bad ``TF_CONFIG``.
       FloatingPointError: the loss became NaN or infinite (the last checkpoint and export are kept).
     """
-    strategy = make_strategy(cfg.strategy)  # first: MultiWorkerMirroredStrategy must precede other TF work
+    strategy = strategies.make_strategy(cfg.strategy)  # first: MultiWorkerMirroredStrategy must precede other TF work
     is_chief = strategy.extended.should_checkpoint
     tft_output = input_pipeline.load_transform_output(cfg.data_dir)
     shape = input_pipeline.image_shape(tft_output)
     files = {split: input_pipeline.split_files(cfg.data_dir, split) for split in input_pipeline.SPLITS}
     for split, split_files in files.items():
         input_pipeline.check_split(split_files, tft_output, split)
-    identity = _model_identity(cfg.model, shape)
-    _check_model_dir(cfg.model_dir, identity)
+    identity = checkpoints.model_identity(cfg.model, shape)
+    checkpoints.check_model_dir(cfg.model_dir, identity)
 
     keras.utils.set_random_seed(cfg.seed)
     replicas = strategy.num_replicas_in_sync
-    workers = _num_workers(strategy)
+    workers = strategies.num_workers(strategy)
     global_batch = cfg.batch_size * replicas
-    learning_rate = scaled_learning_rate(cfg.learning_rate, replicas, cfg.lr_scaling)
+    learning_rate = strategies.scaled_learning_rate(cfg.learning_rate, replicas, cfg.lr_scaling)
     policies = {split: input_pipeline.shard_policy(len(f), workers).name for split, f in files.items()}
     log.info(
         "%s: %d replica(s) on %d worker(s), global batch %d (%d per replica), learning rate %g "
         "(%g scaled %s for %d replicas), precision %s, sharding train %s, eval %s",
-        strategy_name(strategy),
+        strategies.strategy_name(strategy),
         replicas,
         workers,
         global_batch,
@@ -379,11 +239,11 @@ def train(cfg: TrainConfig) -> TrainResult:
     with _dtype_policy(cfg.precision), strategy.scope():
         model = build_autoencoder(cfg.model, shape)
     trainer = Trainer(model, strategy, learning_rate, shape, loss_scaling=cfg.precision == "mixed_float16")
-    progress = Progress()
-    checkpoints = _Checkpoints(
-        cfg.model_dir, is_chief, model=model, optimizer=trainer.optimizer, progress=_ProgressState(progress)
+    progress = checkpoints.Progress()
+    saver = checkpoints.Checkpoints(
+        cfg.model_dir, is_chief, model=model, optimizer=trainer.optimizer, progress=checkpoints.ProgressState(progress)
     )
-    resumed_from = _start(cfg, checkpoints, progress, model, identity, is_chief)
+    resumed_from = checkpoints.start(cfg, saver, progress, model, identity, is_chief)
 
     inputs = {}
     for split, split_files in files.items():
@@ -396,7 +256,7 @@ def train(cfg: TrainConfig) -> TrainResult:
         cfg,
         trainer,
         progress,
-        checkpoints,
+        saver,
         inputs,
         _summary_writers(cfg.model_dir, is_chief),
         is_chief and sys.stderr.isatty(),
@@ -427,8 +287,8 @@ class _EpochLoop:
 
     cfg: TrainConfig
     trainer: Trainer
-    progress: Progress
-    checkpoints: _Checkpoints
+    progress: checkpoints.Progress
+    saver: checkpoints.Checkpoints
     inputs: dict[str, SplitInput]
     writers: dict
     show_progress: bool
@@ -479,78 +339,10 @@ class _EpochLoop:
 
     def _save(self) -> None:
         _check_finite_weights(self.trainer.model, self.progress, self.cfg.model_dir)
-        self.checkpoints.save(self.progress.global_step)
+        self.saver.save(self.progress.global_step)
 
 
-def _start(cfg, checkpoints: _Checkpoints, progress: Progress, model, identity: dict, is_chief: bool):
-    """Resumes from the latest checkpoint, or warm-starts, or starts fresh; returns where it resumed."""
-    latest = checkpoints.restore_latest()
-    if latest:
-        if cfg.warm_start:
-            log.warning(
-                "%s holds checkpoints: resuming from them, not warm-starting from %s", cfg.model_dir, cfg.warm_start
-            )
-        log.info(
-            "resuming from %s: epoch %d, step %d (%d steps done)",
-            latest,
-            progress.epoch + 1,
-            progress.step,
-            progress.global_step,
-        )
-        return {"epoch": progress.epoch, "step": progress.step, "global_step": progress.global_step}
-    if cfg.warm_start:
-        _warm_start(model, cfg.warm_start, identity)
-    if is_chief:
-        tf.io.gfile.makedirs(checkpoints.directory)
-        with tf.io.gfile.GFile(os.path.join(checkpoints.directory, export.MODEL_INFO), "w") as f:
-            json.dump(identity, f, indent=2, sort_keys=True)
-    return None
-
-
-def _model_identity(model: ModelConfig, shape) -> dict:
-    """What a model folder, its checkpoints and a warm start must agree on (as JSON reads it back)."""
-    identity = {"kind": model.kind, "latent_dim": model.latent_dim, "image_shape": list(shape), "params": model.params}
-    return json.loads(json.dumps(identity))
-
-
-def _identity_mismatch(info: dict, identity: dict) -> str:
-    """What differs between a recorded model identity and the wanted one ("" when they agree)."""
-    keys = [k for k in identity if k in info and info[k] != identity[k]]
-    return "; ".join(f"{k} {info[k]!r}, not {identity[k]!r}" for k in keys)
-
-
-def _check_model_dir(model_dir: str, identity: dict) -> None:
-    """Raises ValueError when ``model_dir`` holds an export or checkpoints of another model."""
-    for path in (
-        os.path.join(export.saved_model_path(model_dir), export.MODEL_INFO),
-        os.path.join(model_dir, CHECKPOINT_DIR, export.MODEL_INFO),
-    ):
-        if not tf.io.gfile.exists(path):
-            continue
-        with tf.io.gfile.GFile(path) as f:
-            mismatch = _identity_mismatch(json.load(f), identity)
-        if mismatch:
-            raise ValueError(
-                f"{model_dir} already holds a different model ({path}: {mismatch}); "
-                f"pass a new --model-dir, or delete {model_dir} to start over"
-            )
-
-
-def _warm_start(model: Autoencoder, source_dir: str, identity: dict) -> None:
-    """Loads every weight of ``model`` from the export in ``source_dir`` (same kind and shape)."""
-    mismatch = _identity_mismatch(export.read_model_info(source_dir), identity)
-    if mismatch:
-        raise ValueError(
-            f"--warm-start {source_dir} holds a different model ({mismatch}); "
-            "warm-start from a model of the same kind and shape, or drop --warm-start"
-        )
-    # The export's variables are an object-graph checkpoint whose root holds the model as `model`.
-    variables = os.path.join(export.saved_model_path(source_dir), "variables", "variables")
-    tf.train.Checkpoint(model=model).read(variables).expect_partial().assert_existing_objects_matched()
-    log.info("warm start from %s", source_dir)
-
-
-def _non_finite(split: str, loss: float, progress: Progress, model_dir: str) -> FloatingPointError:
+def _non_finite(split: str, loss: float, progress: checkpoints.Progress, model_dir: str) -> FloatingPointError:
     return FloatingPointError(
         f"{split} became {loss} in epoch {progress.epoch + 1} (step {progress.step + 1}); training stopped. "
         f"The last checkpoint and the last good export in {model_dir} are untouched. "
@@ -558,16 +350,7 @@ def _non_finite(split: str, loss: float, progress: Progress, model_dir: str) -> 
     )
 
 
-def _num_workers(strategy) -> int:
-    """Training processes (TF_CONFIG's chief and workers); 1 without a cluster."""
-    resolver = strategy.cluster_resolver
-    spec = resolver.cluster_spec() if resolver is not None else None
-    if not spec or not spec.jobs:
-        return 1
-    return sum(spec.num_tasks(job) for job in ("chief", "worker") if job in spec.jobs)
-
-
-def _check_finite_weights(model: Autoencoder, progress: Progress, model_dir: str) -> None:
+def _check_finite_weights(model: Autoencoder, progress: checkpoints.Progress, model_dir: str) -> None:
     """Refuses to checkpoint non-finite weights (a step can break them while its loss was still finite)."""
     if not all(bool(tf.reduce_all(tf.math.is_finite(v))) for v in model.trainable_variables):
         raise _non_finite("weights", float("nan"), progress, model_dir)
@@ -621,12 +404,12 @@ def _write_training_json(
     global_batch: int,
     learning_rate: float,
     policies: dict,
-    progress: Progress,
+    progress: checkpoints.Progress,
     wall: float,
 ) -> None:
     report = {
         "config": dataclasses.asdict(cfg),
-        "strategy": strategy_name(strategy),
+        "strategy": strategies.strategy_name(strategy),
         "replicas": strategy.num_replicas_in_sync,
         "workers": workers,
         "global_batch": global_batch,

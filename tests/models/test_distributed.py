@@ -15,7 +15,8 @@ import tensorflow as tf
 
 from models import export
 from models.config import ModelConfig, TrainConfig
-from models.training import TRAINING_JSON, make_strategy, train
+from models.strategies import make_strategy
+from models.training import TRAINING_JSON, train
 from pipelines.images import encode_png
 from tests.conftest import known_pixels
 

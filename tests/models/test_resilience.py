@@ -14,8 +14,9 @@ import tensorflow as tf
 from click.testing import CliRunner
 
 from models import export
+from models.checkpoints import CHECKPOINT_DIR, Progress
 from models.config import ModelConfig, TrainConfig
-from models.training import CHECKPOINT_DIR, LOG_DIR, TRAINING_JSON, Progress, train
+from models.training import LOG_DIR, TRAINING_JSON, train
 from pipelines.cli import cli
 from pipelines.images import encode_png
 from tests.conftest import known_pixels

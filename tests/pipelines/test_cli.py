@@ -8,9 +8,13 @@ import sys
 
 import pyarrow.parquet as pq
 import pytest
+import tensorflow as tf
 from click.testing import CliRunner
 
+from models.registry import known_kinds
 from pipelines.cli import cli, resolve
+from pipelines.images import encode_png
+from tests.conftest import HEIGHT, WIDTH, known_pixels
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -41,6 +45,20 @@ def test_train_takes_kind_parameters_and_noise(preprocessed, tmp_path):
     assert config["learning_rate"] > 0  # the kind's default, resolved
     info = json.loads((tmp_path / "saved_model" / "model_info.json").read_text())
     assert info["denoising"] is True and info["noise"] == "mask:0.3" and info["variational"] is False
+
+
+@pytest.mark.parametrize("kind", known_kinds())
+def test_every_kind_trains_and_exports_from_the_command_line(kind, preprocessed, tmp_path):
+    args = ["train", "--data", preprocessed.output, "--model-dir", str(tmp_path), "--kind", kind, "--epochs", "1"]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    info = json.loads((tmp_path / "saved_model" / "model_info.json").read_text())
+    assert info["kind"] == kind
+    served = tf.saved_model.load(str(tmp_path / "saved_model"))
+    images = tf.constant([encode_png(known_pixels(0, 0))])
+    outputs = served.signatures["serving_default"](images=images)
+    assert outputs["latent"].shape == (1, info["latent_dim"])
+    assert outputs["reconstruction"].shape == (1, HEIGHT, WIDTH, 1)
 
 
 @pytest.mark.parametrize(
