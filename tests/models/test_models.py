@@ -1,5 +1,7 @@
 """Every registered kind: builds, shapes, learns, and refuses bad configs; kind defaults and parameters."""
 
+import pathlib
+
 import keras
 import numpy as np
 import pytest
@@ -185,3 +187,33 @@ def test_interpolation_runs_between_the_two_reconstructions():
     np.testing.assert_allclose(path[:, 2], model(b).numpy(), rtol=1e-5, atol=1e-6)
     middle = model.decode((model.encode(a) + model.encode(b)) / 2).numpy()
     np.testing.assert_allclose(path[:, 1], middle, rtol=1e-5, atol=1e-6)
+
+
+def _readme_value(value) -> str:
+    """A default as the README's models table writes it: ``1000,500,250``, ``false``, ``3e-3``."""
+    if isinstance(value, tuple):
+        return ",".join(map(str, value))
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float) and value < 0.01:
+        mantissa, exponent = f"{value:.0e}".split("e")
+        return f"{mantissa}e{int(exponent)}"
+    return str(value)
+
+
+def test_the_readmes_models_table_gives_the_registered_defaults():
+    readme = (pathlib.Path(__file__).parents[2] / "README.md").read_text()
+    rows = {
+        cells[0].strip("` "): cells
+        for line in readme.splitlines()
+        if line.startswith("| `") and len(cells := [c.strip() for c in line.strip("|").split("|")]) == 4
+    }
+    for kind, described in describe_kinds().items():
+        _, _, params, training = rows[kind]
+        settings = described["training"]
+        assert training.startswith(f"{settings['loss']}"), kind
+        assert training.endswith(_readme_value(settings["learning_rate"])), kind
+        for name, value in described["params"].items():
+            assert f"`{name}={_readme_value(value)}`" in params, (kind, name)
+        if settings["noise"]:
+            assert f"`{settings['noise']}`" in params, kind
