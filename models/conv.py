@@ -72,7 +72,7 @@ def conv_decoder(params: ConvParams, latent_dim: int, input_shape: tuple) -> ker
     return keras.Sequential(layers, name="decoder")
 
 
-@register_autoencoder("conv", ConvParams, loss="mse", learning_rate=2e-3)
+@register_autoencoder("conv", ConvParams, loss="bce", learning_rate=2e-3)
 def build_conv(params: ConvParams, latent_dim: int, input_shape: tuple, loss: str) -> Autoencoder:
     """Convolutional autoencoder for any HxWxC: strided Conv2D down, Conv2DTranspose up, crop."""
     encoder = conv_encoder(params, latent_dim, input_shape)

@@ -28,7 +28,7 @@ class DenoisingParams:
             raise ValueError(f"base must be one of {', '.join(BASES)}, got {self.base!r}")
 
 
-@register_autoencoder("denoising", DenoisingParams, loss="mse", learning_rate=1e-3, noise="gaussian:0.5")
+@register_autoencoder("denoising", DenoisingParams, loss="bce", learning_rate=2e-3, batch_size=32, noise="gaussian:0.5")
 def build_denoising(params: DenoisingParams, latent_dim: int, input_shape: tuple, loss: str) -> Autoencoder:
     """Denoising autoencoder: a conv (or dense/deep) model trained on corrupted inputs."""
     return build_autoencoder(ModelConfig(params.base, latent_dim, loss), input_shape)

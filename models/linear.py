@@ -29,7 +29,7 @@ class ClipAtInference(keras.layers.Layer):
         return inputs if training else ops.clip(inputs, 0.0, 1.0)
 
 
-@register_autoencoder("linear", LinearParams, loss="mse", learning_rate=1e-3, losses=("mse",))
+@register_autoencoder("linear", LinearParams, loss="mse", learning_rate=3e-3, losses=("mse",))
 def build_linear(params: LinearParams, latent_dim: int, input_shape: tuple, loss: str) -> Autoencoder:
     """Linear autoencoder (PCA-equivalent under MSE): affine encoder and decoder."""
     encoder = keras.Sequential(
