@@ -222,11 +222,11 @@ def _readme_value(value) -> str:
 
 def test_the_readmes_models_table_gives_the_registered_defaults():
     readme = (pathlib.Path(__file__).parents[2] / "README.md").read_text()
-    rows = {
-        cells[0].strip("` "): cells
-        for line in readme.splitlines()
-        if line.startswith("| `") and len(cells := [c.strip() for c in line.strip("|").split("|")]) == 4
-    }
+    table = readme.split("| kind | model | parameters (defaults) | loss, learning rate, batch size |\n", 1)[1]
+    rows = {}
+    for line in table.split("\n\n", 1)[0].splitlines()[1:]:  # after the header's |---| line
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        rows[cells[0].strip("`")] = cells
     for kind, described in describe_kinds().items():
         _, _, params, training = rows[kind]
         settings = described["training"]
