@@ -108,13 +108,15 @@ class Autoencoder(keras.Model):
         return ops.reshape(images, (batch, steps, *self.image_shape))
 
 
-def dense_decoder(latent_dim: int, output_shape: tuple, widths: tuple[int, ...] = ()) -> keras.Model:
-    """Codes ``(batch, latent_dim)`` -> images of ``output_shape`` in [0, 1]: ReLU layers of
-    ``widths``, then a sigmoid layer of every pixel, reshaped."""
+def dense_decoder(
+    latent_dim: int, output_shape: tuple, widths: tuple[int, ...] = (), activation: str = "relu"
+) -> keras.Model:
+    """Codes ``(batch, latent_dim)`` -> images of ``output_shape`` in [0, 1]: ``activation`` layers
+    of ``widths``, then a sigmoid layer of every pixel, reshaped."""
     return keras.Sequential(
         [
             keras.Input(shape=(latent_dim,)),
-            *[keras.layers.Dense(width, activation="relu") for width in widths],
+            *[keras.layers.Dense(width, activation=activation) for width in widths],
             keras.layers.Dense(math.prod(output_shape), activation="sigmoid"),
             keras.layers.Reshape(output_shape),
         ],

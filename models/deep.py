@@ -8,12 +8,11 @@ uses the transposed kernel of its encoder twin (and its own bias), halving the w
 from __future__ import annotations
 
 import dataclasses
-import math
 
 import keras
 from keras import ops
 
-from models.base import Autoencoder
+from models.base import Autoencoder, dense_decoder
 from models.registry import register_autoencoder
 
 ACTIVATIONS = ("relu", "elu", "selu", "gelu", "tanh", "leaky_relu")
@@ -59,20 +58,16 @@ class DenseTranspose(keras.layers.Layer):
 @register_autoencoder("deep", DeepParams, loss="mse", learning_rate=1e-3)
 def build_deep(params: DeepParams, latent_dim: int, input_shape: tuple, loss: str) -> Autoencoder:
     """Stacked dense autoencoder: configurable widths, optional tied weights."""
-    size = math.prod(input_shape)
     dense = [keras.layers.Dense(w, activation=params.activation) for w in params.widths]
     dense.append(keras.layers.Dense(latent_dim))
     encoder = keras.Sequential([keras.Input(shape=input_shape), keras.layers.Flatten(), *dense], name="encoder")
-    # Decoder layer i maps to the input width of encoder layer i, walking the encoder backwards.
-    activations = ["sigmoid", *[params.activation] * len(params.widths)]
     if params.tied:
+        # Decoder layer i maps to the input width of encoder layer i, walking the encoder backwards.
+        activations = ["sigmoid", *[params.activation] * len(params.widths)]
         layers = [DenseTranspose(d, a) for d, a in zip(reversed(dense), reversed(activations), strict=True)]
+        decoder = keras.Sequential(
+            [keras.Input(shape=(latent_dim,)), *layers, keras.layers.Reshape(input_shape)], name="decoder"
+        )
     else:
-        widths = [size, *params.widths]
-        layers = [
-            keras.layers.Dense(w, activation=a) for w, a in zip(reversed(widths), reversed(activations), strict=True)
-        ]
-    decoder = keras.Sequential(
-        [keras.Input(shape=(latent_dim,)), *layers, keras.layers.Reshape(input_shape)], name="decoder"
-    )
+        decoder = dense_decoder(latent_dim, input_shape, tuple(reversed(params.widths)), params.activation)
     return Autoencoder(encoder, decoder, loss=loss, name="deep_autoencoder")

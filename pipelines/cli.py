@@ -16,7 +16,7 @@ import logging
 
 import click
 
-from models.config import LR_SCALINGS, PRECISIONS, STRATEGIES
+from models.config import LOSSES, LR_SCALINGS, PRECISIONS, STRATEGIES
 from pipelines.config_loader import load_config_file, resolve_job_config, with_overrides
 from pipelines.formats import FORMATS
 from pipelines.parquet_schema import COMPRESSIONS, OUTPUT_COLUMNS, PIXEL_FORMATS
@@ -85,7 +85,7 @@ def _model_options(prefix: str):
     return _options(
         option(f"{prefix}.kind", "--kind", help="Autoencoder kind (see `hourglass models`). [default: dense]"),
         option(f"{prefix}.latent_dim", "--latent-dim", type=int, help="Size of the code. [default: 32]"),
-        option(f"{prefix}.loss", "--loss", type=click.Choice(["mse", "bce"]), help="Default: the kind's."),
+        option(f"{prefix}.loss", "--loss", type=click.Choice(LOSSES), help="Default: the kind's."),
         option(
             f"{prefix}.params",
             "--param",

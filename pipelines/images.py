@@ -36,6 +36,7 @@ _PNG_MODES = {
     "HSV": "RGB",
 }
 _SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N"})
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 class PixelError(ValueError):
@@ -74,7 +75,7 @@ def _encode_png16(array: np.ndarray) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
     header = struct.pack(">IIBBBBB", width, height, 16, colour_type, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw, 1)) + chunk(b"IEND", b"")
+    return PNG_SIGNATURE + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw, 1)) + chunk(b"IEND", b"")
 
 
 def array_to_png(array: np.ndarray, pixel_max: float | None = None) -> bytes:
@@ -107,7 +108,6 @@ def array_to_png(array: np.ndarray, pixel_max: float | None = None) -> bytes:
     return encode_png(np.rint(array.astype(np.float64) * (65535.0 / pixel_max)).astype(np.uint16))
 
 
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # PNG colour type -> (channels, allowed bit depths).
 _PNG_TYPES = {0: (1, (1, 2, 4, 8, 16)), 2: (3, (8, 16)), 3: (1, (1, 2, 4, 8)), 4: (2, (8, 16)), 6: (4, (8, 16))}
 

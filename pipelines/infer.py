@@ -48,7 +48,7 @@ from pipelines.config import InferConfig, write_config
 from pipelines.dead_letters import REJECTED_DIR, WriteRejected, rejection
 from pipelines.model_handler import HourglassModelHandler, OneAtATime, stack_outputs
 from pipelines.readers import FileUnit, ImageFileReader, ReaderOptions, Unreadable
-from pipelines.sources import SOURCE, resolve_source
+from pipelines.sources import SOURCE, Source, resolve_source
 from pipelines.validation import ReadValidImages, validate_read
 from transforms import features
 
@@ -241,11 +241,10 @@ class WriteParquet(beam.PTransform):
 
 
 def build_infer_pipeline(
-    p: beam.Pipeline, cfg: InferConfig, model_handler: ModelHandler, schema: pa.Schema, output: str
+    p: beam.Pipeline, cfg: InferConfig, source: Source, model_handler: ModelHandler, schema: pa.Schema, output: str
 ) -> dict:
-    """Adds read -> validate -> encode -> write (under ``output``) to ``p``; returns the
+    """Adds read ``source`` -> validate -> encode -> write (under ``output``) to ``p``; returns the
     PCollections by name (``tables``, ``retried``, ``rejected``)."""
-    source = resolve_source(cfg.input, cfg.reader, cfg.limit)
     checked = p | "ReadValidImages" >> ReadValidImages(source, STAGE, cfg.max_pixels)
     encoded = checked["valid"] | "EncodeImages" >> EncodeImages(model_handler, schema)
     return _write(encoded, checked["rejected"], output, schema, cfg.compression)
@@ -386,14 +385,14 @@ def run_infer(
     if cfg.watch is not None:
         return _run_watch(cfg, options, handler, schema)
 
-    resolve_source(cfg.input, cfg.reader, cfg.limit)  # fails early on a bad input, before staging
+    source = resolve_source(cfg.input, cfg.reader, cfg.limit)  # fails early on a bad input, before staging
     target = publish.target_dir(cfg.output, cfg.run_id)
     staging = publish.start_staging(target)
     started = time.time()
     try:
         write_config(cfg, staging, CONFIG_NAME)
         with beam.Pipeline(options=options) as p:
-            build_infer_pipeline(p, cfg, handler, schema, staging)
+            build_infer_pipeline(p, cfg, source, handler, schema, staging)
         counts = metrics.counters(p.result)
         manifest = publish.write_manifest(
             staging,

@@ -43,7 +43,7 @@ from pipelines.config import PreprocessConfig, write_config
 from pipelines.dead_letters import REJECTED_DIR, WriteRejected
 from pipelines.images import encode_png
 from pipelines.probe import resolve_image_spec
-from pipelines.sources import resolve_source
+from pipelines.sources import Source, resolve_source
 from pipelines.validation import ReadValidImages, RereadValidImages
 from transforms import features
 from transforms.image_ops import ImageSpec
@@ -101,12 +101,17 @@ class ToRecordBatches(beam.PTransform):
         )
 
 
+def _values(batch: pa.RecordBatch, name: str) -> pa.Array:
+    """A transformed feature's values, one per row (its list column flattened)."""
+    return batch.column(name).flatten()
+
+
 def analyzer_values(batch_and_passthrough, spec: ImageSpec, vocabulary_path: str) -> dict:
     """The ``stats_*`` outputs of one transformed example (plus the vocabulary file) -> a JSON-able dict."""
     batch = batch_and_passthrough[0]
 
     def column(name):
-        return batch.column(batch.schema.get_field_index(name)).flatten().to_numpy()
+        return _values(batch, name).to_numpy()
 
     def summary(values):
         per_pixel = values.reshape(spec.shape)
@@ -140,11 +145,9 @@ class SplitBatchFn(beam.DoFn):
 
     def process(self, batch_and_passthrough):
         batch = batch_and_passthrough[0]
-        ids = batch.column(batch.schema.get_field_index(features.ID)).flatten().to_pylist()
+        ids = _values(batch, features.ID).to_pylist()
         in_eval = np.array([is_eval(i.decode("utf-8"), self._eval_percent) for i in ids], dtype=bool)
-        labels = np.array(
-            batch.column(batch.schema.get_field_index(features.LABEL)).flatten().to_pylist(), dtype=object
-        )
+        labels = np.array(_values(batch, features.LABEL).to_pylist(), dtype=object)
         for split, mask in ((TRAIN, ~in_eval), (EVAL, in_eval)):
             rows = int(mask.sum())
             if not rows:
@@ -272,9 +275,10 @@ def channel_policy(spec: ImageSpec) -> str:
     )
 
 
-def build_preprocess_pipeline(p: beam.Pipeline, cfg: PreprocessConfig, spec: ImageSpec, temp_dir: str) -> dict:
+def build_preprocess_pipeline(
+    p: beam.Pipeline, cfg: PreprocessConfig, source: Source, spec: ImageSpec, temp_dir: str
+) -> dict:
     """Adds read -> validate -> preprocess -> write to ``p``; returns the PCollections by name."""
-    source = resolve_source(cfg.input, cfg.reader, cfg.limit)
     checked = p | "ReadValidImages" >> ReadValidImages(source, "preprocess", cfg.max_pixels)
     again = checked["units"] | "RereadValidImages" >> RereadValidImages(source, "preprocess", cfg.max_pixels)
     out = {"records": checked["valid"], "analyze": again["valid"]} | "PreprocessImages" >> PreprocessImages(
@@ -359,15 +363,15 @@ def run_preprocess(cfg: PreprocessConfig, beam_args: list[str] | None = None) ->
       ValueError: bad input spec, images of several shapes without ``image_size``, an empty input,
         or more rejects than ``max_reject_fraction`` (the message names the worst reasons).
     """
-    resolve_source(cfg.input, cfg.reader, cfg.limit)  # fails early on a bad input
+    source = resolve_source(cfg.input, cfg.reader, cfg.limit)  # fails early on a bad input
     options = PipelineOptions(beam_args or [])
-    spec = resolve_image_spec(cfg, options)
+    spec = resolve_image_spec(cfg, source, options)
     write_config(cfg, cfg.output)
     log.info("preprocessing %s as %dx%dx%d images into %s", cfg.input, *spec.shape, cfg.output)
     with tempfile.TemporaryDirectory(prefix="hourglass-tft-") as local_temp:
         temp_dir = options.get_all_options().get("temp_location") or local_temp
         with beam.Pipeline(options=options) as p:
-            build_preprocess_pipeline(p, cfg, spec, temp_dir)
+            build_preprocess_pipeline(p, cfg, source, spec, temp_dir)
         counts = metrics.counters(p.result)
     log.info("preprocess counters:\n%s", metrics.format_counters(counts))
     result = PreprocessResult(cfg.output, spec, counts)

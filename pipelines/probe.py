@@ -17,20 +17,19 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipelines.config import PreprocessConfig
 from pipelines.images import is_color, open_image
-from pipelines.sources import ReadImages, Source, resolve_source, source_shapes
+from pipelines.sources import ReadImages, Source, source_shapes
 from transforms import features
 from transforms.image_ops import ImageSpec
 
 
-def resolve_image_spec(cfg: PreprocessConfig, options: PipelineOptions) -> ImageSpec:
-    """The target shape: from the config where given, else from the data.
+def resolve_image_spec(cfg: PreprocessConfig, source: Source, options: PipelineOptions) -> ImageSpec:
+    """The target shape: from the config where given, else from the data (``source``, resolved from ``cfg``).
 
     Raises:
       ValueError: no readable image was found, or several sizes and no ``image_size``.
     """
     if cfg.image_size and cfg.channels:
         return ImageSpec(*cfg.image_size, cfg.channels, cfg.resize, cfg.background)
-    source = resolve_source(cfg.input, cfg.reader, cfg.limit)
     shapes = source_shapes(source)
     if shapes is None:
         shapes = probe_shapes(source, options)

