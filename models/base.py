@@ -8,18 +8,24 @@ from three steps the kinds can refine:
 
 * ``corrupt``: the configured noise (``transforms.noise``), applied to the inputs in training only;
 * ``code_and_penalty``: the code the decoder sees in training and a per-example penalty on it
-  (zero here; an L1/KL sparsity term for ``sparse``, a sample and the KL term for the VAEs);
+  (the ``penalty`` given, e.g. ``sparse``'s L1/KL term, else zero; for the VAEs, a sample of the
+  posterior and the KL term: :class:`VariationalAutoencoder`, shared by ``vae`` and ``conv-vae``);
 * ``reconstruction_loss``: ``mse`` or ``bce`` per pixel, averaged over each image.
+
+The model's kind, loss and noise come in its :class:`~models.registry.ModelSpec`, at construction.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import keras
+import tensorflow as tf
 from keras import ops
 
-from transforms.noise import NoiseSpec, corrupt
+from models.registry import ModelSpec
+from transforms.image_ops import corrupt
 
 
 class Autoencoder(keras.Model):
@@ -28,22 +34,28 @@ class Autoencoder(keras.Model):
     Args:
       encoder: a Keras model ``(batch, H, W, C) -> (batch, latent_dim)``.
       decoder: a Keras model ``(batch, latent_dim) -> (batch, H, W, C)`` with outputs in [0, 1].
-      loss: ``mse`` or ``bce`` (per pixel, averaged over each image).
-
-    Attributes (set by ``registry.build_autoencoder``):
-      kind: the registered kind.
-      noise: corruption applied to the inputs while training (a denoising model), or None.
+      spec: the kind, the loss (``mse`` or ``bce``, per pixel, averaged over each image) and the
+        noise applied to the inputs while training (a denoising model), or None.
+      penalty: codes ``(batch, latent_dim)`` -> a per-example penalty ``(batch,)`` added to the loss.
     """
 
-    kind = "autoencoder"
-    noise: NoiseSpec | None = None
     variational = False
 
-    def __init__(self, encoder: keras.Model, decoder: keras.Model, loss: str = "mse", **kwargs):
+    def __init__(
+        self,
+        encoder: keras.Model,
+        decoder: keras.Model,
+        spec: ModelSpec,
+        penalty: Callable | None = None,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         self.encoder = encoder
         self.decoder = decoder
-        self.loss_name = loss
+        self.kind = spec.kind
+        self.loss_name = spec.loss
+        self.noise = spec.noise
+        self._penalty = penalty
 
     @property
     def latent_dim(self) -> int:
@@ -73,6 +85,8 @@ class Autoencoder(keras.Model):
     def code_and_penalty(self, images, training: bool):
         """The code the decoder reconstructs from, and a per-example penalty ``(batch,)`` on it."""
         codes = self.encode(images, training=training)
+        if self._penalty is not None:
+            return codes, self._penalty(codes)
         return codes, ops.zeros(ops.shape(codes)[:1], dtype=codes.dtype)
 
     def reconstruction_loss(self, targets, reconstructions):
@@ -122,3 +136,51 @@ def dense_decoder(
         ],
         name="decoder",
     )
+
+
+class VariationalAutoencoder(Autoencoder):
+    """Gaussian-posterior autoencoder trained on the beta-weighted ELBO (``vae`` and ``conv-vae``).
+
+    The encoder outputs the mean and log-variance of a diagonal Gaussian posterior ``q(z|x)``
+    (``(batch, 2 * latent_dim)``, mean first). ``encode`` returns the mean (what the export's
+    ``encode`` and ``serving_default`` give); training decodes a reparameterized sample
+    ``z = mean + exp(log_var / 2) * eps`` and adds ``beta * KL(q(z|x) || N(0, I))`` per example,
+    divided by the number of pixels, so the loss reads on the same scale as the other kinds'
+    per-pixel losses. The decoder takes any latent vectors: ``sample(n)`` decodes draws from the prior.
+
+    Args:
+      encoder: images -> ``(batch, 2 * latent_dim)`` (mean, then log-variance).
+      decoder: ``(batch, latent_dim)`` -> images in [0, 1].
+      spec: as for :class:`Autoencoder`.
+      beta: weight of the KL term.
+    """
+
+    variational = True
+
+    def __init__(self, encoder, decoder, spec: ModelSpec, beta: float = 1.0, **kwargs):
+        super().__init__(encoder, decoder, spec, **kwargs)
+        self.beta = beta
+
+    def posterior(self, images, training: bool = False):
+        """``(mean, log_var)`` of ``q(z|x)``, each ``(batch, latent_dim)``."""
+        moments = self.encoder(images, training=training)
+        return moments[:, : self.latent_dim], moments[:, self.latent_dim :]
+
+    def encode(self, images, training: bool = False):
+        return self.posterior(images, training=training)[0]
+
+    def code_and_penalty(self, images, training: bool):
+        mean, log_var = self.posterior(images, training=training)
+        # tf.random (not keras.random): no seed-generator state, so it runs in any replica context.
+        codes = mean + ops.exp(0.5 * log_var) * tf.random.normal(ops.shape(mean)) if training else mean
+        pixels = math.prod(self.image_shape)
+        return codes, self.beta * gaussian_kl(mean, log_var) / pixels
+
+    def sample(self, count: int):
+        """``count`` images decoded from draws of the prior ``N(0, I)``."""
+        return self.decode(tf.random.normal((count, self.latent_dim)))
+
+
+def gaussian_kl(mean, log_var):
+    """``KL(N(mean, exp(log_var)) || N(0, I))`` per example ``(batch,)``."""
+    return -0.5 * ops.sum(1.0 + log_var - ops.square(mean) - ops.exp(log_var), axis=-1)

@@ -1,8 +1,9 @@
 """Checkpoints and the model folder's identity: saving, resuming, warm-starting.
 
 ``MODEL_DIR/checkpoints`` holds the model, the optimizer and the :class:`Progress` (epoch, step in
-the epoch, history, plateau tracking) plus ``model_info.json``, the identity (kind, code size,
-image shape, parameters) that a resumption, a warm start and a re-used model folder must match.
+the epoch, history, plateau tracking) plus ``identity.json``, the identity (kind, code size,
+image shape, parameters; ``ModelInfo.identity``) that a resumption, a warm start and a re-used
+model folder must match.
 """
 
 from __future__ import annotations
@@ -15,13 +16,15 @@ import tempfile
 
 import tensorflow as tf
 
-from models import export
 from models.base import Autoencoder
-from models.config import ModelConfig, TrainConfig
+from models.config import TrainConfig
+from models.model_info import ModelInfo, saved_model_path
+from transforms.errors import UserError
 
 log = logging.getLogger(__name__)
 
 CHECKPOINT_DIR = "checkpoints"
+IDENTITY_JSON = "identity.json"
 _KEEP_CHECKPOINTS = 3
 
 
@@ -131,15 +134,9 @@ def start(cfg: TrainConfig, saver: Checkpoints, progress: Progress, model, ident
         _warm_start(model, cfg.warm_start, identity)
     if is_chief:
         tf.io.gfile.makedirs(saver.directory)
-        with tf.io.gfile.GFile(os.path.join(saver.directory, export.MODEL_INFO), "w") as f:
+        with tf.io.gfile.GFile(os.path.join(saver.directory, IDENTITY_JSON), "w") as f:
             json.dump(identity, f, indent=2, sort_keys=True)
     return None
-
-
-def model_identity(model: ModelConfig, shape) -> dict:
-    """What a model folder, its checkpoints and a warm start must agree on (as JSON reads it back)."""
-    identity = {"kind": model.kind, "latent_dim": model.latent_dim, "image_shape": list(shape), "params": model.params}
-    return json.loads(json.dumps(identity))
 
 
 def _identity_mismatch(info: dict, identity: dict) -> str:
@@ -149,17 +146,18 @@ def _identity_mismatch(info: dict, identity: dict) -> str:
 
 
 def check_model_dir(model_dir: str, identity: dict) -> None:
-    """Raises ValueError when ``model_dir`` holds an export or checkpoints of another model."""
-    for path in (
-        os.path.join(export.saved_model_path(model_dir), export.MODEL_INFO),
-        os.path.join(model_dir, CHECKPOINT_DIR, export.MODEL_INFO),
-    ):
-        if not tf.io.gfile.exists(path):
-            continue
+    """Raises UserError when ``model_dir`` holds an export or checkpoints of another model."""
+    recorded = {}
+    if tf.io.gfile.exists(saved_model_path(model_dir)):
+        recorded[saved_model_path(model_dir)] = ModelInfo.read(model_dir).identity()
+    path = os.path.join(model_dir, CHECKPOINT_DIR, IDENTITY_JSON)
+    if tf.io.gfile.exists(path):
         with tf.io.gfile.GFile(path) as f:
-            mismatch = _identity_mismatch(json.load(f), identity)
+            recorded[path] = json.load(f)
+    for path, info in recorded.items():
+        mismatch = _identity_mismatch(info, identity)
         if mismatch:
-            raise ValueError(
+            raise UserError(
                 f"{model_dir} already holds a different model ({path}: {mismatch}); "
                 f"pass a new --model-dir, or delete {model_dir} to start over"
             )
@@ -167,13 +165,13 @@ def check_model_dir(model_dir: str, identity: dict) -> None:
 
 def _warm_start(model: Autoencoder, source_dir: str, identity: dict) -> None:
     """Loads every weight of ``model`` from the export in ``source_dir`` (same kind and shape)."""
-    mismatch = _identity_mismatch(export.read_model_info(source_dir), identity)
+    mismatch = _identity_mismatch(ModelInfo.read(source_dir).identity(), identity)
     if mismatch:
-        raise ValueError(
+        raise UserError(
             f"--warm-start {source_dir} holds a different model ({mismatch}); "
             "warm-start from a model of the same kind and shape, or drop --warm-start"
         )
     # The export's variables are an object-graph checkpoint whose root holds the model as `model`.
-    variables = os.path.join(export.saved_model_path(source_dir), "variables", "variables")
+    variables = os.path.join(saved_model_path(source_dir), "variables", "variables")
     tf.train.Checkpoint(model=model).read(variables).expect_partial().assert_existing_objects_matched()
     log.info("warm start from %s", source_dir)

@@ -1,14 +1,19 @@
 """Training-stage configuration (frozen dataclasses; the pipelines' config composes them).
 
-Fields left unset (``None``) take the kind's registered defaults when the config is made
-(``models.registry``), so a config always holds the resolved values it is written with.
+Each field is written once, here, with its default and its help text (``metadata["help"]``); the
+command line's options are generated from these fields (``pipelines.cli``). Fields left unset
+(``None``) stand for the kind's registered defaults: ``models.registry.resolve_train_config`` fills
+them, so that a config is written with the values it ran with. This module imports nothing of the
+registry (the registry imports it), and nothing heavy, so the command line can import it fast.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterable
 from typing import Any
 
+from transforms.errors import UserError
 from transforms.noise import parse_noise
 
 LOSSES = ("mse", "bce")
@@ -17,106 +22,102 @@ PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 LR_SCALINGS = ("none", "linear", "sqrt")
 
 
+def parse_param_args(pairs: Iterable[str]) -> dict[str, str]:
+    """``["widths=500,300", "tied=true"]`` -> ``{"widths": "500,300", "tied": "true"}`` (typed by the registry).
+
+    Raises:
+      UserError: an item is not ``KEY=VALUE``.
+    """
+    params = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise UserError(f"--param takes KEY=VALUE (e.g. --param widths=500,300), got {pair!r}")
+        params[key.strip()] = value.strip()
+    return params
+
+
+def option(default: Any = dataclasses.MISSING, help: str = "", *, factory: Any = None, **cli: Any) -> Any:
+    """A config field: its default (or ``factory``), its help text and its command-line settings
+    (``flag``, ``choices``, ``metavar``, ``multiple``, ``convert``: see ``pipelines.cli``)."""
+    metadata = {"help": help, **cli}
+    if factory is not None:
+        return dataclasses.field(default_factory=factory, metadata=metadata)
+    return dataclasses.field(default=default, metadata=metadata)
+
+
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
-    """Which autoencoder to build.
+    """Which autoencoder to build (``hourglass models`` lists the kinds and their parameters)."""
 
-    Attributes:
-      kind: a registered kind (``hourglass models`` lists them).
-      latent_dim: size of the code.
-      loss: reconstruction loss, ``mse`` or ``bce`` (those the kind accepts); None: the kind's default.
-      params: the kind's own parameters (checked against its parameter dataclass; resolved to all
-        of them, defaults included).
-      noise: corruption of the inputs in training, ``KIND:AMOUNT`` (``transforms.noise``); None:
-        the kind's default (``gaussian:0.5`` for ``denoising``, no noise for the others).
-    """
-
-    kind: str = "dense"
-    latent_dim: int = 32
-    loss: str | None = None
-    params: dict[str, Any] = dataclasses.field(default_factory=dict)
-    noise: str | None = None
+    kind: str = option("dense", "Autoencoder kind (see `hourglass models`).")
+    latent_dim: int = option(32, "Size of the code.")
+    loss: str | None = option(None, "Reconstruction loss; default: the kind's.", choices=LOSSES)
+    params: dict[str, Any] = option(
+        help="A kind parameter (repeatable), e.g. widths=500,300; checked against the kind's parameters.",
+        factory=dict,
+        flag="--param",
+        metavar="KEY=VALUE",
+        multiple=True,
+        convert=parse_param_args,
+    )
+    noise: str | None = option(
+        None, "Corrupt the inputs in training: gaussian:SIGMA, salt-pepper:P or mask:P; default: the kind's."
+    )
 
     def __post_init__(self):
-        from models import registry  # here, not at the top: the registry imports this module
-
         if self.latent_dim <= 0:
-            raise ValueError(f"latent_dim must be positive, got {self.latent_dim}")
-        settings = registry.kind_settings(self.kind)
-        if self.loss is not None and self.loss not in settings.losses:
-            raise ValueError(
-                f"loss for kind {self.kind!r} must be one of {', '.join(settings.losses)}, got {self.loss!r}"
-            )
-        noise = parse_noise(self.noise or settings.noise)
-        params = registry.resolve_params(self.kind, dict(self.params))
-        object.__setattr__(self, "loss", self.loss or settings.loss)
-        object.__setattr__(self, "noise", str(noise) if noise else None)
-        object.__setattr__(self, "params", dataclasses.asdict(params))
+            raise UserError(f"latent_dim must be positive, got {self.latent_dim}")
+        if self.loss is not None and self.loss not in LOSSES:
+            raise UserError(f"loss must be one of {', '.join(LOSSES)}, got {self.loss!r}")
+        parse_noise(self.noise)  # raises on a bad spec
 
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
-    """How to train.
+    """How to train: the data, the model folder, the model and the optimisation."""
 
-    Attributes:
-      data_dir: the preprocess output (TFRecords and ``transform_output/``).
-      model_dir: where checkpoints, the export and ``training.json`` go.
-      model: the model to build.
-      epochs, seed: the usual.
-      batch_size: per replica; None: the model kind's default.
-      learning_rate: Adam's learning rate; None: the model kind's default.
-      strategy: ``auto`` (MirroredStrategy over visible GPUs, else the default strategy),
-        ``default``, ``mirrored`` or ``multi-worker`` (MultiWorkerMirroredStrategy from ``TF_CONFIG``).
-      precision: ``float32``, ``mixed_float16`` (with loss scaling) or ``mixed_bfloat16``; the
-        model's outputs and the export stay float32.
-      lr_scaling: how the learning rate grows with the replicas (the global batch grows with them):
-        ``none``, ``linear`` or ``sqrt``.
-      checkpoint_every_steps: also checkpoint every this many steps (0: at the end of each epoch only).
-      early_stopping_patience: stop after this many epochs without eval-loss improvement (0: off).
-      reduce_lr_patience: multiply the learning rate by ``reduce_lr_factor`` after this many epochs
-        without eval-loss improvement (0: off).
-      min_delta: the smallest eval-loss decrease that counts as an improvement.
-      warm_start: a model folder of the same kind and shape to start from (when there is no checkpoint).
-      cache_mb: keep a split's parsed examples in memory after the first epoch when they take at
-        most this many MB (0: always read from disk).
-    """
-
-    data_dir: str
-    model_dir: str
-    model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
-    epochs: int = 10
-    batch_size: int | None = None
-    learning_rate: float | None = None
-    seed: int = 0
-    strategy: str = "auto"
-    precision: str = "float32"
-    lr_scaling: str = "none"
-    checkpoint_every_steps: int = 0
-    early_stopping_patience: int = 0
-    reduce_lr_patience: int = 0
-    reduce_lr_factor: float = 0.5
-    min_delta: float = 0.0
-    warm_start: str | None = None
-    cache_mb: int = 1024
+    data_dir: str = option(help="A preprocess output folder (TFRecords and transform_output/).", flag="--data")
+    model_dir: str = option(help="Where checkpoints, TensorBoard logs, the export and training.json go.")
+    model: ModelConfig = option(help="The model to build.", factory=ModelConfig)
+    epochs: int = option(10, "Epochs to train (in total, over every resumption).")
+    batch_size: int | None = option(None, "Per replica; default: the kind's (see `hourglass models`).")
+    learning_rate: float | None = option(None, "Adam's learning rate; default: the kind's.")
+    seed: int = option(0, "Seed of the weights and of each epoch's record order.")
+    strategy: str = option(
+        "auto",
+        "auto (MirroredStrategy over visible GPUs, else the default strategy), default, mirrored, or "
+        "multi-worker (MultiWorkerMirroredStrategy from TF_CONFIG).",
+        choices=STRATEGIES,
+    )
+    precision: str = option(
+        "float32", "Compute precision (float16 with loss scaling); the export stays float32.", choices=PRECISIONS
+    )
+    lr_scaling: str = option("none", "How the learning rate grows with the replicas.", choices=LR_SCALINGS)
+    checkpoint_every_steps: int = option(
+        0, "Also checkpoint every N steps (0: at the end of each epoch only).", flag="--checkpoint-every"
+    )
+    early_stopping_patience: int = option(0, "Stop after N epochs without eval-loss improvement (0: off).")
+    reduce_lr_patience: int = option(0, "Multiply the learning rate by the factor after N flat epochs (0: off).")
+    reduce_lr_factor: float = option(0.5, "The factor of --reduce-lr-patience, in (0, 1).")
+    min_delta: float = option(0.0, "The smallest eval-loss decrease that counts as an improvement.")
+    warm_start: str | None = option(None, "Start from this model folder's export (same kind and shape).")
+    cache_mb: int = option(1024, "Keep a split in memory after the first epoch when it takes at most this many MB.")
 
     def __post_init__(self):
-        from models import registry  # here, not at the top: the registry imports this module
-
-        settings = registry.kind_settings(self.model.kind)
-        for name in ("batch_size", "learning_rate"):
-            if getattr(self, name) is None:
-                object.__setattr__(self, name, getattr(settings, name))
-        if self.epochs <= 0 or self.batch_size <= 0 or self.learning_rate <= 0:
-            raise ValueError("epochs, batch_size and learning_rate must be positive")
+        for name in ("epochs", "batch_size", "learning_rate"):
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                raise UserError(f"{name} must be positive, got {value}")
         for name, value, choices in (
             ("strategy", self.strategy, STRATEGIES),
             ("precision", self.precision, PRECISIONS),
             ("lr_scaling", self.lr_scaling, LR_SCALINGS),
         ):
             if value not in choices:
-                raise ValueError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
+                raise UserError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
         counts = (self.checkpoint_every_steps, self.early_stopping_patience, self.reduce_lr_patience, self.cache_mb)
         if min(*counts, self.min_delta) < 0:
-            raise ValueError("checkpoint_every_steps, the patiences, cache_mb and min_delta must not be negative")
+            raise UserError("checkpoint_every_steps, the patiences, cache_mb and min_delta must not be negative")
         if not 0 < self.reduce_lr_factor < 1:
-            raise ValueError(f"reduce_lr_factor must be between 0 and 1, got {self.reduce_lr_factor}")
+            raise UserError(f"reduce_lr_factor must be between 0 and 1, got {self.reduce_lr_factor}")

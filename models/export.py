@@ -12,25 +12,21 @@ training):
   for the VAEs also ``interpolate(images_a: string[batch], images_b: string[batch],
   alphas: float32[steps])`` -> ``reconstruction`` ``(batch, steps, H, W, C)``, the images
   ``g((1 - a) f(x) + a f(x'))`` (see ``Autoencoder.interpolate``).
-``model_info.json`` beside ``saved_model.pb`` records kind, latent size, loss, image shape, a
-hash of the weights, ``denoising`` (trained with noise), ``noise`` (its spec or null) and
-``variational``.
+``model_info.json`` beside ``saved_model.pb`` is a :class:`~models.model_info.ModelInfo` (kind, latent
+size, parameters, loss, image shape, a hash of the weights, ``noise`` and ``variational``); the
+output names are ``models.model_info``'s.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
-import os
 
 import tensorflow as tf
 import tensorflow_transform as tft
 
 from models.base import Autoencoder
+from models.model_info import DENOISED, LATENT, RECONSTRUCTION, RECONSTRUCTION_ERROR, ModelInfo, saved_model_path
 from transforms import features
-
-SAVED_MODEL_DIR = "saved_model"
-MODEL_INFO = "model_info.json"
 
 
 class ServingModule(tf.Module):
@@ -66,31 +62,28 @@ class ServingModule(tf.Module):
         latent = self.model.encode(transformed[features.INPUTS])
         reconstruction = self.model.decode(latent)
         error = tf.reduce_mean(tf.square(reconstruction - transformed[features.PIXELS]), axis=[1, 2, 3])
-        outputs = {"latent": latent, "reconstruction": reconstruction, "reconstruction_error": error}
+        outputs = {LATENT: latent, RECONSTRUCTION: reconstruction, RECONSTRUCTION_ERROR: error}
         if self.model.noise is not None:
-            outputs["denoised"] = tf.identity(reconstruction)
+            outputs[DENOISED] = tf.identity(reconstruction)
         return outputs
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="images")])
     def encode(self, images):
         transformed = self.transform({features.IMAGE: images})
-        return {"latent": self.model.encode(transformed[features.INPUTS])}
+        return {LATENT: self.model.encode(transformed[features.INPUTS])}
 
     def _decode(self, latent):
-        return {"reconstruction": self.model.decode(latent)}
+        return {RECONSTRUCTION: self.model.decode(latent)}
 
     def _interpolate(self, images_a, images_b, alphas):
         inputs_a = self.transform({features.IMAGE: images_a})[features.INPUTS]
         inputs_b = self.transform({features.IMAGE: images_b})[features.INPUTS]
-        return {"reconstruction": self.model.interpolate(inputs_a, inputs_b, alphas)}
+        return {RECONSTRUCTION: self.model.interpolate(inputs_a, inputs_b, alphas)}
 
 
-def saved_model_path(model_dir: str) -> str:
-    return os.path.join(model_dir, SAVED_MODEL_DIR)
-
-
-def export_model(model: Autoencoder, tft_output: tft.TFTransformOutput, model_dir: str, info: dict) -> str:
-    """Writes ``MODEL_DIR/saved_model`` atomically (a failed export leaves the last good one).
+def export_model(model: Autoencoder, tft_output: tft.TFTransformOutput, model_dir: str, params: dict) -> str:
+    """Writes ``MODEL_DIR/saved_model`` with its ``model_info.json`` atomically (a failed export
+    leaves the last good one); ``params`` are the kind's resolved parameters.
 
     Returns:
       the SavedModel path.
@@ -101,32 +94,21 @@ def export_model(model: Autoencoder, tft_output: tft.TFTransformOutput, model_di
         tf.io.gfile.rmtree(staging)
     module = ServingModule(model, tft_output)
     tf.saved_model.save(module, staging, signatures=module.signatures())
-    info = dict(
-        info,
+    info = ModelInfo(
+        kind=model.kind,
+        latent_dim=model.latent_dim,
+        image_shape=model.image_shape,
+        loss=model.loss_name,
+        params=params,
         model_hash=_weights_hash(model),
-        denoising=model.noise is not None,
         noise=str(model.noise) if model.noise is not None else None,
         variational=model.variational,
     )
-    with tf.io.gfile.GFile(os.path.join(staging, MODEL_INFO), "w") as f:
-        json.dump(info, f, indent=2, sort_keys=True)
+    info.write(staging)
     if tf.io.gfile.exists(final):
         tf.io.gfile.rmtree(final)
     tf.io.gfile.rename(staging, final)
     return final
-
-
-def read_model_info(model_dir: str) -> dict:
-    """Reads ``model_info.json`` of an export.
-
-    Raises:
-      FileNotFoundError: ``model_dir`` holds no export (names the fix).
-    """
-    path = os.path.join(saved_model_path(model_dir), MODEL_INFO)
-    if not tf.io.gfile.exists(path):
-        raise FileNotFoundError(f"{path} not found: {model_dir} holds no exported model; run `hourglass train` first")
-    with tf.io.gfile.GFile(path) as f:
-        return json.load(f)
 
 
 def _weights_hash(model: Autoencoder) -> str:

@@ -1,7 +1,8 @@
 """tf.data input from the preprocess output.
 
-Layout read (written by ``pipelines.preprocess``): ``DATA/train-*.tfrecord.gz``,
-``DATA/eval-*.tfrecord.gz`` (gzipped ``tf.train.Example``) and ``DATA/transform_output/``.
+Layout read (written by ``pipelines.preprocess``, named in ``transforms.layout``):
+``DATA/train-*.tfrecord.gz``, ``DATA/eval-*.tfrecord.gz`` (gzipped ``tf.train.Example``) and
+``DATA/transform_output/``.
 Element contract of :func:`make_dataset`: dicts of batched tensors ``inputs`` and ``pixels``
 ``(batch, H, W, C)`` float32 and ``label_index`` ``(batch,)`` int64.
 
@@ -19,9 +20,9 @@ import tensorflow as tf
 import tensorflow_transform as tft
 
 from transforms import features
+from transforms.errors import UserError
+from transforms.layout import TRANSFORM_DIR, split_pattern
 
-TRANSFORM_DIR = "transform_output"
-SPLITS = ("train", "eval")
 SHUFFLE_BUFFER = 10_000  # examples, and at most _SHUFFLE_BUFFER_BYTES of them
 _SHUFFLE_BUFFER_BYTES = 256 * 2**20
 _PARSE_BATCH = 256
@@ -33,26 +34,17 @@ _MAX_PARALLEL_READS = 8
 ShardPolicy = tf.data.experimental.AutoShardPolicy
 
 
-def split_pattern(data_dir: str, split: str) -> str:
-    """Glob of one split's TFRecord shards."""
-    return os.path.join(data_dir, f"{split}-*.tfrecord.gz")
-
-
 def load_transform_output(data_dir: str) -> tft.TFTransformOutput:
     """Opens ``DATA/transform_output``.
 
     Raises:
-      FileNotFoundError: the folder does not exist or is not a preprocess output (names the fix).
+      UserError: the folder does not exist or is not a preprocess output (names the fix).
     """
     if not tf.io.gfile.isdir(data_dir):
-        raise FileNotFoundError(
-            f"data folder {data_dir} does not exist; run `hourglass preprocess --output {data_dir}` first"
-        )
+        raise UserError(f"data folder {data_dir} does not exist; run `hourglass preprocess --output {data_dir}` first")
     path = os.path.join(data_dir, TRANSFORM_DIR)
     if not tf.io.gfile.exists(os.path.join(path, "transform_fn")):
-        raise FileNotFoundError(
-            f"{path} holds no tf.Transform output; run `hourglass preprocess --output {data_dir}` first"
-        )
+        raise UserError(f"{path} holds no tf.Transform output; run `hourglass preprocess --output {data_dir}` first")
     return tft.TFTransformOutput(path)
 
 
@@ -65,11 +57,11 @@ def split_files(data_dir: str, split: str) -> list[str]:
     """The split's shard paths, sorted.
 
     Raises:
-      FileNotFoundError: no shard matches (names the pattern and the fix).
+      UserError: no shard matches (names the pattern and the fix).
     """
     files = sorted(tf.io.gfile.glob(split_pattern(data_dir, split)))
     if not files:
-        raise FileNotFoundError(
+        raise UserError(
             f"no {split} TFRecords match {split_pattern(data_dir, split)}; run `hourglass preprocess` into {data_dir}"
         )
     return files
@@ -79,19 +71,19 @@ def check_split(files: list[str], tft_output: tft.TFTransformOutput, split: str)
     """Reads the split's first record and parses it with the transform's feature spec.
 
     Raises:
-      ValueError: the split holds no records, cannot be read, or its records do not match the
+      UserError: the split holds no records, cannot be read, or its records do not match the
         transform output (TFRecords and ``transform_output/`` from different preprocess runs).
     """
     folder = os.path.dirname(files[0])
     try:
         first = next(iter(tf.data.TFRecordDataset(files, compression_type="GZIP").take(1)), None)
     except tf.errors.OpError as error:
-        raise ValueError(
+        raise UserError(
             f"cannot read the {split} TFRecords in {folder} ({error.message}); re-run `hourglass preprocess`"
         ) from error
     if first is None:
         hint = " (or with a larger --eval-percent)" if split == "eval" else ""
-        raise ValueError(
+        raise UserError(
             f"the {split} TFRecords in {folder} ({len(files)} file(s)) hold no records; "
             f"re-run `hourglass preprocess` on more images{hint}"
         )
@@ -99,7 +91,7 @@ def check_split(files: list[str], tft_output: tft.TFTransformOutput, split: str)
         tf.io.parse_single_example(first, _spec(tft_output))
     except tf.errors.InvalidArgumentError as error:
         shape = "x".join(map(str, image_shape(tft_output)))
-        raise ValueError(
+        raise UserError(
             f"{files[0]} does not match {tft_output.transform_savedmodel_dir} (expected images of shape {shape}): "
             f"{error.message.splitlines()[0]}. "
             f"The TFRecords and {TRANSFORM_DIR}/ come from different preprocess runs; "

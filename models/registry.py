@@ -1,10 +1,15 @@
 """Autoencoder registry: every kind registers its builder, its parameter dataclass and its defaults.
 
+Registration is by explicit import: ``models.kinds`` imports every kind module, and each module
+registers itself with :func:`register_autoencoder`; nothing here imports a kind, so the imports go
+one way (kinds -> registry -> config). Importing the kinds is light (the builders import Keras when
+they run), so ``hourglass models`` lists them without loading TensorFlow.
+
 ``build_autoencoder(config, input_shape)`` is the only way the rest of the code makes a model, so
 an unknown kind or an unknown parameter fails loudly with the valid choices instead of falling
 back to a default. Each kind also registers the loss, learning rate, batch size and noise that reach the
 quality targets (``benchmarks/bench_model_quality.py``), so naming the kind is enough for a good
-model; ``ModelConfig`` and ``TrainConfig`` fill the fields left unset from here.
+model; :func:`resolve_model_config` and :func:`resolve_train_config` fill the fields left unset.
 
 Parameters arrive as typed values (YAML/JSON) or as strings (``--param KEY=VALUE``); both are
 checked against the dataclass's field types (``bool``, ``int``, ``float``, ``str``,
@@ -15,12 +20,15 @@ from __future__ import annotations
 
 import dataclasses
 import typing
-from collections.abc import Callable, Iterable
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
-from models.base import Autoencoder
-from models.config import LOSSES, ModelConfig
-from transforms.noise import parse_noise
+from models.config import LOSSES, ModelConfig, TrainConfig
+from transforms.errors import UserError
+from transforms.noise import NoiseSpec, parse_noise
+
+if TYPE_CHECKING:
+    from models.base import Autoencoder
 
 _TRUE, _FALSE = ("true", "yes", "1"), ("false", "no", "0")
 _PARAM_TYPES = (bool, int, float, str, tuple[int, ...])
@@ -44,6 +52,25 @@ class KindSettings:
 
 
 @dataclasses.dataclass(frozen=True)
+class ModelSpec:
+    """What every builder (and :class:`~models.base.Autoencoder`) is given besides the kind's parameters.
+
+    Attributes:
+      kind: the registered kind.
+      latent_dim: size of the code.
+      image_shape: ``(H, W, C)`` of the images.
+      loss: ``mse`` or ``bce``.
+      noise: corruption applied to the inputs in training (a denoising model), or None.
+    """
+
+    kind: str
+    latent_dim: int
+    image_shape: tuple[int, int, int]
+    loss: str
+    noise: NoiseSpec | None = None
+
+
+@dataclasses.dataclass(frozen=True)
 class _Entry:
     params_cls: type
     builder: Callable[..., Autoencoder]
@@ -63,7 +90,7 @@ def register_autoencoder(
     noise: str | None = None,
     losses: tuple[str, ...] = LOSSES,
 ) -> Callable:
-    """Function decorator: ``builder(params, latent_dim, input_shape, loss) -> Autoencoder``.
+    """Function decorator: ``builder(params, spec: ModelSpec) -> Autoencoder``.
 
     Args:
       kind: the name users pass as ``--kind``.
@@ -77,7 +104,7 @@ def register_autoencoder(
 
     def decorate(builder: Callable[..., Autoencoder]) -> Callable[..., Autoencoder]:
         if kind in _REGISTRY:
-            raise ValueError(f"autoencoder kind {kind!r} is registered twice")
+            raise TypeError(f"autoencoder kind {kind!r} is registered twice")
         summary = (builder.__doc__ or "").strip().splitlines()[0] if builder.__doc__ else ""
         _REGISTRY[kind] = _Entry(params_cls, builder, summary, settings)
         return builder
@@ -87,7 +114,7 @@ def register_autoencoder(
 
 def known_kinds() -> list[str]:
     """Registered kinds, sorted."""
-    _import_kinds()
+    _check_registered()
     return sorted(_REGISTRY)
 
 
@@ -95,14 +122,14 @@ def kind_settings(kind: str) -> KindSettings:
     """The kind's default loss, learning rate, batch size and noise, and the losses it accepts.
 
     Raises:
-      ValueError: unknown kind (lists the known ones).
+      UserError: unknown kind (lists the known ones).
     """
     return _entry(kind).settings
 
 
 def describe_kinds() -> dict[str, dict[str, Any]]:
     """For ``hourglass models``: each kind's summary, its parameters' defaults and its training settings."""
-    _import_kinds()
+    _check_registered()
     return {
         kind: {
             "summary": entry.summary,
@@ -113,26 +140,11 @@ def describe_kinds() -> dict[str, dict[str, Any]]:
     }
 
 
-def parse_param_args(pairs: Iterable[str]) -> dict[str, str]:
-    """``["widths=500,300", "tied=true"]`` -> ``{"widths": "500,300", "tied": "true"}`` (checked later).
-
-    Raises:
-      ValueError: an item is not ``KEY=VALUE``.
-    """
-    params = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key.strip():
-            raise ValueError(f"--param takes KEY=VALUE (e.g. --param widths=500,300), got {pair!r}")
-        params[key.strip()] = value.strip()
-    return params
-
-
 def resolve_params(kind: str, params: dict[str, Any]) -> Any:
     """Builds the kind's parameter dataclass from a plain dict of typed values or strings.
 
     Raises:
-      ValueError: unknown kind, a key that the kind does not take, or a value of the wrong type
+      UserError: unknown kind, a key that the kind does not take, or a value of the wrong type
         (the message lists the valid keys, or names the expected type).
     """
     entry = _entry(kind)
@@ -140,20 +152,56 @@ def resolve_params(kind: str, params: dict[str, Any]) -> Any:
     names = [f.name for f in dataclasses.fields(entry.params_cls)]
     unknown = sorted(set(params) - set(names))
     if unknown:
-        raise ValueError(
+        raise UserError(
             f"unknown parameter(s) {', '.join(unknown)} for kind {kind!r}; it takes: {', '.join(names) or 'none'}"
         )
     return entry.params_cls(**{key: _coerce(kind, key, hints[key], value) for key, value in params.items()})
 
 
+def resolve_model_config(config: ModelConfig) -> ModelConfig:
+    """``config`` with the kind's defaults filled in: loss, noise, and every parameter (typed).
+
+    Raises:
+      UserError: unknown kind, a loss the kind does not take, or bad parameters (names the valid ones).
+    """
+    settings = kind_settings(config.kind)
+    if config.loss is not None and config.loss not in settings.losses:
+        raise UserError(
+            f"loss for kind {config.kind!r} must be one of {', '.join(settings.losses)}, got {config.loss!r}"
+        )
+    noise = parse_noise(config.noise or settings.noise)
+    params = resolve_params(config.kind, dict(config.params))
+    return dataclasses.replace(
+        config,
+        loss=config.loss or settings.loss,
+        noise=str(noise) if noise else None,
+        params=dataclasses.asdict(params),
+    )
+
+
+def resolve_train_config(config: TrainConfig) -> TrainConfig:
+    """``config`` with its model resolved and the kind's batch size and learning rate where unset."""
+    settings = kind_settings(config.model.kind)
+    return dataclasses.replace(
+        config,
+        model=resolve_model_config(config.model),
+        batch_size=config.batch_size or settings.batch_size,
+        learning_rate=config.learning_rate or settings.learning_rate,
+    )
+
+
 def build_autoencoder(config: ModelConfig, input_shape: tuple[int, int, int]) -> Autoencoder:
     """Builds an (unbuilt-weights) autoencoder of ``config.kind`` for images of ``input_shape``."""
+    config = resolve_model_config(config)
     entry = _entry(config.kind)
-    params = resolve_params(config.kind, dict(config.params))
-    model = entry.builder(params, latent_dim=config.latent_dim, input_shape=tuple(input_shape), loss=config.loss)
-    model.kind = config.kind
-    model.noise = parse_noise(config.noise)
-    return model
+    spec = ModelSpec(config.kind, config.latent_dim, tuple(input_shape), config.loss, parse_noise(config.noise))
+    return entry.builder(entry.params_cls(**config.params), spec)
+
+
+def build_with_defaults(kind: str, spec: ModelSpec) -> Autoencoder:
+    """The ``kind``'s model with its default parameters, built with ``spec`` (e.g. ``denoising``'s base)."""
+    entry = _entry(kind)
+    return entry.builder(entry.params_cls(), spec)
 
 
 def _coerce(kind: str, key: str, field_type: Any, value: Any) -> Any:
@@ -164,7 +212,7 @@ def _coerce(kind: str, key: str, field_type: Any, value: Any) -> Any:
         expected = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}.get(
             field_type, "comma-separated integers (e.g. 500,300)"
         )
-        raise ValueError(f"parameter {key!r} of kind {kind!r} must be {expected}, got {value!r}")
+        raise UserError(f"parameter {key!r} of kind {kind!r} must be {expected}, got {value!r}")
     if field_type is float:
         return float(value)
     return value if field_type in (bool, int, str) else tuple(value)
@@ -197,12 +245,12 @@ def _matches(field_type: Any, value: Any) -> bool:
 
 
 def _entry(kind: str) -> _Entry:
-    _import_kinds()
+    _check_registered()
     if kind not in _REGISTRY:
-        raise ValueError(f"unknown autoencoder kind {kind!r}; known kinds: {', '.join(sorted(_REGISTRY))}")
+        raise UserError(f"unknown autoencoder kind {kind!r}; known kinds: {', '.join(sorted(_REGISTRY))}")
     return _REGISTRY[kind]
 
 
-def _import_kinds() -> None:
-    """Imports the modules that register kinds (kept here so importing the registry is enough)."""
-    from models import conv, conv_vae, deep, denoising, dense, linear, sparse, vae  # noqa: F401
+def _check_registered() -> None:
+    if not _REGISTRY:
+        raise RuntimeError("no autoencoder kind is registered: import models.kinds first")

@@ -12,6 +12,8 @@ import os
 
 import tensorflow as tf
 
+from transforms.errors import UserError
+
 
 def make_strategy(name: str) -> tf.distribute.Strategy:
     """``auto``: MirroredStrategy over visible GPUs, else the default strategy.
@@ -20,7 +22,7 @@ def make_strategy(name: str) -> tf.distribute.Strategy:
     the collective ops), so :func:`train` makes the strategy first.
 
     Raises:
-      ValueError: ``multi-worker`` without a usable ``TF_CONFIG`` (names the fix).
+      UserError: ``multi-worker`` without a usable ``TF_CONFIG`` (names the fix).
     """
     if name == "multi-worker":
         _check_tf_config(os.environ.get("TF_CONFIG"))
@@ -40,13 +42,13 @@ def _check_tf_config(text: str | None) -> None:
         '"task": {"type": "worker", "index": 0}}, or use --strategy auto on one machine'
     )
     if not text:
-        raise ValueError(f"--strategy multi-worker reads the cluster from TF_CONFIG, which is not set; {fix}")
+        raise UserError(f"--strategy multi-worker reads the cluster from TF_CONFIG, which is not set; {fix}")
     try:
         tf_config = json.loads(text)
     except json.JSONDecodeError as error:
-        raise ValueError(f"TF_CONFIG is not valid JSON ({error}); {fix}") from error
+        raise UserError(f"TF_CONFIG is not valid JSON ({error}); {fix}") from error
     if not isinstance(tf_config, dict) or not {"cluster", "task"} <= set(tf_config):
-        raise ValueError(f"TF_CONFIG needs both 'cluster' and 'task'; {fix}")
+        raise UserError(f"TF_CONFIG needs both 'cluster' and 'task'; {fix}")
 
 
 def strategy_name(strategy: tf.distribute.Strategy) -> str:

@@ -32,16 +32,22 @@ import time
 import keras
 import tensorflow as tf
 
-from models import checkpoints, export, input_pipeline, strategies
+import models.kinds  # noqa: F401  (registers every kind)
+from models import checkpoints, export, input_pipeline, model_info, registry, strategies
 from models.base import Autoencoder
 from models.config import TrainConfig
 from models.registry import build_autoencoder
-from transforms import features
+from transforms import features, layout
+from transforms.errors import UserError
 
 log = logging.getLogger(__name__)
 
 TRAINING_JSON = "training.json"
 LOG_DIR = "logs"
+
+
+class TrainingDiverged(UserError, FloatingPointError):
+    """The loss or the weights became NaN or infinite; the message names what to change."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -197,20 +203,20 @@ def train(cfg: TrainConfig) -> TrainResult:
     ``cfg.warm_start`` when given, else from scratch.
 
     Raises:
-      FileNotFoundError: the data folder is missing or is not a preprocess output; the warm-start
-        folder holds no export.
-      ValueError: empty or mismatched data, a model folder or warm start holding a different model,
+      UserError: the data folder is missing, empty or mismatched, or is not a preprocess output; the
+        warm-start folder holds no export; a model folder or warm start holding a different model;
         a bad ``TF_CONFIG``.
-      FloatingPointError: the loss became NaN or infinite (the last checkpoint and export are kept).
+      TrainingDiverged: the loss became NaN or infinite (the last checkpoint and export are kept).
     """
     strategy = strategies.make_strategy(cfg.strategy)  # first: MultiWorkerMirroredStrategy must precede other TF work
+    cfg = registry.resolve_train_config(cfg)
     is_chief = strategy.extended.should_checkpoint
     tft_output = input_pipeline.load_transform_output(cfg.data_dir)
     shape = input_pipeline.image_shape(tft_output)
-    files = {split: input_pipeline.split_files(cfg.data_dir, split) for split in input_pipeline.SPLITS}
+    files = {split: input_pipeline.split_files(cfg.data_dir, split) for split in layout.SPLITS}
     for split, split_files in files.items():
         input_pipeline.check_split(split_files, tft_output, split)
-    identity = checkpoints.model_identity(cfg.model, shape)
+    identity = model_info.identity(cfg.model.kind, cfg.model.latent_dim, shape, cfg.model.params)
     checkpoints.check_model_dir(cfg.model_dir, identity)
 
     keras.utils.set_random_seed(cfg.seed)
@@ -266,7 +272,7 @@ def train(cfg: TrainConfig) -> TrainResult:
         examples += loop.run_epoch()
     wall = time.time() - started
 
-    saved = _export(model, cfg, shape, tft_output, identity, is_chief)
+    saved = _export(model, cfg, shape, tft_output, is_chief)
     result = TrainResult(
         saved_model=saved,
         history=progress.history,
@@ -342,8 +348,8 @@ class _EpochLoop:
         self.saver.save(self.progress.global_step)
 
 
-def _non_finite(split: str, loss: float, progress: checkpoints.Progress, model_dir: str) -> FloatingPointError:
-    return FloatingPointError(
+def _non_finite(split: str, loss: float, progress: checkpoints.Progress, model_dir: str) -> TrainingDiverged:
+    return TrainingDiverged(
         f"{split} became {loss} in epoch {progress.epoch + 1} (step {progress.step + 1}); training stopped. "
         f"The last checkpoint and the last good export in {model_dir} are untouched. "
         "Lower --learning-rate, use --precision float32, or check the data"
@@ -380,7 +386,7 @@ def _write_summaries(writers: dict, step: int, loss: float, eval_loss: float, lr
         writer.flush()
 
 
-def _export(model: Autoencoder, cfg: TrainConfig, shape, tft_output, identity: dict, is_chief: bool) -> str:
+def _export(model: Autoencoder, cfg: TrainConfig, shape, tft_output, is_chief: bool) -> str:
     """Exports a plain float32 copy of ``model`` (chief only; every worker reads the weights).
 
     The copy makes the export independent of the strategy and of the compute precision.
@@ -389,11 +395,9 @@ def _export(model: Autoencoder, cfg: TrainConfig, shape, tft_output, identity: d
         plain = build_autoencoder(cfg.model, shape)
     plain.build((None, *shape))
     plain.set_weights(model.get_weights())  # reads the distributed variables: every worker takes part
-    final = export.saved_model_path(cfg.model_dir)
     if not is_chief:
-        return final
-    info = dict(identity, loss=cfg.model.loss)
-    return export.export_model(plain, tft_output, cfg.model_dir, info)
+        return model_info.saved_model_path(cfg.model_dir)
+    return export.export_model(plain, tft_output, cfg.model_dir, cfg.model.params)
 
 
 def _write_training_json(

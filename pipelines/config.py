@@ -1,8 +1,13 @@
-"""Stage configuration for the Beam jobs and the whole run (frozen dataclasses).
+"""Stage configuration for the Beam jobs and the whole run (frozen dataclasses), and the checked constants.
 
+Each option is written once, here (or in ``models.config`` for training), as a dataclass field
+with its default and its help text; the command line's options are generated from these fields
+(``pipelines.cli``) and job-config files are checked against them (``pipelines.config_loader``).
 Each stage gets only its own config. Beam runner flags are not here: they stay Beam
-``PipelineOptions`` (passed after ``--`` on the command line). The resolved config is written as
-``config.json`` next to every artifact a stage produces.
+``PipelineOptions`` (passed after ``--`` on the command line, or as ``beam_options`` in a job
+config). The resolved config is written as ``config.json`` next to every artifact a stage produces.
+
+This module imports only light modules (no TensorFlow, Beam or PIL), so the command line starts fast.
 """
 
 from __future__ import annotations
@@ -12,102 +17,110 @@ import json
 import os
 import re
 
-import tensorflow as tf
-
-from models.config import TrainConfig
-from pipelines.parquet_schema import COMPRESSIONS, PIXEL_FORMATS, check_outputs
-from pipelines.sources import BUILTIN_MNIST, ReaderOptions
-from pipelines.validation import DEFAULT_MAX_PIXELS
-from transforms.image_ops import RESIZE_POLICIES
-from transforms.preprocessing import NORMALIZATIONS
+from models.config import TrainConfig, option
+from models.model_info import OUTPUTS
+from transforms.errors import UserError
+from transforms.image_spec import NORMALIZATIONS, RESIZE_POLICIES
 
 CONFIG_JSON = "config.json"
+BUILTIN_MNIST = "builtin:mnist"
+IMAGES, IDX, NPY, NPZ, CSV, TFRECORD = "images", "idx", "npy", "npz", "csv", "tfrecord"
+FORMATS = (IMAGES, IDX, NPY, NPZ, CSV, TFRECORD)
+DEFAULT_MAX_PIXELS = 64_000_000
+PIXEL_FORMATS = ("float", "png")
+COMPRESSIONS = ("snappy", "zstd")
+_INPUT_HELP = "builtin:mnist, a folder, a glob pattern or a file (images, IDX, NPY, NPZ, CSV, TFRecord)."
+
+
+@dataclasses.dataclass(frozen=True)
+class ReaderOptions:
+    """How to read an input; every field is optional."""
+
+    format: str = option(
+        "auto", "Input format; auto: from file names and contents.", flag="--format", choices=("auto", *FORMATS)
+    )
+    image_key: str | None = option(None, "NPZ array / TFRecord feature of the images (default: x|images, image).")
+    label_key: str | None = option(None, "NPZ array / TFRecord feature / CSV column (name, index or none) of labels.")
+    labels: str | None = option(None, "A labels file for NPY or IDX images (default: the sibling file).")
+    pixel_max: float | None = option(
+        None, "The value meaning white in arrays and CSV (default by dtype: 255, 65535 for uint16, 1.0 for floats)."
+    )
+
+    def __post_init__(self):
+        _choice("format", self.format, ("auto", *FORMATS))
+        if self.pixel_max is not None and not self.pixel_max > 0:
+            raise UserError(f"pixel_max must be positive, got {self.pixel_max}")
 
 
 @dataclasses.dataclass(frozen=True)
 class PreprocessConfig:
-    """Attributes:
-    input: ``builtin:mnist``, a folder, a glob pattern or a file (see ``sources``).
-    output: where TFRecords, ``transform_output/``, ``rejected/`` and ``stats.json`` go.
-    image_size: ``(height, width)`` to bring every image to, or None to keep the dataset's one size.
-    channels: 1 or 3, or None to pick 3 when any image has colour, else 1.
-    resize: ``stretch``, ``pad`` or ``crop`` (with ``image_size``).
-    normalize: ``unit`` ([0, 1]) or ``standardize`` (per-pixel z-score from the train split).
-    eval_percent: share of records (by a hash of ``id``) that go to the eval split.
-    max_pixels: images with more pixels are rejected (decompression bombs).
-    max_reject_fraction: the job fails when more of the records than this are rejected.
-    limit: read only the first this many records (quick runs and tests).
-    reader: the input format and how to read it (``readers.ReaderOptions``).
-    background: ``(r, g, b)`` 0..255 that transparency is composited on and ``pad`` fills with.
-    """
+    """Read, validate, split and tf.Transform images into TFRecords."""
 
-    input: str = BUILTIN_MNIST
-    output: str = "hourglass-output/data"
-    image_size: tuple[int, int] | None = None
-    channels: int | None = None
-    resize: str = "stretch"
-    normalize: str = "unit"
-    eval_percent: int = 10
-    max_pixels: int = DEFAULT_MAX_PIXELS
-    max_reject_fraction: float = 0.01
-    limit: int | None = None
-    reader: ReaderOptions = dataclasses.field(default_factory=ReaderOptions)
-    background: tuple[int, int, int] = (0, 0, 0)
+    input: str = option(help=_INPUT_HELP)
+    output: str = option(help="Where the TFRecords, transform_output/, rejected/ and stats.json go.")
+    image_size: tuple[int, int] | None = option(
+        None, "HxW to bring every image to (default: the dataset's one size).", metavar="HxW"
+    )
+    channels: int | None = option(None, "1 or 3 (default: 3 when any image has colour, else 1).", choices=(1, 3))
+    resize: str = option("stretch", "How images of another size reach --image-size.", choices=RESIZE_POLICIES)
+    normalize: str = option(
+        "unit", "unit ([0, 1]) or standardize (per-pixel z-score from the train split).", choices=NORMALIZATIONS
+    )
+    eval_percent: int = option(10, "Share of records (by a hash of the id) that go to the eval split.")
+    max_pixels: int = option(DEFAULT_MAX_PIXELS, "Reject larger images (decompression bombs).")
+    max_reject_fraction: float = option(0.01, "Fail when a larger share of the records is rejected.")
+    limit: int | None = option(None, "Read only the first N records.")
+    reader: ReaderOptions = option(help="How to read the input.", factory=ReaderOptions)
+    background: tuple[int, int, int] = option(
+        (0, 0, 0), "Alpha and pad colour: a name, #rrggbb or R,G,B.", metavar="COLOUR"
+    )
 
     def __post_init__(self):
         _choice("resize", self.resize, RESIZE_POLICIES)
         _choice("normalize", self.normalize, NORMALIZATIONS)
         if self.channels not in (None, 1, 3):
-            raise ValueError(f"channels must be 1 or 3, got {self.channels}")
+            raise UserError(f"channels must be 1 or 3, got {self.channels}")
         if not 0 < self.eval_percent < 100:
-            raise ValueError(f"eval_percent must be between 1 and 99, got {self.eval_percent}")
+            raise UserError(f"eval_percent must be between 1 and 99, got {self.eval_percent}")
         if not 0 <= self.max_reject_fraction <= 1:
-            raise ValueError(f"max_reject_fraction must be in [0, 1], got {self.max_reject_fraction}")
+            raise UserError(f"max_reject_fraction must be in [0, 1], got {self.max_reject_fraction}")
+        _check_limit(self.limit)
 
 
 @dataclasses.dataclass(frozen=True)
 class InferConfig:
-    """Attributes:
-    model_dir: a training output (holds ``saved_model/``).
-    input: ``builtin:mnist``, a folder, a glob pattern or a file (see ``sources``); unused with ``watch``.
-    output: where the predictions go: ``predictions-*.parquet``, ``_rejected/``, ``_config.json`` and
-      ``_manifest.json``, under ``output/run_id=RUN_ID/`` when ``run_id`` is set.
-    batch_size_min, batch_size_max: bounds of RunInference's batches.
-    max_pixels: images with more pixels are rejected.
-    limit: read only the first this many records.
-    reader: the input format and how to read it (``readers.ReaderOptions``).
-    run_id: a scheduled run's id (e.g. a date): the output is the Hive partition
-      ``output/run_id=RUN_ID``, published only when the run succeeds and replaced by a re-run.
-    outputs: the output columns to write, from ``parquet_schema.OUTPUT_COLUMNS`` (None: all of them,
-      ``denoised`` null unless the model denoises); the key columns are always written.
-    pixels: ``float`` (list<float32> in [0, 1]) or ``png`` (PNG bytes) for the image columns.
-    compression: Parquet codec, ``snappy`` or ``zstd``.
-    watch: a folder to watch instead of reading ``input`` once (streaming mode).
-    window_seconds: with ``watch``, the width of the fixed windows, one set of files per window.
-    poll_seconds: with ``watch``, how often the folder is listed.
-    watch_seconds: with ``watch``, stop after this long (None: run until stopped).
-    """
+    """Encode and reconstruct images with a trained model; write Parquet, once or as files land."""
 
-    model_dir: str
-    input: str = BUILTIN_MNIST
-    output: str = "hourglass-output/predictions"
-    batch_size_min: int = 32
-    batch_size_max: int = 1024
-    max_pixels: int = DEFAULT_MAX_PIXELS
-    limit: int | None = None
-    reader: ReaderOptions = dataclasses.field(default_factory=ReaderOptions)
-    run_id: str | None = None
-    outputs: tuple[str, ...] | None = None
-    pixels: str = "float"
-    compression: str = "snappy"
-    watch: str | None = None
-    window_seconds: float = 60.0
-    poll_seconds: float = 5.0
-    watch_seconds: float | None = None
+    model_dir: str = option(help="A training output folder (holds saved_model/).")
+    output: str = option(
+        help="Folder of the Parquet predictions (predictions-*.parquet, _rejected/, _config.json, _manifest.json)."
+    )
+    input: str | None = option(None, "Images to read once: " + _INPUT_HELP)
+    batch_size_min: int = option(32, "Smallest RunInference batch.")
+    batch_size_max: int = option(1024, "Largest RunInference batch.")
+    max_pixels: int = option(DEFAULT_MAX_PIXELS, "Reject larger images (decompression bombs).")
+    limit: int | None = option(None, "Read only the first N records.")
+    reader: ReaderOptions = option(help="How to read the input.", factory=ReaderOptions)
+    run_id: str | None = option(
+        None, "A scheduled run's id (e.g. a date): writes OUTPUT/run_id=ID/, replaced by a rerun."
+    )
+    outputs: tuple[str, ...] | None = option(
+        None, f"Comma-separated output columns of {','.join(OUTPUTS)} (default: all).", metavar="COLS"
+    )
+    pixels: str = option("float", "Image columns as float lists in [0, 1] or PNG bytes.", choices=PIXEL_FORMATS)
+    compression: str = option("snappy", "Parquet codec.", choices=COMPRESSIONS)
+    watch: str | None = option(None, "Instead of --input: encode image files as they land in this folder.")
+    window_seconds: float = option(60.0, "With --watch: the width of each window of output files.")
+    poll_seconds: float = option(5.0, "With --watch: how often the folder is listed.")
+    watch_seconds: float | None = option(None, "With --watch: stop after this long (default: run until stopped).")
 
     def __post_init__(self):
+        if self.input is not None and self.watch is not None:
+            raise UserError("pass only one of --input (a batch run) and --watch (streaming)")
+        if self.input is None and self.watch is None:
+            raise UserError("pass --input (a batch run) or --watch (streaming)")
         if not 0 < self.batch_size_min <= self.batch_size_max:
-            raise ValueError(
+            raise UserError(
                 f"need 0 < batch_size_min <= batch_size_max, got {self.batch_size_min}, {self.batch_size_max}"
             )
         if self.outputs is not None:
@@ -115,71 +128,81 @@ class InferConfig:
         _choice("pixels", self.pixels, PIXEL_FORMATS)
         _choice("compression", self.compression, COMPRESSIONS)
         if self.run_id is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._+-]*", self.run_id):
-            raise ValueError(
+            raise UserError(
                 f"run id must be letters, digits and . _ + - (starting with a letter or digit), got {self.run_id!r}"
             )
         if self.watch is not None and self.run_id is not None:
-            raise ValueError("--run-id names one batch run's partition; --watch writes windowed files: use one")
+            raise UserError("--run-id names one batch run's partition; --watch writes windowed files: use one")
         if self.window_seconds <= 0 or self.poll_seconds <= 0 or (self.watch_seconds or 1) <= 0:
-            raise ValueError("window, poll and watch seconds must be positive")
+            raise UserError("window, poll and watch seconds must be positive")
+        _check_limit(self.limit)
 
 
 @dataclasses.dataclass(frozen=True)
 class EvaluateConfig:
-    """Attributes:
-    model_dir: a training output (holds ``saved_model/``).
-    output: where ``index.html``, ``metrics.json``, the figures and ``config.json`` go.
-    data: a preprocess output: its eval split is evaluated, its train split sets the anomaly
-      threshold and fits the baselines (PCA, classifiers). Exactly one of ``data`` and ``input``.
-    input: ``builtin:mnist`` or a folder of images, evaluated as one set (threshold and baselines
-      from the same images, classifiers cross-validated).
-    limit: read only this many records of ``builtin:mnist`` (with ``input``).
-    max_examples: use at most this many records of each split (the first ones read).
-    threshold_percentile: the suggested anomaly threshold is this percentile of the reference errors.
-    max_pixels: images with more pixels are rejected (with ``input``).
-    seed: for the pairs interpolated, prior samples, noise and t-SNE.
+    """Evaluate a trained model; write a visual report (index.html) and metrics.json.
+
+    Exactly one of ``data`` (a preprocess output: its eval split is evaluated, its train split sets
+    the anomaly threshold and fits the baselines) and ``input`` (images read and evaluated as one
+    set: threshold and baselines from the same images, classifiers cross-validated).
     """
 
-    model_dir: str
-    output: str
-    data: str | None = None
-    input: str | None = None
-    limit: int | None = None
-    max_examples: int = 10_000
-    threshold_percentile: float = 99.0
-    max_pixels: int = DEFAULT_MAX_PIXELS
-    seed: int = 0
+    model_dir: str = option(help="A training output folder (holds saved_model/).")
+    output: str = option(help="Where index.html, metrics.json, the figures and config.json go.")
+    data: str | None = option(None, "A preprocess output: its eval split is evaluated.")
+    input: str | None = option(None, "Instead of --data: images to read (any preprocess input).")
+    limit: int | None = option(None, "With --input: read only the first N records.")
+    reader: ReaderOptions = option(help="How to read --input.", factory=ReaderOptions)
+    max_examples: int = option(10_000, "Images used per split, at most (the first ones read).")
+    threshold_percentile: float = option(99.0, "The suggested anomaly threshold: this percentile of reference errors.")
+    max_pixels: int = option(DEFAULT_MAX_PIXELS, "With --input: reject larger images.")
+    seed: int = option(0, "Seed of the pairs interpolated, prior samples, noise and t-SNE.")
 
     def __post_init__(self):
         if (self.data is None) == (self.input is None):
-            raise ValueError("pass exactly one of --data (a preprocess output) and --input (images to read)")
+            raise UserError("pass exactly one of --data (a preprocess output) and --input (images to read)")
         if self.max_examples <= 0:
-            raise ValueError(f"max_examples must be positive, got {self.max_examples}")
+            raise UserError(f"max_examples must be positive, got {self.max_examples}")
         if not 0 < self.threshold_percentile < 100:
-            raise ValueError(f"threshold_percentile must be in (0, 100), got {self.threshold_percentile}")
+            raise UserError(f"threshold_percentile must be in (0, 100), got {self.threshold_percentile}")
+        _check_limit(self.limit)
 
 
 @dataclasses.dataclass(frozen=True)
 class JobConfig:
-    """The whole run: preprocess -> train -> infer -> evaluate, with outputs under one folder."""
+    """The stage configs of one command: the whole run has all four, a stage command its own (others None)."""
 
-    preprocess: PreprocessConfig
-    train: TrainConfig
-    infer: InferConfig
-    evaluate: EvaluateConfig
+    preprocess: PreprocessConfig | None = None
+    train: TrainConfig | None = None
+    infer: InferConfig | None = None
+    evaluate: EvaluateConfig | None = None
+
+
+def check_outputs(outputs: tuple[str, ...]) -> tuple[str, ...]:
+    """Validates an output column selection; returns it in schema order.
+
+    Raises:
+      UserError: empty, or naming an unknown column (lists the valid ones).
+    """
+    unknown = sorted(set(outputs) - set(OUTPUTS))
+    if unknown or not outputs:
+        raise UserError(
+            f"outputs must be a non-empty selection of {', '.join(OUTPUTS)}, got {', '.join(outputs) or 'none'}"
+        )
+    return tuple(c for c in OUTPUTS if c in outputs)
 
 
 def parse_image_size(text: str | None) -> tuple[int, int] | None:
     """``"28x28"`` -> ``(28, 28)``.
 
     Raises:
-      ValueError: not of the form HxW with positive integers.
+      UserError: not of the form HxW with positive integers.
     """
     if text is None:
         return None
     match = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", text)
     if not match or int(match.group(1)) == 0 or int(match.group(2)) == 0:
-        raise ValueError(f"image size must look like HxW (e.g. 28x28), got {text!r}")
+        raise UserError(f"image size must look like HxW (e.g. 28x28), got {text!r}")
     return int(match.group(1)), int(match.group(2))
 
 
@@ -190,7 +213,7 @@ def parse_color(text: str) -> tuple[int, int, int]:
     """``"white"``, ``"#ff8000"`` or ``"255,128,0"`` -> ``(r, g, b)``.
 
     Raises:
-      ValueError: none of those forms (lists them).
+      UserError: none of those forms (lists them).
     """
     value = text.strip().lower()
     if value in _COLOURS:
@@ -200,11 +223,13 @@ def parse_color(text: str) -> tuple[int, int, int]:
     parts = value.split(",")
     if len(parts) == 3 and all(p.strip().isdigit() and int(p) <= 255 for p in parts):
         return tuple(int(p) for p in parts)
-    raise ValueError(f"colour must be {', '.join(_COLOURS)}, #rrggbb or R,G,B (0..255), got {text!r}")
+    raise UserError(f"colour must be {', '.join(_COLOURS)}, #rrggbb or R,G,B (0..255), got {text!r}")
 
 
 def write_config(config, directory: str, name: str = CONFIG_JSON) -> str:
     """Writes ``directory/config.json`` (the resolved config; or ``name``) and returns its path."""
+    import tensorflow as tf  # here: any filesystem TensorFlow writes to; the module stays light
+
     tf.io.gfile.makedirs(directory)
     path = os.path.join(directory, name)
     with tf.io.gfile.GFile(path, "w") as f:
@@ -214,4 +239,9 @@ def write_config(config, directory: str, name: str = CONFIG_JSON) -> str:
 
 def _choice(name: str, value: str, choices) -> None:
     if value not in choices:
-        raise ValueError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
+        raise UserError(f"{name} must be one of {', '.join(map(str, choices))}, got {value!r}")
+
+
+def _check_limit(limit: int | None) -> None:
+    if limit is not None and limit <= 0:
+        raise UserError(f"limit must be positive, got {limit}")

@@ -15,6 +15,7 @@ Schema (every key optional; the stage sections take the fields of their dataclas
 
 Overrides (from command-line flags) are dotted keys such as ``train.model.kind``; they win over
 the file. Unknown keys and bad values fail with a message naming the key and what is allowed.
+Only the stages a command runs are built and checked (``infer`` never imports the model kinds).
 """
 
 from __future__ import annotations
@@ -24,14 +25,22 @@ import types
 import typing
 from typing import Any
 
-import tensorflow as tf
 import yaml
 
 from models.config import TrainConfig
-from pipelines.config import EvaluateConfig, InferConfig, JobConfig, PreprocessConfig, parse_color, parse_image_size
-from pipelines.sources import BUILTIN_MNIST
+from pipelines.config import (
+    BUILTIN_MNIST,
+    EvaluateConfig,
+    InferConfig,
+    JobConfig,
+    PreprocessConfig,
+    parse_color,
+    parse_image_size,
+)
+from transforms.errors import UserError
 
-TOP_KEYS = ("input", "output", "reader", "limit", "beam_options", "preprocess", "train", "infer", "evaluate")
+STAGES = {"preprocess": PreprocessConfig, "train": TrainConfig, "infer": InferConfig, "evaluate": EvaluateConfig}
+TOP_KEYS = ("input", "output", "reader", "limit", "beam_options", *STAGES)
 DEFAULT_OUTPUT = "hourglass-output"
 
 
@@ -39,20 +48,21 @@ def load_config_file(path: str) -> dict[str, Any]:
     """Reads a YAML or JSON job config (any filesystem ``tf.io.gfile`` reads).
 
     Raises:
-      FileNotFoundError: no such file.
-      ValueError: not a YAML mapping (names the file).
+      UserError: no such file, or not a YAML mapping (names the file).
     """
+    import tensorflow as tf  # here: any filesystem TensorFlow reads; the module stays light
+
     if not tf.io.gfile.exists(path):
-        raise FileNotFoundError(f"config file {path} not found")
+        raise UserError(f"config file {path} not found")
     with tf.io.gfile.GFile(path) as f:
         try:
             data = yaml.safe_load(f.read())
         except yaml.YAMLError as error:
-            raise ValueError(f"config file {path} is not valid YAML/JSON: {error}") from error
+            raise UserError(f"config file {path} is not valid YAML/JSON: {error}") from error
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise ValueError(f"config file {path} must hold a mapping of keys ({', '.join(TOP_KEYS)})")
+        raise UserError(f"config file {path} must hold a mapping of keys ({', '.join(TOP_KEYS)})")
     return data
 
 
@@ -67,41 +77,55 @@ def with_overrides(data: dict[str, Any], overrides: dict[str, Any]) -> dict[str,
         for key in parents:
             node = node.setdefault(key, {})
             if not isinstance(node, dict):
-                raise ValueError(f"config key {key!r} must be a mapping to set {dotted}")
+                raise UserError(f"config key {key!r} must be a mapping to set {dotted}")
         if isinstance(value, dict) and isinstance(node.get(leaf), dict):
             value = {**node[leaf], **value}  # e.g. model params: flags add to the file's
         node[leaf] = value
     return merged
 
 
-def resolve_job_config(data: dict[str, Any]) -> tuple[JobConfig, list[str]]:
-    """Builds the stage configs from a config mapping; returns them and the Beam arguments.
+def stage_mappings(data: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Each stage's section of a config mapping, with the shared keys and the derived paths filled in.
 
     Stage outputs default to ``OUTPUT/data``, ``OUTPUT/model``, ``OUTPUT/predictions`` and
     ``OUTPUT/report``; training reads what preprocess wrote, infer and evaluate load what training
     exported, and evaluate reads the preprocess output, unless a section says else.
 
     Raises:
-      ValueError: an unknown key or a bad value (the message names the key and what is allowed).
+      UserError: an unknown top-level key, or a section that is not a mapping.
     """
     _check_keys(data, TOP_KEYS, "config")
     source = data.get("input", BUILTIN_MNIST)
     root = str(data.get("output", DEFAULT_OUTPUT)).rstrip("/")
-    sections = {name: _section(data, name) for name in ("preprocess", "train", "infer", "evaluate")}
-    shared = {"input": source, **{key: data[key] for key in ("reader", "limit") if key in data}}
-    pre = {**shared, "output": f"{root}/data", **sections["preprocess"]}
+    sections = {name: _section(data, name) for name in STAGES}
+    shared = {key: data[key] for key in ("reader", "limit") if key in data}
+    pre = {"input": source, **shared, "output": f"{root}/data", **sections["preprocess"]}
     train = {"data_dir": pre["output"], "model_dir": f"{root}/model", **sections["train"]}
     infer = {**shared, "model_dir": train["model_dir"], "output": f"{root}/predictions", **sections["infer"]}
+    if "watch" not in infer:
+        infer.setdefault("input", source)
     report = {"model_dir": train["model_dir"], "output": f"{root}/report", **sections["evaluate"]}
     if "input" not in report:
         report.setdefault("data", pre["output"])
-    job = JobConfig(
-        preprocess=build_dataclass(PreprocessConfig, pre, "preprocess"),
-        train=build_dataclass(TrainConfig, train, "train"),
-        infer=build_dataclass(InferConfig, infer, "infer"),
-        evaluate=build_dataclass(EvaluateConfig, report, "evaluate"),
-    )
-    return job, beam_arguments(data.get("beam_options"))
+    return {"preprocess": pre, "train": train, "infer": infer, "evaluate": report}
+
+
+def resolve_job_config(data: dict[str, Any], stages=tuple(STAGES)) -> tuple[JobConfig, list[str]]:
+    """Builds the configs of ``stages`` from a config mapping; returns them and the Beam arguments.
+
+    The train stage is resolved against its kind's registered defaults (``models.registry``).
+
+    Raises:
+      UserError: an unknown key or a bad value (the message names the key and what is allowed).
+    """
+    mappings = stage_mappings(data)
+    built = {name: build_dataclass(STAGES[name], mappings[name], name) for name in stages}
+    if "train" in built:
+        import models.kinds  # noqa: F401  (registers every kind: only for the commands that train)
+        from models.registry import resolve_train_config
+
+        built["train"] = resolve_train_config(built["train"])
+    return JobConfig(**built), beam_arguments(data.get("beam_options"))
 
 
 def beam_arguments(options: dict[str, Any] | list[str] | None) -> list[str]:
@@ -111,7 +135,7 @@ def beam_arguments(options: dict[str, Any] | list[str] | None) -> list[str]:
     if isinstance(options, list) and all(isinstance(o, str) for o in options):
         return list(options)
     if not isinstance(options, dict):
-        raise ValueError("beam_options must be a mapping {flag: value} or a list of '--flag=value' strings")
+        raise UserError("beam_options must be a mapping {flag: value} or a list of '--flag=value' strings")
     args = []
     for flag, value in options.items():
         if value is True:
@@ -125,10 +149,10 @@ def build_dataclass(cls: type, data: dict[str, Any], where: str):
     """Builds the frozen dataclass ``cls`` from ``data``, coercing and checking every value.
 
     Raises:
-      ValueError: unknown keys, values of the wrong type, or values the dataclass rejects.
+      UserError: unknown keys, values of the wrong type, or values the dataclass rejects.
     """
     if not isinstance(data, dict):
-        raise ValueError(f"{where} must be a mapping, got {data!r}")
+        raise UserError(f"{where} must be a mapping, got {data!r}")
     names = [f.name for f in dataclasses.fields(cls)]
     _check_keys(data, names, where)
     hints = typing.get_type_hints(cls)
@@ -136,9 +160,9 @@ def build_dataclass(cls: type, data: dict[str, Any], where: str):
     try:
         return cls(**values)
     except TypeError as error:  # a required field is missing
-        raise ValueError(f"{where}: {error}") from error
-    except ValueError as error:
-        raise ValueError(f"{where}: {error}") from error
+        raise UserError(f"{where}: {error}") from error
+    except UserError as error:
+        raise UserError(f"{where}: {error}") from error
 
 
 def _coerce(kind, value, where: str):
@@ -158,7 +182,7 @@ def _coerce(kind, value, where: str):
     expected = typing.get_origin(kind) or kind
     if expected is typing.Any or (isinstance(value, expected) and not (expected is int and type(value) is bool)):
         return value
-    raise ValueError(f"{where} must be {getattr(expected, '__name__', expected)}, got {value!r}")
+    raise UserError(f"{where} must be {getattr(expected, '__name__', expected)}, got {value!r}")
 
 
 def _coerce_tuple(options: tuple, value, where: str) -> tuple:
@@ -168,29 +192,29 @@ def _coerce_tuple(options: tuple, value, where: str) -> tuple:
         items = value.split(",") if isinstance(value, str) else value
         if isinstance(items, list | tuple) and all(isinstance(v, str) for v in items):
             return tuple(v.strip() for v in items)
-        raise ValueError(f"{where} must be a list of strings or 'a,b,c', got {value!r}")
+        raise UserError(f"{where} must be a list of strings or 'a,b,c', got {value!r}")
     if isinstance(value, str):
         parse = parse_image_size if len(options) == 2 else parse_color
         try:
             return parse(value)
-        except ValueError as error:
-            raise ValueError(f"{where}: {error}") from error
+        except UserError as error:
+            raise UserError(f"{where}: {error}") from error
     if isinstance(value, list | tuple) and len(value) == len(options) and all(type(v) is int for v in value):
         return tuple(value)
-    raise ValueError(f"{where} must be a list of {len(options)} integers or its text form, got {value!r}")
+    raise UserError(f"{where} must be a list of {len(options)} integers or its text form, got {value!r}")
 
 
 def _section(data: dict[str, Any], name: str) -> dict[str, Any]:
     section = data.get(name) or {}
     if not isinstance(section, dict):
-        raise ValueError(f"config key {name!r} must be a mapping, got {section!r}")
+        raise UserError(f"config key {name!r} must be a mapping, got {section!r}")
     return section
 
 
 def _check_keys(data: dict[str, Any], allowed, where: str) -> None:
     unknown = sorted(set(data) - set(allowed))
     if unknown:
-        raise ValueError(f"unknown key(s) {', '.join(unknown)} in {where}; allowed: {', '.join(allowed)}")
+        raise UserError(f"unknown key(s) {', '.join(unknown)} in {where}; allowed: {', '.join(allowed)}")
 
 
 def _deep_copy(data):

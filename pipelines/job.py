@@ -12,9 +12,10 @@ import time
 
 from models.training import train
 from pipelines.config import JobConfig, write_config
-from pipelines.evaluate import run_evaluate
-from pipelines.infer import run_infer
-from pipelines.preprocess import run_preprocess
+from pipelines.evaluate.job import run_evaluate
+from pipelines.infer.job import run_infer
+from pipelines.preprocess.job import run_preprocess
+from transforms.layout import EVAL, RECORDS_READ, TRAIN, split_counter
 
 log = logging.getLogger(__name__)
 
@@ -44,8 +45,9 @@ def run_job(cfg: JobConfig, beam_args: list[str] | None = None) -> JobResult:
     timings["report"] = time.time() - started - sum(timings.values())
     c = pre.counts
     lines = [
-        f"preprocess ({timings['preprocess']:.0f} s): {c.get('records_read', 0)} records read, "
-        f"{c.get('train_records', 0)} train + {c.get('eval_records', 0)} eval written, {pre.rejected} rejected; "
+        f"preprocess ({timings['preprocess']:.0f} s): {c.get(RECORDS_READ, 0)} records read, "
+        f"{c.get(split_counter(TRAIN), 0)} train + {c.get(split_counter(EVAL), 0)} eval written, "
+        f"{pre.rejected} rejected; "
         f"{'x'.join(map(str, pre.spec.shape))} images -> {cfg.preprocess.output}",
         f"train ({timings['train']:.0f} s): {cfg.train.model.kind}, latent {cfg.train.model.latent_dim}, "
         f"{trained.epochs} epochs, eval loss {trained.history['eval_loss'][-1]:.5f} -> {trained.saved_model}",

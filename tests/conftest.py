@@ -10,7 +10,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np
 import pytest
 
-from pipelines.images import encode_png
+import models.kinds  # noqa: F401  (registers every kind, for the tests that list or build them)
+from pipelines.inputs.images import encode_png
 
 HEIGHT, WIDTH = 12, 10
 CLASSES = ("cat", "dog", "emu")
@@ -46,7 +47,7 @@ def image_tree(tmp_path_factory):
 def preprocessed(image_tree, tmp_path_factory):
     """A real preprocess output of ``image_tree`` (DirectRunner)."""
     from pipelines.config import PreprocessConfig
-    from pipelines.preprocess import run_preprocess
+    from pipelines.preprocess.job import run_preprocess
 
     root, _ = image_tree
     out = tmp_path_factory.mktemp("data")
@@ -98,7 +99,7 @@ def idx_bytes(array: np.ndarray) -> bytes:
 def write_tfrecord_examples(path, images, labels, image_key="image", label_key="label") -> None:
     import tensorflow as tf
 
-    from pipelines.formats import write_tfrecord
+    from pipelines.inputs.formats.tfrecord import write_tfrecord
 
     with open(path, "wb") as f:
         for image, label in zip(images, labels, strict=True):

@@ -13,50 +13,10 @@ image with a 1-channel target is never touched, so grey data stays exact.
 
 from __future__ import annotations
 
-import dataclasses
-
 import tensorflow as tf
 
-RESIZE_POLICIES = ("stretch", "pad", "crop")
-
-
-@dataclasses.dataclass(frozen=True)
-class ImageSpec:
-    """The shape every image is brought to, and how.
-
-    Attributes:
-      height, width, channels: the target shape (channels 1 or 3).
-      resize: how an image of another size reaches the target: ``stretch`` (plain resize),
-        ``pad`` (keep aspect ratio, pad with the background) or ``crop`` (keep aspect ratio,
-        center crop).
-      background: ``(r, g, b)`` in 0..255 that transparent pixels are composited on and that
-        ``pad`` fills with.
-    """
-
-    height: int
-    width: int
-    channels: int
-    resize: str = "stretch"
-    background: tuple[int, int, int] = (0, 0, 0)
-
-    def __post_init__(self):
-        if self.height <= 0 or self.width <= 0:
-            raise ValueError(f"image size must be positive, got {self.height}x{self.width}")
-        if self.channels not in (1, 3):
-            raise ValueError(f"channels must be 1 or 3, got {self.channels}")
-        if self.resize not in RESIZE_POLICIES:
-            raise ValueError(f"resize must be one of {', '.join(RESIZE_POLICIES)}, got {self.resize!r}")
-        if len(self.background) != 3 or not all(0 <= int(v) <= 255 for v in self.background):
-            raise ValueError(f"background must be three values in 0..255, got {self.background}")
-
-    @property
-    def shape(self) -> tuple[int, int, int]:
-        return (self.height, self.width, self.channels)
-
-    @property
-    def size(self) -> int:
-        return self.height * self.width * self.channels
-
+from transforms.image_spec import ImageSpec
+from transforms.noise import NoiseSpec
 
 # ITU-R BT.601 luma, the weights of tf.image.rgb_to_grayscale.
 _LUMA = (0.2989, 0.5870, 0.1140)
@@ -124,3 +84,20 @@ def decode_images(encoded: tf.Tensor, spec: ImageSpec) -> tf.Tensor:
         tf.reshape(encoded, [-1]),
         fn_output_signature=tf.TensorSpec(spec.shape, tf.float32),
     )
+
+
+def corrupt(images: tf.Tensor, spec: NoiseSpec, seed: int | None = None) -> tf.Tensor:
+    """Applies the corruption ``spec`` (see ``noise``) to a batch of [0, 1] images ``(batch, H, W, C)``;
+    returns the same shape, clipped to [0, 1]."""
+    shape = tf.shape(images)
+    if spec.kind == "gaussian":
+        noisy = images + tf.random.normal(shape, stddev=spec.amount, seed=seed, dtype=images.dtype)
+    elif spec.kind == "mask":
+        keep = tf.cast(tf.random.uniform(shape, seed=seed) >= spec.amount, images.dtype)
+        noisy = images * keep
+    else:
+        draw = tf.random.uniform(shape, seed=seed)
+        salt = tf.cast(draw < spec.amount / 2, images.dtype)
+        pepper = draw < spec.amount
+        noisy = tf.where(pepper, salt, images)
+    return tf.clip_by_value(noisy, 0.0, 1.0)

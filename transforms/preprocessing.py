@@ -21,9 +21,9 @@ import tensorflow as tf
 import tensorflow_transform as tft
 
 from transforms import features
-from transforms.image_ops import ImageSpec, decode_images
-
-NORMALIZATIONS = ("unit", "standardize")
+from transforms.errors import UserError
+from transforms.image_ops import decode_images
+from transforms.image_spec import NORMALIZATIONS, ImageSpec
 
 # Keeps the z-score finite for pixels that never vary (e.g. MNIST's always-black borders).
 _MIN_STDDEV = 1e-3
@@ -38,10 +38,10 @@ def make_preprocessing_fn(spec: ImageSpec, normalize: str = "unit") -> Callable[
     """Returns the ``preprocessing_fn`` for images of ``spec`` with the ``normalize`` policy.
 
     Raises:
-      ValueError: ``normalize`` is not one of ``NORMALIZATIONS``.
+      UserError: ``normalize`` is not one of ``NORMALIZATIONS``.
     """
     if normalize not in NORMALIZATIONS:
-        raise ValueError(f"normalize must be one of {', '.join(NORMALIZATIONS)}, got {normalize!r}")
+        raise UserError(f"normalize must be one of {', '.join(NORMALIZATIONS)}, got {normalize!r}")
 
     def preprocessing_fn(inputs: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
         pixels = decode_images(inputs[features.IMAGE], spec)

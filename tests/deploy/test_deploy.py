@@ -9,7 +9,6 @@ import subprocess
 import sys
 import tarfile
 import zipfile
-from pathlib import Path
 
 import click
 import pytest
@@ -18,8 +17,8 @@ import yaml
 from pipelines.cli import cli
 from pipelines.config_loader import load_config_file, resolve_job_config
 from pipelines.flex_template import TEMPLATE_OPTIONS, template_argv
+from tests.helpers import ROOT
 
-ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 DATE = "2026-11-22"
 
@@ -101,7 +100,7 @@ def test_scheduled_runs_are_dated_partitions():
     for source in ("k8s/cronjob-infer.yaml", "airflow/hourglass_nightly.py", "cron/crontab"):
         (argv,) = deploy_commands()[source]
         params = parse_hourglass(argv).params
-        assert params["run_id"] == DATE and DATE in params["source"], source
+        assert params["run_id"] == DATE and DATE in params["input"], source
 
 
 def test_multi_worker_spec_trains_with_the_multi_worker_strategy():
@@ -113,14 +112,15 @@ def test_flex_template_parameters_map_to_infer_options():
     metadata = json.loads((DEPLOY / "dataflow" / "metadata.json").read_text())
     assert {p["name"] for p in metadata["parameters"]} == set(TEMPLATE_OPTIONS)
     argv = template_argv(["--model_dir=gs://b/m", "--input=gs://b/i/", "--output=gs://b/p", "--run_id=d", "--runner=X"])
-    params = parse_hourglass(["hourglass", *argv]).params
-    assert (params["model_dir"], params["source"], params["output"], params["run_id"]) == (
+    ctx = parse_hourglass(["hourglass", *argv])
+    params = ctx.params
+    assert (params["model_dir"], params["input"], params["output"], params["run_id"]) == (
         "gs://b/m",
         "gs://b/i/",
         "gs://b/p",
         "d",
     )
-    assert params["beam_args"] == ("--runner=X",)
+    assert ctx.meta["beam_args"] == ["--runner=X"]
 
 
 @pytest.mark.slow

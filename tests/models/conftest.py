@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from models.input_pipeline import TRANSFORM_DIR
 from tests.conftest import HEIGHT, WIDTH
 from transforms import features
+from transforms.layout import TRANSFORM_DIR
 
 
 def example(index: int, value: float, size: int = HEIGHT * WIDTH) -> bytes:

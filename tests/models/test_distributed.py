@@ -7,27 +7,22 @@ import re
 import socket
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from models import export
 from models.config import ModelConfig, TrainConfig
+from models.model_info import ModelInfo
 from models.strategies import make_strategy
 from models.training import TRAINING_JSON, train
-from pipelines.images import encode_png
+from pipelines.inputs.images import encode_png
 from tests.conftest import known_pixels
-
-ROOT = Path(__file__).resolve().parents[2]
-HOURGLASS = os.path.join(os.path.dirname(sys.executable), "hourglass")
+from tests.helpers import HOURGLASS, ROOT, serve
 
 
 def _serve(saved_model: str, n: int = 3) -> dict:
-    loaded = tf.saved_model.load(saved_model)
-    images = tf.constant([encode_png(known_pixels(1, i)) for i in range(n)])
-    return {k: v.numpy() for k, v in loaded.signatures["serving_default"](images=images).items()}
+    return serve(saved_model, [encode_png(known_pixels(1, i)) for i in range(n)])
 
 
 @pytest.mark.slow
@@ -94,7 +89,7 @@ def test_two_workers_train_in_step_and_only_the_chief_exports(make_data, tmp_pat
     assert report["strategy"] == "MultiWorkerMirroredStrategy"
     assert report["workers"] == 2 and report["replicas"] == 2 and report["global_batch"] == 4
     assert report["shard_policy"] == {"train": "FILE", "eval": "DATA"} and report["precision"] == "mixed_float16"
-    assert export.read_model_info(str(model_dir))["latent_dim"] == 3
+    assert ModelInfo.read(str(model_dir)).latent_dim == 3
     assert _serve(report["saved_model"])["latent"].shape == (3, 3)
     # Only the chief wrote into the model folder: one set of logs, checkpoints named by global step.
     assert len(list((model_dir / "logs" / "train").iterdir())) == 1

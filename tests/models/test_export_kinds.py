@@ -11,8 +11,9 @@ import tensorflow as tf
 from models import export
 from models.config import ModelConfig
 from models.input_pipeline import load_transform_output
+from models.model_info import ModelInfo
 from models.registry import build_autoencoder, known_kinds
-from pipelines.images import encode_png
+from pipelines.inputs.images import encode_png
 from tests.conftest import CLASSES, HEIGHT, WIDTH, known_pixels
 from transforms import features
 
@@ -30,8 +31,7 @@ def _images(index: int = 0):
 
 def _export(config: ModelConfig, tft_output, model_dir):
     model = build_autoencoder(config, SHAPE)
-    info = {"kind": config.kind, "latent_dim": config.latent_dim, "loss": config.loss, "image_shape": list(SHAPE)}
-    path = export.export_model(model, tft_output, str(model_dir), info)
+    path = export.export_model(model, tft_output, str(model_dir), params={})
     return model, tf.saved_model.load(path)
 
 
@@ -51,10 +51,10 @@ def test_export_round_trips_to_identical_outputs(kind, tft_output, tmp_path):
         in_memory.decode(latent)["reconstruction"].numpy(),
     )
 
-    info = export.read_model_info(str(tmp_path))
-    assert info["kind"] == kind and info["variational"] == model.variational
-    assert info["denoising"] == (kind == "denoising") and ("denoised" in after) == (kind == "denoising")
-    assert info["noise"] == ("gaussian:0.5" if kind == "denoising" else None)
+    info = ModelInfo.read(str(tmp_path))
+    assert info.kind == kind and info.variational == model.variational
+    assert info.denoising == (kind == "denoising") and ("denoised" in after) == (kind == "denoising")
+    assert info.noise == ("gaussian:0.5" if kind == "denoising" else None)
     assert ("interpolate" in loaded.signatures) == (kind in ("vae", "conv-vae"))
 
 
@@ -62,8 +62,8 @@ def test_any_kind_trained_with_noise_fills_denoised(tft_output, tmp_path):
     _, loaded = _export(ModelConfig("dense", latent_dim=3, noise="salt-pepper:0.2"), tft_output, tmp_path)
     out = loaded.signatures["serving_default"](images=_images())
     np.testing.assert_array_equal(out["denoised"].numpy(), out["reconstruction"].numpy())
-    info = export.read_model_info(str(tmp_path))
-    assert info["denoising"] is True and info["noise"] == "salt-pepper:0.2" and info["variational"] is False
+    info = ModelInfo.read(str(tmp_path))
+    assert info.denoising is True and info.noise == "salt-pepper:0.2" and info.variational is False
 
 
 def test_interpolate_signature_matches_the_python_function(tft_output, tmp_path):

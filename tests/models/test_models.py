@@ -1,15 +1,21 @@
 """Every registered kind: builds, shapes, learns, and refuses bad configs; kind defaults and parameters."""
 
-import pathlib
-
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from models.config import ModelConfig, TrainConfig
-from models.registry import build_autoencoder, describe_kinds, known_kinds, parse_param_args, resolve_params
+from models.config import ModelConfig, TrainConfig, parse_param_args
+from models.registry import (
+    build_autoencoder,
+    describe_kinds,
+    known_kinds,
+    resolve_model_config,
+    resolve_params,
+    resolve_train_config,
+)
 from models.training import Trainer
+from tests.helpers import README
 
 SHAPES = [(28, 28, 1), (32, 32, 3)]
 KINDS = ["conv", "conv-vae", "deep", "denoising", "dense", "linear", "sparse", "vae"]
@@ -43,7 +49,7 @@ def test_output_and_latent_shapes(kind, shape):
 def test_a_few_steps_lower_the_loss(kind):
     shape = (28, 28, 1)
     keras.utils.set_random_seed(0)
-    config = TrainConfig("data", "model", model=ModelConfig(kind, latent_dim=4))  # the kind's learning rate
+    config = resolve_train_config(TrainConfig("data", "model", model=ModelConfig(kind, latent_dim=4)))  # kind's lr
     model = build_autoencoder(config.model, shape)
     trainer = Trainer(model, tf.distribute.get_strategy(), learning_rate=config.learning_rate, image_shape=shape)
     images = tf.constant(_images(shape, n=32))
@@ -64,7 +70,9 @@ def test_conv_with_its_default_loss_survives_the_sigmoid_saturating_on_digits():
 
     pixels = (mnist_data()[0][:1280] / 255.0).reshape(-1, 28, 28, 1).astype("float32")
     keras.utils.set_random_seed(0)
-    config = TrainConfig("data", "model", model=ModelConfig("conv", 32, params={"kernel_size": 5}))
+    config = resolve_train_config(
+        TrainConfig("data", "model", model=ModelConfig("conv", 32, params={"kernel_size": 5}))
+    )
     model = build_autoencoder(config.model, (28, 28, 1))
     trainer = Trainer(model, tf.distribute.get_strategy(), config.learning_rate, image_shape=(28, 28, 1))
     for _ in range(6):
@@ -77,14 +85,14 @@ def test_conv_with_its_default_loss_survives_the_sigmoid_saturating_on_digits():
 
 def test_unknown_kind_lists_the_known_ones():
     with pytest.raises(ValueError, match=r"known kinds: conv, conv-vae, deep, denoising, dense, linear, sparse, vae"):
-        ModelConfig("transformer")
+        resolve_model_config(ModelConfig("transformer"))
 
 
 def test_unknown_parameter_lists_the_valid_ones():
     with pytest.raises(ValueError, match="it takes: widths, activation, tied"):
         resolve_params("deep", {"depth": 3})
     with pytest.raises(ValueError, match="it takes: none"):
-        ModelConfig("linear", params={"bias": "false"})
+        resolve_model_config(ModelConfig("linear", params={"bias": "false"}))
 
 
 @pytest.mark.parametrize(
@@ -103,14 +111,18 @@ def test_unknown_parameter_lists_the_valid_ones():
 )
 def test_bad_parameter_values_raise_naming_the_valid_ones(kind, params, message):
     with pytest.raises(ValueError, match=message):
-        ModelConfig(kind, params=params)
+        resolve_model_config(ModelConfig(kind, params=params))
 
 
 def test_parameters_are_parsed_from_strings_and_resolved_with_defaults():
     pairs = parse_param_args(["widths=64, 32", "tied=true", "activation=elu"])
-    assert ModelConfig("deep", params=pairs).params == {"widths": (64, 32), "activation": "elu", "tied": True}
-    assert ModelConfig("vae", params={"beta": 2}).params == {"widths": (1000, 500, 250), "beta": 2.0}
-    assert ModelConfig("deep", params={"widths": [8]}).params["widths"] == (8,)
+
+    def resolved(kind, params):
+        return resolve_model_config(ModelConfig(kind, params=params)).params
+
+    assert resolved("deep", pairs) == {"widths": (64, 32), "activation": "elu", "tied": True}
+    assert resolved("vae", {"beta": 2}) == {"widths": (1000, 500, 250), "beta": 2.0}
+    assert resolved("deep", {"widths": [8]})["widths"] == (8,)
     with pytest.raises(ValueError, match="KEY=VALUE"):
         parse_param_args(["widths"])
 
@@ -118,15 +130,17 @@ def test_parameters_are_parsed_from_strings_and_resolved_with_defaults():
 def test_unset_fields_take_the_kinds_defaults():
     settings = describe_kinds()
     for kind in known_kinds():
-        cfg = TrainConfig("data", "model", model=ModelConfig(kind))
+        cfg = resolve_train_config(TrainConfig("data", "model", model=ModelConfig(kind)))
         assert cfg.model.loss == settings[kind]["training"]["loss"]
         assert cfg.learning_rate == settings[kind]["training"]["learning_rate"]
         assert cfg.batch_size == settings[kind]["training"]["batch_size"]
-    assert ModelConfig("vae").loss == "bce"
-    assert ModelConfig("denoising").noise == "gaussian:0.5"
-    assert ModelConfig("dense").noise is None
-    assert ModelConfig("dense", noise="mask:0.3").noise == "mask:0.3"
-    explicit = TrainConfig("data", "model", model=ModelConfig("conv"), batch_size=7, learning_rate=0.05)
+    assert resolve_model_config(ModelConfig("vae")).loss == "bce"
+    assert resolve_model_config(ModelConfig("denoising")).noise == "gaussian:0.5"
+    assert resolve_model_config(ModelConfig("dense")).noise is None
+    assert resolve_model_config(ModelConfig("dense", noise="mask:0.3")).noise == "mask:0.3"
+    explicit = resolve_train_config(
+        TrainConfig("data", "model", model=ModelConfig("conv"), batch_size=7, learning_rate=0.05)
+    )
     assert (explicit.batch_size, explicit.learning_rate) == (7, 0.05)
 
 
@@ -145,7 +159,7 @@ def test_bad_model_config_raises(kwargs, message):
 
 def test_linear_takes_only_mse():
     with pytest.raises(ValueError, match="loss for kind 'linear' must be one of mse, got 'bce'"):
-        ModelConfig("linear", loss="bce")
+        resolve_model_config(ModelConfig("linear", loss="bce"))
 
 
 def test_describe_kinds_lists_parameters_and_training_settings():
@@ -221,7 +235,7 @@ def _readme_value(value) -> str:
 
 
 def test_the_readmes_models_table_gives_the_registered_defaults():
-    readme = (pathlib.Path(__file__).parents[2] / "README.md").read_text()
+    readme = README.read_text()
     table = readme.split("| kind | model | parameters (defaults) | loss, learning rate, batch size |\n", 1)[1]
     rows = {}
     for line in table.split("\n\n", 1)[0].splitlines()[1:]:  # after the header's |---| line

@@ -4,7 +4,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -13,15 +12,15 @@ import pytest
 import tensorflow as tf
 from click.testing import CliRunner
 
-from models import export
 from models.checkpoints import CHECKPOINT_DIR, Progress
 from models.config import ModelConfig, TrainConfig
+from models.model_info import ModelInfo
 from models.training import LOG_DIR, TRAINING_JSON, train
 from pipelines.cli import cli
-from pipelines.images import encode_png
+from pipelines.inputs.images import encode_png
 from tests.conftest import known_pixels
-
-HOURGLASS = os.path.join(os.path.dirname(sys.executable), "hourglass")
+from tests.helpers import HOURGLASS, serve
+from transforms.errors import UserError
 
 
 def _config(data_dir, model_dir, **kwargs) -> TrainConfig:
@@ -65,8 +64,7 @@ def test_a_run_killed_mid_epoch_resumes_from_its_last_checkpoint(make_data, tmp_
     # The resumed epoch skipped exactly the steps already done: no step was run twice.
     assert report["global_step"] == 2 * steps_per_epoch and report["epochs_run"] == 2
     assert len(report["history"]["loss"]) == 2
-    loaded = tf.saved_model.load(str(model_dir / "saved_model"))
-    out = loaded.signatures["serving_default"](images=tf.constant([encode_png(known_pixels(0, 0))]))
+    out = serve(model_dir / "saved_model", [encode_png(known_pixels(0, 0))])
     assert out["latent"].shape == (1, 3)
 
 
@@ -80,16 +78,14 @@ def test_a_finished_run_continues_when_asked_for_more_epochs(preprocessed, tmp_p
 
 def test_nan_loss_stops_with_a_clear_error_and_keeps_the_last_good_export(preprocessed, make_data, tmp_path):
     good = train(_config(preprocessed.output, tmp_path, epochs=1))
-    before = export.read_model_info(str(tmp_path))
+    before = ModelInfo.read(str(tmp_path))
     bad = make_data(value=float("nan"))
     with pytest.raises(FloatingPointError, match=r"train loss became nan in epoch 2 \(step 1\).*untouched"):
         train(_config(bad, tmp_path, epochs=2))
-    assert export.read_model_info(str(tmp_path)) == before
+    assert ModelInfo.read(str(tmp_path)) == before
     assert _latest_step(tmp_path) == _report(tmp_path)["global_step"]
-    served = tf.saved_model.load(good.saved_model).signatures["serving_default"](
-        images=tf.constant([encode_png(known_pixels(0, 0))])
-    )
-    assert np.isfinite(served["reconstruction"].numpy()).all()
+    served = serve(good.saved_model, [encode_png(known_pixels(0, 0))])
+    assert np.isfinite(served["reconstruction"]).all()
 
 
 def test_plateau_reduces_the_learning_rate_then_stops_early(preprocessed, tmp_path):
@@ -179,8 +175,8 @@ def test_a_model_dir_holding_another_model_names_the_fix(trained, tmp_path):
 @pytest.mark.parametrize(
     "setup, error, message",
     [
-        ("missing", FileNotFoundError, "does not exist; run `hourglass preprocess --output"),
-        ("empty", FileNotFoundError, "holds no tf.Transform output; run `hourglass preprocess"),
+        ("missing", UserError, "does not exist; run `hourglass preprocess --output"),
+        ("empty", UserError, "holds no tf.Transform output; run `hourglass preprocess"),
         ("no_eval_records", ValueError, r"eval TFRecords in .* hold no records; .*or with a larger --eval-percent"),
         ("other_shape", ValueError, "does not match .*expected images of shape 12x10x1.*different preprocess runs"),
     ],

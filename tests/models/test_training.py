@@ -7,10 +7,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from models import export
+from models.model_info import ModelInfo
 from models.training import TRAINING_JSON
-from pipelines.images import encode_png
-from tests.conftest import CLASSES, known_pixels
+from pipelines.inputs.images import encode_png
+from tests.conftest import known_pixels
+from transforms.errors import UserError
 
 
 def test_training_records_history_and_improves(trained):
@@ -45,38 +46,22 @@ def test_encode_and_decode_signatures_agree_with_serving(trained):
     np.testing.assert_allclose(decoded.numpy(), served["reconstruction"].numpy(), rtol=1e-5, atol=1e-6)
 
 
-def test_export_round_trip_gives_identical_outputs(preprocessed, tmp_path):
-    from models.config import ModelConfig
-    from models.input_pipeline import load_transform_output
-    from models.registry import build_autoencoder
-
-    tft_output = load_transform_output(preprocessed.output)
-    model = build_autoencoder(ModelConfig("dense", latent_dim=3), (12, 10, 1))
-    in_memory = export.ServingModule(model, tft_output)
-    images = tf.constant([encode_png(known_pixels(c, 0)) for c in range(len(CLASSES))])
-    before = in_memory.serve(images)
-    path = export.export_model(model, tft_output, str(tmp_path), {"kind": "dense", "latent_dim": 3})
-    after = tf.saved_model.load(path).signatures["serving_default"](images=images)
-    for name in ("latent", "reconstruction", "reconstruction_error"):
-        np.testing.assert_array_equal(before[name].numpy(), after[name].numpy())
-
-
 def test_model_info_records_identity(trained):
     cfg, _ = trained
-    info = export.read_model_info(cfg.model_dir)
-    assert info["kind"] == "dense" and info["latent_dim"] == 4
-    assert info["image_shape"] == [12, 10, 1]
-    assert len(info["model_hash"]) == 16
+    info = ModelInfo.read(cfg.model_dir)
+    assert info.kind == "dense" and info.latent_dim == 4
+    assert info.image_shape == (12, 10, 1)
+    assert len(info.model_hash) == 16
 
 
 def test_missing_export_names_the_fix(tmp_path):
-    with pytest.raises(FileNotFoundError, match="run `hourglass train` first"):
-        export.read_model_info(str(tmp_path))
+    with pytest.raises(UserError, match="run `hourglass train` first"):
+        ModelInfo.read(str(tmp_path))
 
 
 def test_training_on_a_folder_without_data_names_the_fix(tmp_path):
     from models.config import TrainConfig
     from models.training import train
 
-    with pytest.raises(FileNotFoundError, match="run `hourglass preprocess"):
+    with pytest.raises(UserError, match="run `hourglass preprocess"):
         train(TrainConfig(data_dir=str(tmp_path), model_dir=str(tmp_path / "m")))

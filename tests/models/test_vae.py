@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from models.base import gaussian_kl
 from models.config import ModelConfig
 from models.registry import build_autoencoder
-from models.vae import gaussian_kl
 
 SHAPE = (6, 5, 1)
 

@@ -4,19 +4,16 @@ import glob
 import json
 import os
 import subprocess
-import sys
 
 import pyarrow.parquet as pq
 import pytest
-import tensorflow as tf
 from click.testing import CliRunner
 
 from models.registry import known_kinds
 from pipelines.cli import cli, resolve
-from pipelines.images import encode_png
+from pipelines.inputs.images import encode_png
 from tests.conftest import HEIGHT, WIDTH, known_pixels
-
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from tests.helpers import HOURGLASS, ROOT, serve
 
 
 def test_models_lists_every_kind_with_parameters():
@@ -54,9 +51,7 @@ def test_every_kind_trains_and_exports_from_the_command_line(kind, preprocessed,
     assert result.exit_code == 0, result.output
     info = json.loads((tmp_path / "saved_model" / "model_info.json").read_text())
     assert info["kind"] == kind
-    served = tf.saved_model.load(str(tmp_path / "saved_model"))
-    images = tf.constant([encode_png(known_pixels(0, 0))])
-    outputs = served.signatures["serving_default"](images=images)
+    outputs = serve(tmp_path / "saved_model", [encode_png(known_pixels(0, 0))])
     assert outputs["latent"].shape == (1, info["latent_dim"])
     assert outputs["reconstruction"].shape == (1, HEIGHT, WIDTH, 1)
 
@@ -142,7 +137,7 @@ def test_infer_rejects_bad_options_naming_the_valid_ones(tmp_path, args, message
 @pytest.mark.slow
 @pytest.mark.integration
 def test_console_script_runs_the_whole_job(tmp_path):
-    script = os.path.join(os.path.dirname(sys.executable), "hourglass")
+    script = HOURGLASS
     config = os.path.join(ROOT, "deploy", "examples", "local.yaml")
     args = [script, "run", "--config", config, "--output", str(tmp_path), "--limit", "300", "--epochs", "2"]
     args += ["--latent-dim", "8"]

@@ -3,6 +3,7 @@
 import pytest
 
 from pipelines.config_loader import beam_arguments, load_config_file, resolve_job_config, with_overrides
+from transforms.errors import UserError
 
 
 def test_defaults_put_every_stage_under_one_output():
@@ -69,7 +70,7 @@ def test_beam_options_as_a_list_pass_through():
 
 
 def test_config_file_errors_name_the_file(tmp_path):
-    with pytest.raises(FileNotFoundError, match="nope.yaml not found"):
+    with pytest.raises(UserError, match="nope.yaml not found"):
         load_config_file(str(tmp_path / "nope.yaml"))
     (tmp_path / "list.yaml").write_text("- a\n- b\n")
     with pytest.raises(ValueError, match="list.yaml must hold a mapping"):

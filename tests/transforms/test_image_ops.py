@@ -5,8 +5,9 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from pipelines.images import encode_png
-from transforms.image_ops import ImageSpec, decode_images
+from pipelines.inputs.images import encode_png
+from transforms.image_ops import decode_images
+from transforms.image_spec import ImageSpec
 
 
 def _encoded(*arrays):

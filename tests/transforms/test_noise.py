@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from transforms.noise import NoiseSpec, corrupt, parse_noise
+from transforms.image_ops import corrupt
+from transforms.noise import NoiseSpec, parse_noise
 
 
 def test_parse_round_trips_and_rejects_bad_specs():

@@ -1,7 +1,7 @@
 import pytest
 
 from transforms import features
-from transforms.image_ops import ImageSpec
+from transforms.image_spec import ImageSpec
 from transforms.preprocessing import make_preprocessing_fn, raw_feature_spec
 
 

@@ -1,0 +1,143 @@
+"""What an export is: :class:`ModelInfo` (``saved_model/model_info.json``) and the names of its outputs.
+
+The one writer (``models.export``) and every reader (infer, evaluate, warm starts) go through
+:class:`ModelInfo`, so the file's fields are typed and checked in one place. Pure Python (the file
+is read with ``tf.io.gfile`` when it is read), so the command line can import the output names fast.
+
+``serving_default`` returns ``LATENT``, ``RECONSTRUCTION``, ``RECONSTRUCTION_ERROR`` and, for a
+model trained with noise, ``DENOISED``; ``encode`` returns ``LATENT``; ``decode`` and
+``interpolate`` return ``RECONSTRUCTION``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import Any
+
+from transforms.errors import UserError
+
+SAVED_MODEL_DIR = "saved_model"
+MODEL_INFO = "model_info.json"
+
+LATENT = "latent"
+RECONSTRUCTION = "reconstruction"
+DENOISED = "denoised"
+RECONSTRUCTION_ERROR = "reconstruction_error"
+OUTPUTS = (LATENT, RECONSTRUCTION, DENOISED, RECONSTRUCTION_ERROR)
+
+
+def saved_model_path(model_dir: str) -> str:
+    """``MODEL_DIR/saved_model``."""
+    return os.path.join(model_dir, SAVED_MODEL_DIR)
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelInfo:
+    """An exported model's identity and contract.
+
+    Attributes:
+      kind, latent_dim, params: the registered kind, its code size and its resolved parameters.
+      image_shape: ``(H, W, C)`` the embedded transform brings every image to.
+      loss: the reconstruction loss it was trained with.
+      model_hash: a hash of the weights (16 hex digits).
+      noise: the corruption it was trained on (``KIND:AMOUNT``), or None.
+      variational: a VAE (its ``encode`` is the posterior mean; it has ``interpolate``).
+    """
+
+    kind: str
+    latent_dim: int
+    image_shape: tuple[int, int, int]
+    loss: str
+    params: dict[str, Any]
+    model_hash: str
+    noise: str | None = None
+    variational: bool = False
+
+    @property
+    def denoising(self) -> bool:
+        """Trained with noise: ``serving_default`` also returns ``DENOISED``."""
+        return self.noise is not None
+
+    @property
+    def outputs(self) -> tuple[str, ...]:
+        """The names ``serving_default`` returns."""
+        return tuple(name for name in OUTPUTS if name != DENOISED or self.denoising)
+
+    def identity(self) -> dict[str, Any]:
+        """What a model folder, its checkpoints and a warm start must agree on (as JSON reads it back)."""
+        return identity(self.kind, self.latent_dim, self.image_shape, self.params)
+
+    def to_json(self) -> dict[str, Any]:
+        return {**dataclasses.asdict(self), "image_shape": list(self.image_shape), "denoising": self.denoising}
+
+    @classmethod
+    def from_json(cls, data: Any, where: str) -> ModelInfo:
+        """Checks and types a parsed ``model_info.json``.
+
+        Raises:
+          UserError: not a mapping, a missing key or a value of the wrong type (names ``where``).
+        """
+        fix = "re-export the model with `hourglass train`, or pass the folder of a model Hourglass exported"
+        if not isinstance(data, dict):
+            raise UserError(f"{where} must hold a JSON object; {fix}")
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        required = [name for name, f in fields.items() if f.default is dataclasses.MISSING]
+        missing = [name for name in required if name not in data]
+        if missing:
+            raise UserError(f"{where} lacks {', '.join(missing)}; {fix}")
+        values = {name: data[name] for name in fields if name in data}
+        shape = values["image_shape"]
+        checks = {
+            "kind": isinstance(values["kind"], str),
+            "latent_dim": _is_int(values["latent_dim"]) and values["latent_dim"] > 0,
+            "image_shape": isinstance(shape, list) and len(shape) == 3 and all(_is_int(d) and d > 0 for d in shape),
+            "loss": isinstance(values["loss"], str),
+            "params": isinstance(values["params"], dict),
+            "model_hash": isinstance(values["model_hash"], str),
+            "noise": values.get("noise") is None or isinstance(values["noise"], str),
+            "variational": isinstance(values.get("variational", False), bool),
+        }
+        bad = [name for name, ok in checks.items() if not ok]
+        if bad:
+            raise UserError(f"{where} has bad values for {', '.join(bad)}; {fix}")
+        return cls(**{**values, "image_shape": tuple(shape)})
+
+    def write(self, export_dir: str) -> str:
+        """Writes ``export_dir/model_info.json``; returns its path."""
+        import tensorflow as tf
+
+        path = os.path.join(export_dir, MODEL_INFO)
+        with tf.io.gfile.GFile(path, "w") as f:
+            json.dump(self.to_json(), f, indent=2, sort_keys=True)
+        return path
+
+    @classmethod
+    def read(cls, model_dir: str) -> ModelInfo:
+        """The ``model_info.json`` of ``MODEL_DIR/saved_model``.
+
+        Raises:
+          UserError: ``model_dir`` holds no export, or its ``model_info.json`` is not valid (names the fix).
+        """
+        import tensorflow as tf
+
+        path = os.path.join(saved_model_path(model_dir), MODEL_INFO)
+        if not tf.io.gfile.exists(path):
+            raise UserError(f"{path} not found: {model_dir} holds no exported model; run `hourglass train` first")
+        with tf.io.gfile.GFile(path) as f:
+            try:
+                data = json.load(f)
+            except json.JSONDecodeError as error:
+                raise UserError(f"{path} is not valid JSON ({error}); re-export the model") from error
+        return cls.from_json(data, path)
+
+
+def identity(kind: str, latent_dim: int, image_shape, params: dict[str, Any]) -> dict[str, Any]:
+    """A model's identity (see :meth:`ModelInfo.identity`), in its JSON form."""
+    value = {"kind": kind, "latent_dim": latent_dim, "image_shape": list(image_shape), "params": params}
+    return json.loads(json.dumps(value))
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)

@@ -1,0 +1,94 @@
+"""An exported Hourglass SavedModel, called in batches from Python (evaluation and reports).
+
+Element contract: ``serve``, ``encode`` and ``pixels`` take encoded image bytes (a list of N
+``bytes``) and return numpy arrays with N rows; ``decode`` takes codes ``(N, latent_dim)`` and
+returns images ``(N, H, W, C)`` in [0, 1]. ``info`` is the export's ``model_info.json``; the
+variational / denoising fields follow the training contract (``variational: true`` or a ``vae``
+kind; ``denoising: true`` with a ``noise`` spec such as ``gaussian:0.5``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import tensorflow as tf
+
+from models.model_info import DENOISED, LATENT, RECONSTRUCTION, ModelInfo, saved_model_path
+from transforms import features
+from transforms.errors import UserError
+from transforms.noise import NoiseSpec, parse_noise
+
+
+class ExportedModel:
+    """Loads ``MODEL_DIR/saved_model`` once and calls its signatures in batches of ``batch_size``.
+
+    Raises:
+      UserError: ``model_dir`` holds no export (names the fix).
+    """
+
+    def __init__(self, model_dir: str, batch_size: int = 256):
+        self.info = ModelInfo.read(model_dir)
+        self._loaded = tf.saved_model.load(saved_model_path(model_dir))
+        self._batch_size = batch_size
+
+    @property
+    def latent_dim(self) -> int:
+        return self.info.latent_dim
+
+    @property
+    def variational(self) -> bool:
+        return self.info.variational
+
+    @property
+    def denoising(self) -> bool:
+        return self.info.denoising
+
+    def noise(self) -> NoiseSpec:
+        """The corruption a denoising model was trained on.
+
+        Raises:
+          UserError: the model is denoising but ``model_info.json`` names no valid ``noise``.
+        """
+        spec = parse_noise(self.info.noise)
+        if spec is None:
+            raise UserError(
+                f"model_info.json of {self.info.kind!r} says denoising but has no noise spec "
+                '(e.g. "noise": "gaussian:0.5"); re-export the model with its noise'
+            )
+        return spec
+
+    def serve(self, images: list[bytes]) -> dict[str, np.ndarray]:
+        """``serving_default``: every output (latent, reconstruction, ... and denoised if exported)."""
+        fn = self._loaded.signatures["serving_default"]
+        return self._batched(lambda chunk: fn(images=tf.constant(chunk)), images)
+
+    def encode(self, images: list[bytes]) -> np.ndarray:
+        fn = self._loaded.signatures["encode"]
+        return self._batched(lambda chunk: fn(images=tf.constant(chunk)), images)[LATENT]
+
+    def decode(self, latent: np.ndarray) -> np.ndarray:
+        fn = self._loaded.signatures["decode"]
+        return self._batched(lambda chunk: fn(latent=tf.constant(chunk, tf.float32)), latent)[RECONSTRUCTION]
+
+    def cleaned(self, images: list[bytes]) -> np.ndarray:
+        """What the model makes of (possibly noisy) images: ``denoised`` when exported, else ``reconstruction``."""
+        outputs = self.serve(images)
+        return outputs.get(DENOISED, outputs[RECONSTRUCTION])
+
+    def pixels(self, images: list[bytes]) -> np.ndarray:
+        """The model's own [0, 1] pixels of ``images`` (its embedded tf.Transform layer), the reconstruction target.
+
+        Raises:
+          UserError: the export does not carry its transform layer.
+        """
+        transform = getattr(self._loaded, "transform", None)
+        if transform is None:
+            raise UserError("this export has no embedded transform layer; evaluate it with --data instead of --input")
+        return self._batched(
+            lambda chunk: {features.PIXELS: transform({features.IMAGE: tf.constant(chunk)})[features.PIXELS]}, images
+        )[features.PIXELS]
+
+    def _batched(self, call, items) -> dict[str, np.ndarray]:
+        if len(items) == 0:
+            raise UserError("no images to evaluate")
+        parts = [call(items[i : i + self._batch_size]) for i in range(0, len(items), self._batch_size)]
+        return {name: np.concatenate([part[name].numpy() for part in parts]) for name in parts[0]}

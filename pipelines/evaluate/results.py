@@ -1,0 +1,82 @@
+"""What an evaluation produced: the metrics and the arrays behind the report's figures (dataclasses).
+
+:class:`Evaluation` is made by ``metrics.evaluate``; its ``metrics`` dict is written as
+``metrics.json`` and its arrays are drawn by ``figures``. :class:`EvaluateResult` is what
+``job.run_evaluate`` returns.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from pipelines.evaluate.data import Examples
+
+
+@dataclasses.dataclass(frozen=True)
+class Interpolation:
+    """``images[i] = decode((1 - alphas[i]) * encode(start) + alphas[i] * encode(end))``."""
+
+    start: int
+    end: int
+    alphas: np.ndarray
+    images: np.ndarray
+
+
+@dataclasses.dataclass(frozen=True)
+class LatentWalk:
+    """Decoded images over a 2-D grid of codes: ``images[row, col]`` decodes ``(xs[col], ys[row])``."""
+
+    xs: np.ndarray
+    ys: np.ndarray
+    images: np.ndarray
+
+
+@dataclasses.dataclass(frozen=True)
+class Denoising:
+    """Clean / noisy (as the model saw it) / denoised images, with each image's PSNR."""
+
+    noise: str
+    clean: np.ndarray
+    noisy: np.ndarray
+    denoised: np.ndarray
+    psnr_noisy: np.ndarray
+    psnr_denoised: np.ndarray
+
+
+@dataclasses.dataclass(frozen=True)
+class Evaluation:
+    """The metrics (``metrics.json``) and everything the figures draw."""
+
+    metrics: dict
+    examples: Examples
+    reconstructions: np.ndarray
+    errors: np.ndarray
+    reference_errors: np.ndarray | None  # None when the evaluated images are their own reference
+    threshold: float
+    projected: np.ndarray  # indices into ``examples`` of the projected codes
+    projections: dict[str, np.ndarray]  # name -> (len(projected), 2)
+    interpolations: list[Interpolation]
+    latent_walk: LatentWalk | None
+    prior_samples: np.ndarray | None
+    denoising: Denoising | None
+
+
+@dataclasses.dataclass(frozen=True)
+class EvaluateResult:
+    """Where the report went, and its metrics."""
+
+    output: str
+    index_html: str
+    metrics: dict
+
+    def summary(self) -> str:
+        m = self.metrics
+        knn = m["classification"].get("knn", {}).get("autoencoder")
+        return (
+            f"reconstruction MSE {m['reconstruction']['mse_mean']:.5f} (PCA {m['pca']['mse_mean']:.5f}), "
+            f"anomaly threshold {m['anomaly']['threshold']:.5f}"
+            + (f", k-NN accuracy on codes {knn:.3f}" if knn is not None else "")
+            + f" -> {self.index_html}"
+        )

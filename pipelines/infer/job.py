@@ -1,0 +1,146 @@
+"""The infer job: images -> validated -> ``EncodeImages`` -> Parquet, in batch or streaming (``watch``).
+
+``build_infer_pipeline`` adds the source (``ReadValidImages``: every input spec the preprocess job
+reads) and the sinks (``parquet.write_predictions``) to ``EncodeImages``. ``run_infer`` writes that
+into a staging folder with ``_config.json`` and ``_manifest.json`` and publishes it (``publish``)
+only when the run succeeded, as ``output/`` or, with a run id, the Hive partition
+``output/run_id=RUN_ID/``; with ``watch`` it runs ``watch.run_watch`` instead. The model handler is
+a parameter of both, so tests inject their own.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import logging
+import time
+
+import apache_beam as beam
+import pyarrow as pa
+from apache_beam.ml.inference.base import ModelHandler
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from models.model_info import DENOISED, LATENT, OUTPUTS, ModelInfo
+from pipelines import counters
+from pipelines.config import InferConfig, write_config
+from pipelines.infer import parquet, publish
+from pipelines.infer.encode import STAGE, EncodeImages
+from pipelines.infer.model_handler import HourglassModelHandler
+from pipelines.infer.watch import run_watch
+from pipelines.inputs.sources import Source, resolve_source
+from pipelines.inputs.validation import ReadValidImages
+from transforms.errors import UserError
+from transforms.layout import RECORDS_READ, rejected_by_reason
+
+log = logging.getLogger(__name__)
+
+
+def build_infer_pipeline(
+    p: beam.Pipeline, cfg: InferConfig, source: Source, model_handler: ModelHandler, schema: pa.Schema, output: str
+) -> dict:
+    """Adds read ``source`` -> validate -> encode -> write (under ``output``) to ``p``; returns the
+    PCollections by name (``tables``, ``retried``, ``rejected``)."""
+    checked = p | "ReadValidImages" >> ReadValidImages(source, STAGE, cfg.max_pixels)
+    encoded = checked["valid"] | "EncodeImages" >> EncodeImages(model_handler, schema)
+    return parquet.write_predictions(encoded, checked["rejected"], output, schema, cfg.compression)
+
+
+@dataclasses.dataclass(frozen=True)
+class InferResult:
+    """What an infer run wrote and counted (``manifest`` is None in watch mode)."""
+
+    output: str
+    counts: dict[str, int]
+    manifest: dict | None = None
+
+    @property
+    def rejected(self) -> int:
+        return sum(rejected_by_reason(self.counts, STAGE).values())
+
+    def summary(self) -> str:
+        """Rows, rejects and RunInference's metrics (inferences, batch sizes, latency), for people."""
+        lines = [
+            f"wrote {self.counts.get('prediction_rows', 0)} Parquet rows, {self.rejected} rejected "
+            f"(of {self.counts.get(RECORDS_READ, 0)} read) -> {self.output}"
+        ]
+        dists = (self.manifest or {}).get("metrics", {}).get("distributions", {})
+        sizes, latency = dists.get("inference_request_batch_size"), dists.get("inference_batch_latency_micro_secs")
+        if sizes and latency:
+            lines.append(
+                f"RunInference: {self.counts.get('num_inferences', 0)} inferences in {sizes['count']} batches "
+                f"(size mean {sizes['mean']:.0f}, max {sizes['max']}), {latency['mean'] / 1000:.1f} ms per batch, "
+                f"{self.counts.get('failed_batches_counter', 0)} failed batch(es) retried one by one"
+            )
+        return "\n".join(lines)
+
+
+def make_model_handler(cfg: InferConfig) -> HourglassModelHandler:
+    """The handler for ``cfg``: the cheaper ``encode`` signature when only latents are written."""
+    signature = "encode" if cfg.outputs == (LATENT,) else "serving_default"
+    return HourglassModelHandler(cfg.model_dir, cfg.batch_size_min, cfg.batch_size_max, signature)
+
+
+def run_infer(
+    cfg: InferConfig, beam_args: list[str] | None = None, model_handler: ModelHandler | None = None
+) -> InferResult:
+    """Runs the infer job (batch, or streaming with ``cfg.watch``).
+
+    Args:
+      cfg: the job's config.
+      beam_args: Beam pipeline options.
+      model_handler: defaults to :func:`make_model_handler` (tests pass their own).
+
+    Raises:
+      UserError: the model folder holds no export; a bad input spec; ``denoised`` asked of a model
+        not trained to denoise; an output folder that exists and is not an infer output.
+    """
+    info = ModelInfo.read(cfg.model_dir)
+    if cfg.outputs is not None and DENOISED in cfg.outputs and not info.denoising:
+        raise UserError(
+            f"--outputs asks for {DENOISED!r} but the model in {cfg.model_dir} was not trained to denoise "
+            '(model_info.json has no "denoising": true); drop it from --outputs or train with --noise'
+        )
+    schema = parquet.prediction_schema(info, cfg.outputs or OUTPUTS, cfg.pixels)
+    handler = model_handler or make_model_handler(cfg)
+    options = PipelineOptions(beam_args or [])
+    if cfg.watch is not None:
+        counts = run_watch(cfg, options, handler, schema)
+        log.info("infer counters:\n%s", counters.format_counters(counts))
+        return InferResult(cfg.output, counts)
+
+    source = resolve_source(cfg.input, cfg.reader, cfg.limit)  # fails early on a bad input, before staging
+    target = publish.target_dir(cfg.output, cfg.run_id)
+    staging = publish.start_staging(target)
+    started = time.time()
+    try:
+        write_config(cfg, staging, parquet.CONFIG_NAME)
+        with beam.Pipeline(options=options) as p:
+            build_infer_pipeline(p, cfg, source, handler, schema, staging)
+        counts = counters.counters(p.result)
+        manifest = publish.write_manifest(
+            staging,
+            {
+                "run_id": cfg.run_id,
+                "input": cfg.input,
+                "model": publish.model_identity(info, cfg.model_dir),
+                "columns": schema.names,
+                "pixels": cfg.pixels,
+                "compression": cfg.compression,
+                "records_read": counts.get(RECORDS_READ, 0),
+                "rejected": rejected_by_reason(counts, STAGE),
+                "metrics": {"counters": counts, "distributions": counters.distributions(p.result)},
+                "timing": _timing(started),
+            },
+        )
+        publish.publish(staging, target)
+    except BaseException:
+        publish.discard(staging)
+        raise
+    log.info("infer counters:\n%s", counters.format_counters(counts))
+    return InferResult(target, counts, manifest)
+
+
+def _timing(started: float) -> dict:
+    finished = time.time()
+    iso = lambda t: datetime.datetime.fromtimestamp(t, datetime.UTC).isoformat(timespec="seconds")  # noqa: E731
+    return {"started": iso(started), "finished": iso(finished), "seconds": round(finished - started, 3)}

@@ -1,0 +1,74 @@
+"""Image files (PNG, JPEG, BMP, GIF, TIFF, WebP): one record per file, labelled by its first-level folder.
+
+Units are groups of up to ``FILES_PER_UNIT`` paths (fewer, larger elements for Beam to move); a
+record's id is its path under the input root (``7/00012.png``), its label the first folder of that
+path (``7``; none for files at the root). A file is recognised by its extension or its signature.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from apache_beam.io.filesystem import CompressionTypes
+from apache_beam.io.filesystems import FileSystems
+
+from pipelines.config import IMAGES
+from pipelines.inputs.formats.base import Format, Reader, Unreadable, make_record, relative_id
+from pipelines.inputs.images import has_image_signature
+from transforms import features
+
+IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"})
+# Image files are read in units of this many files.
+FILES_PER_UNIT = 100
+
+
+class FileUnit(NamedTuple):
+    """A group of image files, read one record each."""
+
+    paths: tuple[str, ...]
+
+    @property
+    def order(self) -> tuple:
+        return (self.paths[0], 0)
+
+    @property
+    def count(self) -> int:
+        return len(self.paths)
+
+    def head(self, n: int) -> FileUnit:
+        return self._replace(paths=self.paths[:n])
+
+
+class ImageFileReader(Reader):
+    """Reads :class:`FileUnit` s (see the module docstring)."""
+
+    def plan_all(self, paths):
+        paths = sorted(paths)
+        for start in range(0, len(paths), FILES_PER_UNIT):
+            yield FileUnit(tuple(paths[start : start + FILES_PER_UNIT]))
+
+    def setup(self):
+        self._filesystem = FileSystems.get_filesystem(self.root)  # once: the lookup costs per call
+
+    def read(self, unit: FileUnit):
+        for path in unit.paths:
+            yield self.read_file(path)
+
+    def read_file(self, path: str) -> dict | Unreadable:
+        """One file's record, or its dead letter."""
+        record_id = relative_id(path, self.root)
+        try:
+            with self._filesystem.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
+                data = f.read()
+        except Exception as error:  # any filesystem's read error
+            return self.file_error(path, error)
+        parts = record_id.split("/")
+        return make_record(record_id, parts[0] if len(parts) > 1 else features.UNKNOWN_LABEL, data, path)
+
+
+FORMAT = Format(
+    IMAGES,
+    ImageFileReader,
+    by_name=lambda stem, extension: extension in IMAGE_EXTENSIONS,
+    by_head=has_image_signature,
+)

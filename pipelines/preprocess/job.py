@@ -1,0 +1,223 @@
+"""The preprocess job: images -> validated -> ``PreprocessImages`` -> gzipped TFRecords + stats.json.
+
+``build_preprocess_pipeline`` adds the source (``ReadValidImages``, read twice: see
+``transform.PreprocessImages``) and the sinks; it writes, under ``output`` (the layout of
+``transforms.layout``): ``train-*.tfrecord.gz``, ``eval-*.tfrecord.gz``, ``transform_output/``
+(``transform_fn/`` and ``transformed_metadata/``), ``rejected/rejected-*.jsonl``, ``stats.json``
+and ``config.json``. ``run_preprocess`` settles the image shape first (``probe``), runs the
+pipeline and checks the reject counts.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import json
+import logging
+import os
+import tempfile
+
+import apache_beam as beam
+import tensorflow_transform.beam as tft_beam
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from pipelines import counters
+from pipelines.config import PreprocessConfig, write_config
+from pipelines.inputs.dead_letters import WriteRejected
+from pipelines.inputs.sources import Source, resolve_source
+from pipelines.inputs.validation import ReadValidImages, RereadValidImages
+from pipelines.preprocess.probe import resolve_image_spec
+from pipelines.preprocess.transform import EncodeExamplesFn, PreprocessImages
+from transforms.errors import UserError
+from transforms.image_spec import ImageSpec
+from transforms.layout import (
+    EVAL,
+    RECORDS_READ,
+    REJECTED_DIR,
+    SPLITS,
+    STATS_JSON,
+    TFRECORD_SUFFIX,
+    TRAIN,
+    TRANSFORM_DIR,
+    rejected_by_reason,
+    split_counter,
+    split_prefix,
+)
+
+log = logging.getLogger(__name__)
+
+STAGE = "preprocess"
+# stats.json lists at most this many vocabulary entries (the file in transform_output has all).
+_VOCABULARY_SHOWN = 1000
+
+
+def make_stats(
+    info: dict,
+    analyzers: dict,
+    label_counts: list[tuple[tuple[str, str], int]],
+    rejected: list[tuple[str, int]],
+) -> dict:
+    """The ``stats.json`` document: counts per split and label, rejects by reason, the image
+    policy (``info``) and the analyzer values."""
+    splits = {split: {"records": 0, "labels": {}} for split in SPLITS}
+    for (split, label), n in sorted(label_counts):
+        splits[split]["records"] += n
+        splits[split]["labels"][label or "(unlabelled)"] = n
+    by_reason = dict(sorted(rejected, key=lambda item: (-item[1], item[0])))
+    written = sum(s["records"] for s in splits.values())
+    # tf.Transform writes a placeholder entry into an empty vocabulary: keep the labels seen in train.
+    vocabulary = [v for v in analyzers["label_vocabulary"] if v in splits[TRAIN]["labels"]]
+    analyzers = {
+        **analyzers,
+        "label_vocabulary": vocabulary[:_VOCABULARY_SHOWN],
+        "label_vocabulary_size": len(vocabulary),
+    }
+    return {
+        **info,
+        "records": {"read": written + sum(by_reason.values()), "written": written, "rejected": sum(by_reason.values())},
+        "splits": splits,
+        "rejected_by_reason": by_reason,
+        "analyzers": analyzers,
+    }
+
+
+def channel_policy(spec: ImageSpec) -> str:
+    """A sentence describing how images reach ``spec.channels``."""
+    target = "grey (RGB by ITU-R BT.601 luma)" if spec.channels == 1 else "RGB (grey repeated)"
+    return (
+        f"{spec.channels} channel{'s' if spec.channels > 1 else ''}: {target}; alpha composited on "
+        f"background {list(spec.background)}; palettes expanded; 16-bit scaled to [0, 1]"
+    )
+
+
+def build_preprocess_pipeline(
+    p: beam.Pipeline, cfg: PreprocessConfig, source: Source, spec: ImageSpec, temp_dir: str
+) -> dict:
+    """Adds read -> validate -> preprocess -> write to ``p``; returns the PCollections by name."""
+    checked = p | "ReadValidImages" >> ReadValidImages(source, STAGE, cfg.max_pixels)
+    again = checked["units"] | "RereadValidImages" >> RereadValidImages(source, STAGE, cfg.max_pixels)
+    out = {"records": checked["valid"], "analyze": again["valid"]} | "PreprocessImages" >> PreprocessImages(
+        spec, cfg.normalize, cfg.eval_percent, temp_dir
+    )
+    schema = out["metadata"].schema
+    for split in SPLITS:
+        _ = (
+            out[split]
+            | f"Encode{split.title()}" >> beam.ParDo(EncodeExamplesFn(schema))
+            | f"Write{split.title()}"
+            >> beam.io.WriteToTFRecord(
+                split_prefix(cfg.output, split),
+                file_name_suffix=TFRECORD_SUFFIX,
+                compression_type=beam.io.filesystem.CompressionTypes.GZIP,
+            )
+        )
+    _ = (out["transform_fn"][0], out["metadata"]) | "WriteTransformFn" >> tft_beam.WriteTransformFn(
+        os.path.join(cfg.output, TRANSFORM_DIR)
+    )
+    rejected = checked["rejected"]
+    _ = rejected | "WriteRejected" >> WriteRejected(os.path.join(cfg.output, REJECTED_DIR, "rejected"))
+    info = {
+        "input": cfg.input,
+        "format": source.format,
+        "image": {
+            "height": spec.height,
+            "width": spec.width,
+            "channels": spec.channels,
+            "resize": spec.resize,
+            "background": list(spec.background),
+            "channel_policy": channel_policy(spec),
+        },
+        "normalize": cfg.normalize,
+        "eval_percent": cfg.eval_percent,
+    }
+    reasons = (
+        rejected | "Reasons" >> beam.Map(lambda r: r["reason"]) | "CountReasons" >> beam.combiners.Count.PerElement()
+    )
+    stats = (
+        p
+        | "StatsInfo" >> beam.Create([info])
+        | "MakeStats"
+        >> beam.Map(
+            make_stats,
+            beam.pvalue.AsSingleton(out["analyzers"]),
+            beam.pvalue.AsList(out["label_counts"]),
+            beam.pvalue.AsList(reasons),
+        )
+    )
+    _ = (
+        stats
+        | "StatsToJson" >> beam.Map(lambda s: json.dumps(s, indent=2, sort_keys=True))
+        | "WriteStats"
+        >> beam.io.WriteToText(os.path.join(cfg.output, STATS_JSON), shard_name_template="", num_shards=1)
+    )
+    return {**out, "rejected": rejected, "stats": stats}
+
+
+@dataclasses.dataclass(frozen=True)
+class PreprocessResult:
+    """What a preprocess run wrote and counted."""
+
+    output: str
+    spec: ImageSpec
+    counts: dict[str, int]
+
+    @property
+    def rejected(self) -> int:
+        return sum(rejected_by_reason(self.counts, STAGE).values())
+
+    def summary(self) -> str:
+        train, eval_ = (self.counts.get(split_counter(split), 0) for split in (TRAIN, EVAL))
+        return f"wrote {train} train + {eval_} eval records, {self.rejected} rejected -> {self.output}"
+
+    @property
+    def stats(self) -> dict:
+        with FileSystems.open(os.path.join(self.output, STATS_JSON)) as f:
+            return json.loads(f.read())
+
+
+def run_preprocess(cfg: PreprocessConfig, beam_args: list[str] | None = None) -> PreprocessResult:
+    """Runs the preprocess job and checks its counts.
+
+    Raises:
+      UserError: bad input spec, images of several shapes without ``image_size``, an empty input,
+        or more rejects than ``max_reject_fraction`` (the message names the worst reasons).
+    """
+    source = resolve_source(cfg.input, cfg.reader, cfg.limit)  # fails early on a bad input
+    options = PipelineOptions(beam_args or [])
+    spec = resolve_image_spec(cfg, source, options)
+    write_config(cfg, cfg.output)
+    log.info("preprocessing %s as %dx%dx%d images into %s", cfg.input, *spec.shape, cfg.output)
+    with tempfile.TemporaryDirectory(prefix="hourglass-tft-") as local_temp:
+        temp_dir = options.get_all_options().get("temp_location") or local_temp
+        with beam.Pipeline(options=options) as p:
+            build_preprocess_pipeline(p, cfg, source, spec, temp_dir)
+        counts = counters.counters(p.result)
+    log.info("preprocess counters:\n%s", counters.format_counters(counts))
+    result = PreprocessResult(cfg.output, spec, counts)
+    check_rejects(result.counts, cfg.max_reject_fraction, cfg.input)
+    return result
+
+
+def check_rejects(counts: dict[str, int], max_fraction: float, source: str) -> None:
+    """Fails on an empty input, or when rejects exceed ``max_fraction`` of the records read.
+
+    Raises:
+      UserError: naming the input, the counts and the worst reasons.
+    """
+    read = counts.get(RECORDS_READ, 0)
+    if read == 0:
+        raise UserError(f"input {source!r} holds no records; check the path or pattern")
+    reasons = collections.Counter(rejected_by_reason(counts, STAGE))
+    rejected = sum(reasons.values())
+    if rejected == read:
+        worst = ", ".join(f"{reason} ({n})" for reason, n in reasons.most_common(3))
+        raise UserError(
+            f"none of the {read} records of {source!r} could be used; reasons: {worst}. See the rejected/ folder"
+        )
+    if rejected / read > max_fraction:
+        worst = ", ".join(f"{reason} ({n})" for reason, n in reasons.most_common(3))
+        raise UserError(
+            f"{rejected} of {read} records of {source!r} were rejected, over --max-reject-fraction {max_fraction}; "
+            f"worst reasons: {worst}. See the rejected/ folder for each record, fix the input or raise the limit"
+        )

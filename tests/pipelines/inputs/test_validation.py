@@ -1,0 +1,63 @@
+"""Validation of single records: every bad-input kind gets its reason; readable formats pass on."""
+
+import io
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from apache_beam.pvalue import TaggedOutput
+from PIL import Image
+
+from pipelines.inputs.images import encode_png
+from pipelines.inputs.validation import ValidateImageFn
+from tests.helpers import encode_image
+
+
+def _validate(data: bytes, max_pixels: int = 1_000_000):
+    """(kept record or None, dead letter or None) for one image."""
+    outputs = list(ValidateImageFn("preprocess", max_pixels).process({"id": "x", "label": "", "image": data}))
+    assert len(outputs) == 1
+    out = outputs[0]
+    return (None, out.value) if isinstance(out, TaggedOutput) else (out, None)
+
+
+def _jpeg() -> bytes:
+    return encode_image(Image.fromarray(np.random.default_rng(0).integers(0, 255, (32, 32, 3), dtype=np.uint8)), "JPEG")
+
+
+def _png() -> bytes:
+    return encode_png(np.arange(64, dtype=np.uint8).reshape(8, 8))
+
+
+@pytest.mark.parametrize(
+    "data, reason",
+    [
+        (b"", "empty_file"),
+        (b"just some notes, not an image", "not_an_image"),
+        (_png()[:-30], "corrupt_image"),  # truncated PNG
+        (_png()[:40] + b"\x00" * 8 + _png()[48:], "corrupt_image"),  # corrupted PNG: zeroed image data
+        (_jpeg()[:300], "corrupt_image"),  # truncated JPEG
+        (encode_image(Image.fromarray(np.ones((3, 3), np.float32)), "TIFF"), "unsupported_mode"),
+        (encode_png(np.zeros((40, 40), np.uint8)), "too_many_pixels"),
+        (encode_image(Image.new("L", (40, 40)), "BMP"), "too_many_pixels"),
+    ],
+    ids=["empty", "text", "truncated-png", "corrupted-png", "truncated-jpeg", "float-tiff", "big-png", "big-bmp"],
+)
+def test_bad_inputs_are_dead_lettered_with_their_reason(data, reason):
+    kept, dead = _validate(data, max_pixels=1000)
+    assert kept is None
+    assert (dead["id"], dead["stage"], dead["reason"]) == ("x", "preprocess", reason)
+    assert dead["error"]
+
+
+def test_pngs_and_jpegs_pass_as_they_are_and_other_formats_as_png():
+    png, jpeg = encode_png(np.zeros((4, 4, 3), np.uint8)), _jpeg()
+    assert _validate(png)[0]["image"] is png
+    assert _validate(jpeg)[0]["image"] is jpeg
+    pixels = np.arange(48, dtype=np.uint8).reshape(4, 4, 3)
+    for fmt in ("BMP", "GIF", "TIFF"):
+        kept, _ = _validate(encode_image(Image.fromarray(pixels), fmt))
+        assert kept["image"].startswith(b"\x89PNG"), fmt
+        decoded = tf.io.decode_image(kept["image"], channels=3).numpy()
+        expected = np.asarray(Image.open(io.BytesIO(encode_image(Image.fromarray(pixels), fmt))).convert("RGB"))
+        np.testing.assert_array_equal(decoded, expected)
