@@ -1,7 +1,7 @@
 """Training-stage configuration (frozen dataclasses; the pipelines' config composes them).
 
-Each field is written once, here, with its default and its help text (``metadata["help"]``); the
-command line's options are generated from these fields (``pipelines.cli``). Fields left unset
+Each field is written once, here, with its default and its help text (``models.fields.option``);
+the command line's options are generated from these fields (``pipelines.cli``). Fields left unset
 (``None``) stand for the kind's registered defaults: ``models.registry.resolve_train_config`` fills
 them, so that a config is written with the values it ran with. This module imports nothing of the
 registry (the registry imports it), and nothing heavy, so the command line can import it fast.
@@ -13,6 +13,7 @@ import dataclasses
 from collections.abc import Iterable
 from typing import Any
 
+from models.fields import option
 from transforms.errors import UserError
 from transforms.noise import parse_noise
 
@@ -35,15 +36,6 @@ def parse_param_args(pairs: Iterable[str]) -> dict[str, str]:
             raise UserError(f"--param takes KEY=VALUE (e.g. --param widths=500,300), got {pair!r}")
         params[key.strip()] = value.strip()
     return params
-
-
-def option(default: Any = dataclasses.MISSING, help: str = "", *, factory: Any = None, **cli: Any) -> Any:
-    """A config field: its default (or ``factory``), its help text and its command-line settings
-    (``flag``, ``choices``, ``metavar``, ``multiple``, ``convert``: see ``pipelines.cli``)."""
-    metadata = {"help": help, **cli}
-    if factory is not None:
-        return dataclasses.field(default_factory=factory, metadata=metadata)
-    return dataclasses.field(default=default, metadata=metadata)
 
 
 @dataclasses.dataclass(frozen=True)

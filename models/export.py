@@ -102,6 +102,7 @@ def export_model(model: Autoencoder, tft_output: tft.TFTransformOutput, model_di
         params=params,
         model_hash=_weights_hash(model),
         noise=str(model.noise) if model.noise is not None else None,
+        denoising=model.noise is not None,
         variational=model.variational,
     )
     info.write(staging)

@@ -16,6 +16,7 @@ import json
 import os
 from typing import Any
 
+from models import fields
 from transforms.errors import UserError
 
 SAVED_MODEL_DIR = "saved_model"
@@ -43,6 +44,7 @@ class ModelInfo:
       loss: the reconstruction loss it was trained with.
       model_hash: a hash of the weights (16 hex digits).
       noise: the corruption it was trained on (``KIND:AMOUNT``), or None.
+      denoising: trained with noise: ``serving_default`` also returns ``DENOISED``.
       variational: a VAE (its ``encode`` is the posterior mean; it has ``interpolate``).
     """
 
@@ -53,12 +55,14 @@ class ModelInfo:
     params: dict[str, Any]
     model_hash: str
     noise: str | None = None
+    denoising: bool = False
     variational: bool = False
 
-    @property
-    def denoising(self) -> bool:
-        """Trained with noise: ``serving_default`` also returns ``DENOISED``."""
-        return self.noise is not None
+    def __post_init__(self):
+        if self.latent_dim <= 0 or min(self.image_shape) <= 0:
+            raise UserError(f"latent_dim and image_shape must be positive, got {self.latent_dim}, {self.image_shape}")
+        if self.denoising != (self.noise is not None):
+            raise UserError(f"denoising is {self.denoising} but noise is {self.noise!r}")
 
     @property
     def outputs(self) -> tuple[str, ...]:
@@ -70,39 +74,7 @@ class ModelInfo:
         return identity(self.kind, self.latent_dim, self.image_shape, self.params)
 
     def to_json(self) -> dict[str, Any]:
-        return {**dataclasses.asdict(self), "image_shape": list(self.image_shape), "denoising": self.denoising}
-
-    @classmethod
-    def from_json(cls, data: Any, where: str) -> ModelInfo:
-        """Checks and types a parsed ``model_info.json``.
-
-        Raises:
-          UserError: not a mapping, a missing key or a value of the wrong type (names ``where``).
-        """
-        fix = "re-export the model with `hourglass train`, or pass the folder of a model Hourglass exported"
-        if not isinstance(data, dict):
-            raise UserError(f"{where} must hold a JSON object; {fix}")
-        fields = {f.name: f for f in dataclasses.fields(cls)}
-        required = [name for name, f in fields.items() if f.default is dataclasses.MISSING]
-        missing = [name for name in required if name not in data]
-        if missing:
-            raise UserError(f"{where} lacks {', '.join(missing)}; {fix}")
-        values = {name: data[name] for name in fields if name in data}
-        shape = values["image_shape"]
-        checks = {
-            "kind": isinstance(values["kind"], str),
-            "latent_dim": _is_int(values["latent_dim"]) and values["latent_dim"] > 0,
-            "image_shape": isinstance(shape, list) and len(shape) == 3 and all(_is_int(d) and d > 0 for d in shape),
-            "loss": isinstance(values["loss"], str),
-            "params": isinstance(values["params"], dict),
-            "model_hash": isinstance(values["model_hash"], str),
-            "noise": values.get("noise") is None or isinstance(values["noise"], str),
-            "variational": isinstance(values.get("variational", False), bool),
-        }
-        bad = [name for name, ok in checks.items() if not ok]
-        if bad:
-            raise UserError(f"{where} has bad values for {', '.join(bad)}; {fix}")
-        return cls(**{**values, "image_shape": tuple(shape)})
+        return {**dataclasses.asdict(self), "image_shape": list(self.image_shape)}
 
     def write(self, export_dir: str) -> str:
         """Writes ``export_dir/model_info.json``; returns its path."""
@@ -125,19 +97,17 @@ class ModelInfo:
         path = os.path.join(saved_model_path(model_dir), MODEL_INFO)
         if not tf.io.gfile.exists(path):
             raise UserError(f"{path} not found: {model_dir} holds no exported model; run `hourglass train` first")
+        fix = "re-export the model with `hourglass train`, or pass the folder of a model Hourglass exported"
         with tf.io.gfile.GFile(path) as f:
             try:
-                data = json.load(f)
+                return fields.build(cls, json.load(f), path)
             except json.JSONDecodeError as error:
-                raise UserError(f"{path} is not valid JSON ({error}); re-export the model") from error
-        return cls.from_json(data, path)
+                raise UserError(f"{path} is not valid JSON ({error}); {fix}") from error
+            except UserError as error:
+                raise UserError(f"{error}; {fix}") from error
 
 
 def identity(kind: str, latent_dim: int, image_shape, params: dict[str, Any]) -> dict[str, Any]:
     """A model's identity (see :meth:`ModelInfo.identity`), in its JSON form."""
     value = {"kind": kind, "latent_dim": latent_dim, "image_shape": list(image_shape), "params": params}
     return json.loads(json.dumps(value))
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)

@@ -23,6 +23,7 @@ import typing
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from models import fields
 from models.config import LOSSES, ModelConfig, TrainConfig
 from transforms.errors import UserError
 from transforms.noise import NoiseSpec, parse_noise
@@ -30,7 +31,6 @@ from transforms.noise import NoiseSpec, parse_noise
 if TYPE_CHECKING:
     from models.base import Autoencoder
 
-_TRUE, _FALSE = ("true", "yes", "1"), ("false", "no", "0")
 _PARAM_TYPES = (bool, int, float, str, tuple[int, ...])
 
 
@@ -147,15 +147,13 @@ def resolve_params(kind: str, params: dict[str, Any]) -> Any:
       UserError: unknown kind, a key that the kind does not take, or a value of the wrong type
         (the message lists the valid keys, or names the expected type).
     """
-    entry = _entry(kind)
-    hints = typing.get_type_hints(entry.params_cls)
-    names = [f.name for f in dataclasses.fields(entry.params_cls)]
-    unknown = sorted(set(params) - set(names))
-    if unknown:
-        raise UserError(
-            f"unknown parameter(s) {', '.join(unknown)} for kind {kind!r}; it takes: {', '.join(names) or 'none'}"
-        )
-    return entry.params_cls(**{key: _coerce(kind, key, hints[key], value) for key, value in params.items()})
+    return fields.build(
+        _entry(kind).params_cls,
+        params,
+        f"kind {kind!r}",
+        unknown="unknown parameter(s) {keys} for {where}; it takes: {allowed}",
+        key_where="parameter {key!r} of {where}",
+    )
 
 
 def resolve_model_config(config: ModelConfig) -> ModelConfig:
@@ -202,46 +200,6 @@ def build_with_defaults(kind: str, spec: ModelSpec) -> Autoencoder:
     """The ``kind``'s model with its default parameters, built with ``spec`` (e.g. ``denoising``'s base)."""
     entry = _entry(kind)
     return entry.builder(entry.params_cls(), spec)
-
-
-def _coerce(kind: str, key: str, field_type: Any, value: Any) -> Any:
-    """``value`` as the field's type: strings are parsed first, then the type is checked."""
-    if isinstance(value, str) and field_type is not str:
-        value = _parse(field_type, value)
-    if not _matches(field_type, value):
-        expected = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}.get(
-            field_type, "comma-separated integers (e.g. 500,300)"
-        )
-        raise UserError(f"parameter {key!r} of kind {kind!r} must be {expected}, got {value!r}")
-    if field_type is float:
-        return float(value)
-    return value if field_type in (bool, int, str) else tuple(value)
-
-
-def _parse(field_type: Any, text: str) -> Any:
-    """The value ``text`` spells for ``field_type``, or ``text`` itself when it spells none."""
-    text = text.strip()
-    if field_type is bool:
-        return True if text.lower() in _TRUE else False if text.lower() in _FALSE else text
-    try:
-        if field_type in (int, float):
-            return field_type(text)
-        return tuple(int(item) for item in text.split(","))
-    except ValueError:
-        return text
-
-
-def _matches(field_type: Any, value: Any) -> bool:
-    def is_int(v):
-        return isinstance(v, int) and not isinstance(v, bool)
-
-    if field_type is int:
-        return is_int(value)
-    if field_type is float:
-        return is_int(value) or isinstance(value, float)
-    if field_type in (bool, str):
-        return isinstance(value, field_type)
-    return isinstance(value, list | tuple) and all(is_int(item) for item in value)
 
 
 def _entry(kind: str) -> _Entry:

@@ -17,7 +17,8 @@ import json
 import os
 import re
 
-from models.config import TrainConfig, option
+from models.config import TrainConfig
+from models.fields import option
 from models.model_info import OUTPUTS
 from transforms.errors import UserError
 from transforms.image_spec import NORMALIZATIONS, RESIZE_POLICIES
@@ -30,6 +31,40 @@ DEFAULT_MAX_PIXELS = 64_000_000
 PIXEL_FORMATS = ("float", "png")
 COMPRESSIONS = ("snappy", "zstd")
 _INPUT_HELP = "builtin:mnist, a folder, a glob pattern or a file (images, IDX, NPY, NPZ, CSV, TFRecord)."
+
+
+def parse_image_size(text: str | None) -> tuple[int, int] | None:
+    """``"28x28"`` -> ``(28, 28)``.
+
+    Raises:
+      UserError: not of the form HxW with positive integers.
+    """
+    if text is None:
+        return None
+    match = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", text)
+    if not match or int(match.group(1)) == 0 or int(match.group(2)) == 0:
+        raise UserError(f"image size must look like HxW (e.g. 28x28), got {text!r}")
+    return int(match.group(1)), int(match.group(2))
+
+
+_COLOURS = {"black": (0, 0, 0), "white": (255, 255, 255), "grey": (128, 128, 128), "gray": (128, 128, 128)}
+
+
+def parse_color(text: str) -> tuple[int, int, int]:
+    """``"white"``, ``"#ff8000"`` or ``"255,128,0"`` -> ``(r, g, b)``.
+
+    Raises:
+      UserError: none of those forms (lists them).
+    """
+    value = text.strip().lower()
+    if value in _COLOURS:
+        return _COLOURS[value]
+    if re.fullmatch(r"#[0-9a-f]{6}", value):
+        return tuple(int(value[i : i + 2], 16) for i in (1, 3, 5))
+    parts = value.split(",")
+    if len(parts) == 3 and all(p.strip().isdigit() and int(p) <= 255 for p in parts):
+        return tuple(int(p) for p in parts)
+    raise UserError(f"colour must be {', '.join(_COLOURS)}, #rrggbb or R,G,B (0..255), got {text!r}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,7 +94,7 @@ class PreprocessConfig:
     input: str = option(help=_INPUT_HELP)
     output: str = option(help="Where the TFRecords, transform_output/, rejected/ and stats.json go.")
     image_size: tuple[int, int] | None = option(
-        None, "HxW to bring every image to (default: the dataset's one size).", metavar="HxW"
+        None, "HxW to bring every image to (default: the dataset's one size).", metavar="HxW", parse=parse_image_size
     )
     channels: int | None = option(None, "1 or 3 (default: 3 when any image has colour, else 1).", choices=(1, 3))
     resize: str = option("stretch", "How images of another size reach --image-size.", choices=RESIZE_POLICIES)
@@ -72,7 +107,7 @@ class PreprocessConfig:
     limit: int | None = option(None, "Read only the first N records.")
     reader: ReaderOptions = option(help="How to read the input.", factory=ReaderOptions)
     background: tuple[int, int, int] = option(
-        (0, 0, 0), "Alpha and pad colour: a name, #rrggbb or R,G,B.", metavar="COLOUR"
+        (0, 0, 0), "Alpha and pad colour: a name, #rrggbb or R,G,B.", metavar="COLOUR", parse=parse_color
     )
 
     def __post_init__(self):
@@ -190,40 +225,6 @@ def check_outputs(outputs: tuple[str, ...]) -> tuple[str, ...]:
             f"outputs must be a non-empty selection of {', '.join(OUTPUTS)}, got {', '.join(outputs) or 'none'}"
         )
     return tuple(c for c in OUTPUTS if c in outputs)
-
-
-def parse_image_size(text: str | None) -> tuple[int, int] | None:
-    """``"28x28"`` -> ``(28, 28)``.
-
-    Raises:
-      UserError: not of the form HxW with positive integers.
-    """
-    if text is None:
-        return None
-    match = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", text)
-    if not match or int(match.group(1)) == 0 or int(match.group(2)) == 0:
-        raise UserError(f"image size must look like HxW (e.g. 28x28), got {text!r}")
-    return int(match.group(1)), int(match.group(2))
-
-
-_COLOURS = {"black": (0, 0, 0), "white": (255, 255, 255), "grey": (128, 128, 128), "gray": (128, 128, 128)}
-
-
-def parse_color(text: str) -> tuple[int, int, int]:
-    """``"white"``, ``"#ff8000"`` or ``"255,128,0"`` -> ``(r, g, b)``.
-
-    Raises:
-      UserError: none of those forms (lists them).
-    """
-    value = text.strip().lower()
-    if value in _COLOURS:
-        return _COLOURS[value]
-    if re.fullmatch(r"#[0-9a-f]{6}", value):
-        return tuple(int(value[i : i + 2], 16) for i in (1, 3, 5))
-    parts = value.split(",")
-    if len(parts) == 3 and all(p.strip().isdigit() and int(p) <= 255 for p in parts):
-        return tuple(int(p) for p in parts)
-    raise UserError(f"colour must be {', '.join(_COLOURS)}, #rrggbb or R,G,B (0..255), got {text!r}")
 
 
 def write_config(config, directory: str, name: str = CONFIG_JSON) -> str:

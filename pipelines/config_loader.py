@@ -20,23 +20,13 @@ Only the stages a command runs are built and checked (``infer`` never imports th
 
 from __future__ import annotations
 
-import dataclasses
-import types
-import typing
 from typing import Any
 
 import yaml
 
+from models import fields
 from models.config import TrainConfig
-from pipelines.config import (
-    BUILTIN_MNIST,
-    EvaluateConfig,
-    InferConfig,
-    JobConfig,
-    PreprocessConfig,
-    parse_color,
-    parse_image_size,
-)
+from pipelines.config import BUILTIN_MNIST, EvaluateConfig, InferConfig, JobConfig, PreprocessConfig
 from transforms.errors import UserError
 
 STAGES = {"preprocess": PreprocessConfig, "train": TrainConfig, "infer": InferConfig, "evaluate": EvaluateConfig}
@@ -119,7 +109,7 @@ def resolve_job_config(data: dict[str, Any], stages=tuple(STAGES)) -> tuple[JobC
       UserError: an unknown key or a bad value (the message names the key and what is allowed).
     """
     mappings = stage_mappings(data)
-    built = {name: build_dataclass(STAGES[name], mappings[name], name) for name in stages}
+    built = {name: fields.build(STAGES[name], mappings[name], name) for name in stages}
     if "train" in built:
         import models.kinds  # noqa: F401  (registers every kind: only for the commands that train)
         from models.registry import resolve_train_config
@@ -143,65 +133,6 @@ def beam_arguments(options: dict[str, Any] | list[str] | None) -> list[str]:
         elif value not in (None, False):
             args.append(f"--{flag}={value}")
     return args
-
-
-def build_dataclass(cls: type, data: dict[str, Any], where: str):
-    """Builds the frozen dataclass ``cls`` from ``data``, coercing and checking every value.
-
-    Raises:
-      UserError: unknown keys, values of the wrong type, or values the dataclass rejects.
-    """
-    if not isinstance(data, dict):
-        raise UserError(f"{where} must be a mapping, got {data!r}")
-    names = [f.name for f in dataclasses.fields(cls)]
-    _check_keys(data, names, where)
-    hints = typing.get_type_hints(cls)
-    values = {key: _coerce(hints[key], value, f"{where}.{key}") for key, value in data.items()}
-    try:
-        return cls(**values)
-    except TypeError as error:  # a required field is missing
-        raise UserError(f"{where}: {error}") from error
-    except UserError as error:
-        raise UserError(f"{where}: {error}") from error
-
-
-def _coerce(kind, value, where: str):
-    """Checks ``value`` against the annotation ``kind``; converts where the config form differs."""
-    if dataclasses.is_dataclass(kind):
-        return build_dataclass(kind, value, where)
-    options = typing.get_args(kind)
-    if typing.get_origin(kind) in (typing.Union, types.UnionType):
-        if value is None and type(None) in options:
-            return None
-        (kind,) = [option for option in options if option is not type(None)]
-        return _coerce(kind, value, where)
-    if typing.get_origin(kind) is tuple:
-        return _coerce_tuple(options, value, where)
-    if kind is float and type(value) in (int, float):
-        return float(value)
-    expected = typing.get_origin(kind) or kind
-    if expected is typing.Any or (isinstance(value, expected) and not (expected is int and type(value) is bool)):
-        return value
-    raise UserError(f"{where} must be {getattr(expected, '__name__', expected)}, got {value!r}")
-
-
-def _coerce_tuple(options: tuple, value, where: str) -> tuple:
-    """Tuples in configs: ``"a,b"`` or a list of strings (``tuple[str, ...]``), an image size
-    ``"28x28"``, a colour ``"white"``/``"#ff8000"``, or a list of integers."""
-    if options[-1] is Ellipsis:
-        items = value.split(",") if isinstance(value, str) else value
-        if isinstance(items, list | tuple) and all(isinstance(v, str) for v in items):
-            return tuple(v.strip() for v in items)
-        raise UserError(f"{where} must be a list of strings or 'a,b,c', got {value!r}")
-    if isinstance(value, str):
-        parse = parse_image_size if len(options) == 2 else parse_color
-        try:
-            return parse(value)
-        except UserError as error:
-            raise UserError(f"{where}: {error}") from error
-    if isinstance(value, list | tuple) and len(value) == len(options) and all(type(v) is int for v in value):
-        return tuple(value)
-    raise UserError(f"{where} must be a list of {len(options)} integers or its text form, got {value!r}")
 
 
 def _section(data: dict[str, Any], name: str) -> dict[str, Any]:

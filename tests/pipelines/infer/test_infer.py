@@ -225,7 +225,7 @@ def _fake_model_dir(path, denoising: bool | None = None):
     info = {"kind": "fake", "latent_dim": 1, "loss": "mse", "image_shape": [HEIGHT, WIDTH, 1], "model_hash": "f00d"}
     info["params"] = {}
     if denoising:
-        info["noise"] = "gaussian:0.5"
+        info.update(noise="gaussian:0.5", denoising=True)
     (path / "saved_model").mkdir(parents=True)
     (path / "saved_model" / "model_info.json").write_text(json.dumps(info))
     return str(path)
