@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint bench clean
+.PHONY: install browser run test lint bench clean
 
 install: $(STAMP)
 
@@ -19,7 +19,11 @@ $(STAMP): setup.py deploy/constraints.txt
 run: $(STAMP)
 	$(BIN)/hourglass run
 
-test: $(STAMP)
+# Debian's chromium, for the headless check of the report page (a set-up step, never inside the suite).
+browser:
+	command -v chromium >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
+
+test: $(STAMP) browser
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest

@@ -92,10 +92,10 @@ def _trained_model(work: pathlib.Path) -> pathlib.Path:
         return model_dir
     from models.config import ModelConfig, TrainConfig
     from models.training import train
-    from pipelines.config import PreprocessConfig
+    from pipelines.config import BUILTIN_MNIST, PreprocessConfig
     from pipelines.preprocess.job import run_preprocess
 
-    run_preprocess(PreprocessConfig(output=str(work / "data")))
+    run_preprocess(PreprocessConfig(input=BUILTIN_MNIST, output=str(work / "data")))
     train(TrainConfig(str(work / "data"), str(model_dir), ModelConfig("dense", latent_dim=32), epochs=2))
     return model_dir
 

@@ -31,9 +31,11 @@ import tensorflow as tf
 from sklearn.decomposition import PCA
 from sklearn.neighbors import KNeighborsClassifier
 
-from models import export, input_pipeline
+import models.kinds  # noqa: F401  (registers every kind)
+from models import input_pipeline
 from models.config import ModelConfig, TrainConfig
-from models.registry import known_kinds
+from models.model_info import ModelInfo
+from models.registry import known_kinds, resolve_train_config
 from models.training import train
 from pipelines.config import BUILTIN_MNIST, PreprocessConfig
 from pipelines.inputs.images import encode_png
@@ -153,17 +155,19 @@ def model_row(
     kind: str, latent_dim: int, data_dir: str, models_dir: pathlib.Path, train_split: Split, eval_split: Split, noisy
 ) -> dict:
     """Trains ``kind`` with its defaults through the real training path and evaluates its export."""
-    cfg = TrainConfig(
-        data_dir=data_dir,
-        model_dir=str(models_dir / f"{kind}-{latent_dim}"),
-        model=ModelConfig(kind, latent_dim),
-        epochs=EPOCHS,
+    cfg = resolve_train_config(
+        TrainConfig(
+            data_dir=data_dir,
+            model_dir=str(models_dir / f"{kind}-{latent_dim}"),
+            model=ModelConfig(kind, latent_dim),
+            epochs=EPOCHS,
+        )
     )
     started = time.time()
     result = train(cfg)
     seconds = time.time() - started
     served = tf.saved_model.load(result.saved_model)
-    info = export.read_model_info(cfg.model_dir)
+    info = ModelInfo.read(cfg.model_dir)
     outputs = serve(served, eval_split.images)
     row = {
         "kind": kind,
@@ -171,7 +175,7 @@ def model_row(
         "loss": cfg.model.loss,
         "learning_rate": cfg.learning_rate,
         "params": cfg.model.params,
-        "noise": info["noise"],
+        "noise": info.noise,
         "train_seconds": seconds,
         "mse": mse(outputs["reconstruction"], eval_split.pixels),
         "zero_code_fraction": float(np.mean(outputs["latent"] == 0.0)),
@@ -179,7 +183,7 @@ def model_row(
             serve(served, train_split.images)["latent"], train_split.labels, outputs["latent"], eval_split.labels
         ),
     }
-    if info["denoising"]:
+    if info.denoising:
         row["psnr_noisy"] = psnr(noisy, eval_split.pixels)
         row["psnr_denoised"] = psnr(serve(served, to_png(noisy))["denoised"], eval_split.pixels)
     log.info("%s", row)

@@ -26,6 +26,7 @@ import time
 import keras
 import tensorflow as tf
 
+import models.kinds  # noqa: F401  (registers every kind)
 from models import input_pipeline
 from models.config import ModelConfig
 from models.registry import build_autoencoder

@@ -44,6 +44,7 @@ def test_train_takes_kind_parameters_and_noise(preprocessed, tmp_path):
     assert info["denoising"] is True and info["noise"] == "mask:0.3" and info["variational"] is False
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", known_kinds())
 def test_every_kind_trains_and_exports_from_the_command_line(kind, preprocessed, tmp_path):
     args = ["train", "--data", preprocessed.output, "--model-dir", str(tmp_path), "--kind", kind, "--epochs", "1"]
