@@ -4,6 +4,7 @@ import glob
 import json
 import os
 import subprocess
+import sys
 
 import pyarrow.parquet as pq
 import pytest
@@ -203,3 +204,63 @@ def test_the_multi_process_example_config_runs(tmp_path):
     assert "200 records read" in result.output and "200 Parquet rows" in result.output
     resolved = json.loads((tmp_path / "data" / "config.json").read_text())
     assert resolved["limit"] == 200 and resolved["input"] == "builtin:mnist"
+
+
+@pytest.mark.parametrize(
+    ("argv", "suggestion"),
+    [
+        (["preprocess", "--eval-percnt", "20"], "'--eval-percent'"),
+        (["infer", "--model-dir", "m", "--input", "i", "--ouputs", "latent"], "'--outputs'"),
+        (["run", "--epoch", "3"], "'--epochs'"),
+    ],
+)
+def test_a_misspelled_option_fails_with_a_suggestion(argv, suggestion):
+    result = CliRunner().invoke(cli, argv)
+    assert result.exit_code == 2 and "No such option" in result.output
+    assert "Did you mean" in result.output and suggestion in result.output
+
+
+def test_beam_flags_are_taken_only_after_the_separator():
+    stray = CliRunner().invoke(cli, ["preprocess", "--direct_num_workers=2"])
+    assert stray.exit_code == 2 and "No such option" in stray.output
+    extra = CliRunner().invoke(cli, ["preprocess", "somewhere"])
+    assert extra.exit_code == 2 and "unexpected extra argument" in extra.output
+    no_beam = CliRunner().invoke(cli, ["train", "--", "--runner=DirectRunner"])
+    assert no_beam.exit_code == 2 and "runs no Beam pipeline" in no_beam.output
+
+
+def test_run_takes_every_stages_options_and_evaluate_the_reader_options(tmp_path):
+    argv = ["--input", str(tmp_path), "--image-size", "32x32", "--channels", "3", "--max-pixels", "99"]
+    argv += ["--kind", "conv", "--outputs", "latent", "--threshold-percentile", "95", "--format", "images"]
+    job, _ = resolve(cli.commands["run"].make_context("run", argv))
+    assert job.preprocess.image_size == (32, 32) and job.preprocess.channels == 3
+    assert job.preprocess.max_pixels == job.infer.max_pixels == job.evaluate.max_pixels == 99
+    assert job.train.model.kind == "conv" and job.infer.outputs == ("latent",)
+    assert job.evaluate.threshold_percentile == 95 and job.preprocess.reader.format == "images"
+    argv = ["--model-dir", "m", "--input", str(tmp_path), "--output", "o", "--format", "npz", "--image-key", "x"]
+    job, _ = resolve(cli.commands["evaluate"].make_context("evaluate", argv))
+    assert job.evaluate.reader.format == "npz" and job.evaluate.reader.image_key == "x"
+
+
+def test_help_shows_each_default_from_its_dataclass():
+    result = CliRunner().invoke(cli, ["preprocess", "--help"])
+    text = " ".join(result.output.split())
+    assert result.exit_code == 0
+    assert "by a hash of the id) that go to the eval split. [default: 10]" in text  # --eval-percent
+    assert "[default: hourglass-output/data]" in text  # the derived output folder
+
+
+def test_a_command_builds_only_its_stages_and_infer_never_imports_the_kinds(tmp_path):
+    config = tmp_path / "job.yaml"
+    config.write_text("train: {epochz: 3, model: {kind: nope}}\n")
+    code = (
+        "import sys\n"
+        "from pipelines.cli import cli, resolve\n"
+        f"ctx = cli.commands['infer'].make_context('infer', ['--config', {str(config)!r}, '--model-dir', 'm'])\n"
+        "job, _ = resolve(ctx)\n"
+        "print(job.train is None, job.infer.model_dir, 'models.kinds' in sys.modules)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
+    assert done.stdout.split() == ["True", "m", "False"]
+    result = CliRunner().invoke(cli, ["train", "--config", str(config)])
+    assert result.exit_code == 1 and "unknown key(s) epochz in train" in result.output
