@@ -175,12 +175,20 @@ def resolve(ctx: click.Context):
     return ctx.command.resolve(ctx)
 
 
+class _UserFacing(click.ClickException):
+    """A :class:`UserError` shown without a traceback, exiting with the error's own code."""
+
+    def __init__(self, error: UserError):
+        super().__init__(str(error))
+        self.exit_code = error.exit_code
+
+
 class _Group(click.Group):
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
         except UserError as error:
-            raise click.ClickException(str(error)) from error
+            raise _UserFacing(error) from error
 
 
 @click.group(cls=_Group)
