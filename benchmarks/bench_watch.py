@@ -9,9 +9,10 @@ memory is sampled every second from ``/proc``.
 
 Figures: peak RSS per minute and its growth from minute 2 to the last (target < 10%); per
 window: rows, files, the delay from the window's end to its publication, and its Beam batches
-(files, seconds), from which a least-squares line gives the fixed cost of one batch (the
-pipeline's construction and start) and the cost per file; the exit code after SIGTERM; and every
-file once. Written to ``OUT/watch.json`` and ``OUT/watch.md``.
+(files, seconds); the exit code after SIGTERM; every file read once. Before the watch, the cost of
+one micro-batch in this process (building the Beam pipeline, running it) for 1 and ``BATCH_FILES``
+files, with the light per-bundle sinks the watch uses locally and with Beam's file sinks, side by
+side. Written to ``OUT/watch.json`` and ``OUT/watch.md``.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ REPEATS = 5
 
 
 def main(out_dir: pathlib.Path) -> dict:
+    load = os.getloadavg()
     work = out_dir / "infer-work"
     model_dir = _trained_model(work)
     run = out_dir / "watch-work"
@@ -65,6 +67,7 @@ def main(out_dir: pathlib.Path) -> dict:
     figures = {
         "date": datetime.date.today().isoformat(),
         "machine": f"{os.cpu_count()} cores, shared with other jobs",
+        "load_average": f"{load[0]:.1f} at the start, {os.getloadavg()[0]:.1f} at the end",
         "command": " ".join(command),
         "minutes": MINUTES,
         "files_written": written,
@@ -93,7 +96,8 @@ def main(out_dir: pathlib.Path) -> dict:
 
 
 def _batch_overhead(model_dir: pathlib.Path, work: pathlib.Path, digits: list[bytes]) -> dict:
-    """Median build and run seconds of one micro-batch of 1 and of ``BATCH_FILES`` files, in process."""
+    """Median build and run seconds of one micro-batch of 1 and of ``BATCH_FILES`` files, in process,
+    with the light sinks and with Beam's."""
     import apache_beam as beam
 
     from models.model_info import ModelInfo
@@ -111,22 +115,24 @@ def _batch_overhead(model_dir: pathlib.Path, work: pathlib.Path, digits: list[by
     schema = parquet.prediction_schema(ModelInfo.read(str(model_dir)))
     handler = make_model_handler(cfg)
     model = handler.load_model()  # as the watch holds it
+    times: dict = {}
+    for repeat in range(REPEATS):  # the variants alternate: the machine is shared, load comes and goes
+        for count in (1, BATCH_FILES):
+            for sinks, light in (("light", True), ("beam", False)):
+                started = time.perf_counter()
+                p = beam.Pipeline()
+                out = str(work / f"o-{sinks}-{count}-{repeat}")
+                build_files_pipeline(p, cfg, str(work / "in"), paths[:count], handler, schema, out, light)
+                built = time.perf_counter()
+                p.run().wait_until_finish()
+                times.setdefault((count, sinks), []).append((built - started, time.perf_counter() - built))
     figures = {}
-    for count in (1, BATCH_FILES):
-        build, run = [], []
-        for repeat in range(REPEATS):
-            started = time.perf_counter()
-            p = beam.Pipeline()
-            build_files_pipeline(
-                p, cfg, str(work / "in"), paths[:count], handler, schema, str(work / f"o{count}-{repeat}")
-            )
-            built = time.perf_counter()
-            p.run().wait_until_finish()
-            build.append(built - started)
-            run.append(time.perf_counter() - built)
-        figures[count] = {
-            "build_seconds": round(float(np.median(build)), 2),
-            "run_seconds": round(float(np.median(run)), 2),
+    for (count, sinks), runs in times.items():
+        build, run = np.median([r[0] for r in runs]), np.median([r[1] for r in runs])
+        figures[f"{count} file(s), {sinks} sinks"] = {
+            "build_seconds": round(float(build), 2),
+            "run_seconds": round(float(run), 2),
+            "total_seconds": round(float(np.median([sum(r) for r in runs])), 2),
         }
     del model
     return figures
@@ -185,7 +191,8 @@ def _table(f: dict) -> str:
         f"# Watch: memory and latency over {f['minutes']:g} minutes ({f['date']})",
         "",
         f"Command: `{f['command']}`, fed {RATE} PNG files a second (written beside, then renamed), then SIGTERM.",
-        f"Machine: {f['machine']}. Produced by `make bench BENCH=watch`.",
+        f"Machine: {f['machine']}; load average (1 min) {f['load_average']}. "
+        "Produced by `make bench BENCH=watch` (`python -m benchmarks watch`).",
         "",
         "| minute | " + " | ".join(str(m + 1) for m in range(len(f["peak_rss_mb_per_minute"]))) + " |",
         "| --- |" + " ---: |" * len(f["peak_rss_mb_per_minute"]),
@@ -199,11 +206,15 @@ def _table(f: dict) -> str:
         f"mean {delay.get('mean')} s (window {WINDOW} s, poll {POLL} s).",
         "",
         "One micro-batch, in process with the model loaded (median of "
-        f"{REPEATS}): building the Beam pipeline and running it, by batch size:",
+        f"{REPEATS} alternating runs): building the Beam pipeline and running it, with the light "
+        "per-bundle sinks the watch uses on the local runner and with Beam's file sinks:",
         "",
-        "| files | build (s) | run (s) |",
-        "| ---: | ---: | ---: |",
-        *(f"| {n} | {b['build_seconds']} | {b['run_seconds']} |" for n, b in f["batch_overhead"].items()),
+        "| batch | build (s) | run (s) | total (s) |",
+        "| --- | ---: | ---: | ---: |",
+        *(
+            f"| {n} | {b['build_seconds']} | {b['run_seconds']} | {b['total_seconds']} |"
+            for n, b in f["batch_overhead"].items()
+        ),
         "",
         "| window start | files | rows | closed | published after end (s) | batches (files, s) |",
         "| --- | ---: | ---: | --- | ---: | --- |",

@@ -98,11 +98,13 @@ class WriteWindowManifestFn(beam.DoFn):
         name, files = element
         folder = posixpath.join(self._output, name)
         rejected: collections.Counter = collections.Counter()
+        ids = []
         for kind, path in files:
             if kind == _REJECTED:
                 with tf.io.gfile.GFile(posixpath.join(self._output, path)) as f:
-                    rejected.update(json.loads(line)["reason"] for line in f if line.strip())
-        ids = []
+                    letters = [json.loads(line) for line in f if line.strip()]
+                rejected.update(letter["reason"] for letter in letters)
+                ids += [letter["id"] for letter in letters]
         for path in tf.io.gfile.glob(posixpath.join(folder, "*.parquet")):
             with FileSystems.open(path) as f:
                 ids += pq.ParquetFile(f).read(columns=[parquet.ID]).column(parquet.ID).to_pylist()
@@ -111,7 +113,7 @@ class WriteWindowManifestFn(beam.DoFn):
             WINDOW_START: manifest.iso(float(w.start)),
             "window_end": manifest.iso(float(w.end)),
             "rejected": dict(rejected),
-            "records_read": len(ids) + sum(rejected.values()),
+            "records_read": len(ids),
             "files_read": sorted(ids),
         }
         yield publish.write_manifest(folder, fields)

@@ -6,7 +6,8 @@ takes the files it has not read yet. A name starting with ``.`` (a file or a fol
 is never read, so a writer that writes ``.name.part`` beside its final name and then renames it is
 safe. A file belongs to the window in which it was first listed (windows ``window_seconds`` wide,
 aligned to the epoch, in UTC). The files of the open window are encoded by bounded Beam jobs
-(micro-batches, :func:`build_files_pipeline`): one whenever ``BATCH_FILES`` files are waiting and
+(micro-batches, :func:`build_files_pipeline`, on the local runner with ``bundle_files``' light
+sinks): one whenever ``BATCH_FILES`` files are waiting and
 one when the window ends, each writing into the window's hidden staging folder. When the window
 has ended, the loop writes the window's ``_manifest.json`` (``window_start``, ``window_end``,
 ``files_read``, ``files_vanished``, rows, rejects by reason, the model's identity, the batches) and
@@ -58,6 +59,7 @@ from pipelines import counters
 from pipelines.config import InferConfig, ReaderOptions, write_config
 from pipelines.counters import NAMESPACE
 from pipelines.infer import manifest, parquet, publish
+from pipelines.infer.bundle_files import WriteLinesFn, WriteTablesFn
 from pipelines.infer.encode import STAGE, EncodeImages
 from pipelines.inputs.formats.base import Unreadable
 from pipelines.inputs.formats.image_files import FILES_PER_UNIT, FileUnit, ImageFileReader
@@ -131,9 +133,13 @@ def build_files_pipeline(
     model_handler: ModelHandler,
     schema: pa.Schema,
     output: str,
+    light: bool = True,
 ) -> dict:
     """Adds read ``paths`` (image files under ``root``) -> validate -> encode -> write (under
-    ``output``) to ``p``; returns the PCollections by name (``tables``, ``retried``, ``rejected``)."""
+    ``output``) to ``p``; returns the PCollections by name (``tables``, ``retried``, ``rejected``).
+
+    ``light`` writes one file per bundle (``bundle_files``: the local runner), else Beam's file sinks.
+    """
     units = [FileUnit(tuple(paths[i : i + FILES_PER_UNIT])) for i in range(0, len(paths), FILES_PER_UNIT)]
     read = (
         p
@@ -142,7 +148,15 @@ def build_files_pipeline(
     )
     checked = validate_read({"records": read.records, "rejected": read[UNREADABLE]}, STAGE, cfg.max_pixels)
     encoded = checked["valid"] | "EncodeImages" >> EncodeImages(model_handler, schema)
-    return parquet.write_predictions(encoded, checked["rejected"], output, schema, cfg.compression)
+    if not light:
+        return parquet.write_predictions(encoded, checked["rejected"], output, schema, cfg.compression)
+    prefix = posixpath.join(output, parquet.PREDICTIONS)
+    _ = encoded["tables"] | "WriteTables" >> beam.ParDo(WriteTablesFn(prefix, schema, cfg.compression))
+    retried = WriteTablesFn(prefix + "-retried", schema, cfg.compression)
+    _ = encoded["retried"] | "WriteRetriedTables" >> beam.ParDo(retried)
+    rejected = (checked["rejected"], encoded["rejected"]) | "MergeRejected" >> beam.Flatten()
+    _ = rejected | "WriteRejected" >> beam.ParDo(WriteLinesFn(posixpath.join(output, parquet.REJECTED, "rejected")))
+    return {**encoded, "rejected": rejected}
 
 
 class DoneSet:
@@ -190,6 +204,7 @@ class _Watch:
         self.fields = manifest.output_fields(cfg, info, schema)
         self.token = uuid.uuid4().hex[:8]  # keeps file names of this watch apart from earlier ones'
         self.batches = 0
+        self.local = _is_local(options)
 
 
 class _Window:
@@ -222,7 +237,7 @@ class _Window:
         out = posixpath.join(self.staging, f".batch-{tag}")
         started = time.time()
         with beam.Pipeline(options=watch.options) as p:
-            build_files_pipeline(p, watch.cfg, watch.root, paths, watch.handler, watch.schema, out)
+            build_files_pipeline(p, watch.cfg, watch.root, paths, watch.handler, watch.schema, out, watch.local)
         counts = counters.counters(p.result)
         _move_outputs(out, self.staging, tag)
         if counts.get(VANISHED):
@@ -374,7 +389,7 @@ def run_watch(
         raise UserError(f"--output {cfg.output!r} is inside --watch {cfg.watch!r}; write the predictions elsewhere")
     done = DoneSet.load(watch.output)
     # Held for the whole watch, so that each batch's RunInference finds the model loaded (``shared``).
-    model = handler.load_model() if _is_local(options) else None
+    model = handler.load_model() if watch.local else None
     deadline = time.time() + cfg.watch_seconds if cfg.watch_seconds else math.inf
     log.info(
         "watching %s every %gs, %gs windows -> %s/%s=... (%d files read before)",

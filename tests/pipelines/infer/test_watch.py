@@ -1,6 +1,7 @@
 """The watch: windows published while it runs, read once across restarts, hidden and vanished files,
 a clean stop; the real console script in a subprocess, and an injected handler in process."""
 
+import dataclasses
 import datetime
 import json
 import os
@@ -12,12 +13,14 @@ import time
 import pyarrow.dataset as ds
 import pytest
 from apache_beam.testing.test_pipeline import TestPipeline
+from apache_beam.utils.timestamp import Timestamp
 
 from models.model_info import ModelInfo
 from pipelines.config import InferConfig
 from pipelines.counters import counters
 from pipelines.infer import parquet, publish
 from pipelines.infer.job import run_infer
+from pipelines.infer.streaming import build_streaming_pipeline
 from pipelines.infer.watch import STATE, VANISHED, build_files_pipeline, list_finished, partition_name
 from tests.conftest import write_image_tree
 from tests.helpers import HOURGLASS, ROOT, read_rejected
@@ -139,6 +142,7 @@ import sys
 sys.path.insert(0, {root!r})
 from pipelines.config import InferConfig
 from pipelines.infer.job import run_infer
+from pipelines.infer.streaming import build_streaming_pipeline
 from tests.pipelines.infer.test_watch import SlowHandler
 cfg = InferConfig(model_dir={model!r}, output={out!r}, watch={watched!r}, window_seconds=1, poll_seconds=0.5)
 run_infer(cfg, model_handler=SlowHandler())
@@ -219,3 +223,30 @@ def test_a_long_watch_publishes_each_window_while_running_and_stops_cleanly(trai
     assert latencies and max(latencies) < 15 + 2 + 10  # within a window + a poll (+ a batch) of its end
     print(f"window publication latency (s): {latencies}")
     assert manifests[-1]["closed"] in ("stopped", "window_end")
+
+
+@pytest.mark.slow
+def test_the_streaming_pipeline_writes_the_same_window_partitions(tmp_path):
+    """A few seconds on the local runner (longer runs overflow its metrics merging; see ``streaming``)."""
+    images = tmp_path / "all"
+    write_image_tree(images)
+    watched = tmp_path / "in"
+    _drop(watched, "cat/000.png", (images / "cat/000.png").read_bytes())
+    _drop(watched, "dog/bad.png", b"not an image")
+    (watched / "cat" / ".001.png.part").write_bytes((images / "cat/001.png").read_bytes())
+    model_dir = _fake_model_dir(tmp_path / "m")
+    info = ModelInfo.read(model_dir)
+    cfg = InferConfig(model_dir=model_dir, output=str(tmp_path / "o"), watch=str(watched), window_seconds=2)
+    cfg = dataclasses.replace(cfg, poll_seconds=1, watch_mode="streaming")
+    start = Timestamp.now()
+    with TestPipeline() as p:
+        build_streaming_pipeline(p, cfg, FakeHandler(), parquet.prediction_schema(info), info, start, start + 3)
+    assert [r["id"] for r in _rows(tmp_path / "o")] == ["cat/000.png"]
+    partitions = _partitions(tmp_path / "o")
+    manifests = [publish.read_manifest(p) for p in partitions]
+    assert sorted(f for m in manifests for f in m["files_read"]) == ["cat/000.png", "dog/bad.png"]
+    assert sum(m["rows"] for m in manifests) == 1 and [m["rejected"] for m in manifests if m["rejected"]] == [
+        {"not_an_image": 1}
+    ]
+    for partition, m in zip(partitions, manifests, strict=True):
+        assert partition.name == partition_name(datetime.datetime.fromisoformat(m["window_start"]).timestamp())
