@@ -202,7 +202,7 @@ class _Watch:
         self.cfg, self.options, self.handler, self.schema = cfg, options, handler, schema
         self.root, self.output = watch_root(cfg.watch), cfg.output.rstrip("/")
         self.fields = manifest.output_fields(cfg, info, schema)
-        self.token = uuid.uuid4().hex[:8]  # keeps file names of this watch apart from earlier ones'
+        self.token = uuid.uuid4().hex[:8]  # keeps file names of this watch apart from earlier ones
         self.batches = 0
         self.local = _is_local(options)
 

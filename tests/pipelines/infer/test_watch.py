@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 
+import duckdb
 import pyarrow.dataset as ds
 import pytest
 from apache_beam.testing.test_pipeline import TestPipeline
@@ -111,6 +112,10 @@ def test_a_restarted_watch_reads_only_the_files_it_has_not_published(tmp_path, w
     assert sorted(r["id"] for r in rows) == ["cat/000.png", "cat/001.png", "dog/000.png", "emu/000.png"]
     partitions = _partitions(tmp_path / "o")
     assert len(partitions) == (1 if window_seconds > 1000 else 2)
+    pattern = str(tmp_path / "o" / "window_start=*" / "*.parquet")
+    starts = duckdb.sql(f"SELECT DISTINCT window_start FROM read_parquet('{pattern}', hive_partitioning = true)")
+    assert sorted(s for (s,) in starts.fetchall()) == sorted({r["window_start"] for r in rows})
+    assert all(s.endswith("Z") and ":" in s for (s,) in starts.fetchall())  # decoded from %3A
     read = [f for p in partitions for f in publish.read_manifest(p)["files_read"]]
     assert sorted(read) == ["cat/000.png", "cat/001.png", "dog/000.png", "emu/000.png", "emu/bad.png"]
     assert [r["id"] for p in partitions for r in read_rejected(p / "_rejected")] == ["emu/bad.png"]
