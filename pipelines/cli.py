@@ -100,6 +100,9 @@ def _shown_default(flag: _Flag, derived: dict[str, Any]) -> str | None:
 def _to_option(flag: _Flag, derived: dict[str, Any]) -> tuple[click.Option, Callable[[Any], Any] | None]:
     meta = flag.metadata
     kind = _plain_type(flag.hint)
+    if kind is bool:  # --name / --no-name
+        name = flag.flag.removeprefix("--")
+        return click.Option([f"--{name}/--no-{name}"], default=flag.default, help=meta.get("help", "")), None
     convert = meta.get("convert")
     choices = meta.get("choices")
     if choices is not None:
@@ -229,7 +232,9 @@ _RUN_FLAGS = [
     *_fields(PreprocessConfig, "preprocess", skip=_SHARED),
     *_fields(TrainConfig, "train", skip=("data_dir", "model_dir")),
     *_fields(
-        InferConfig, "infer", skip=(*_SHARED, "model_dir", "watch", "window_seconds", "poll_seconds", "watch_seconds")
+        InferConfig,
+        "infer",
+        skip=(*_SHARED, "model_dir", "watch", "window_seconds", "poll_seconds", "watch_seconds", "watch_mode"),
     ),
     *_fields(EvaluateConfig, "evaluate", skip=(*_SHARED, "model_dir", "data")),
 ]

@@ -30,6 +30,9 @@ FORMATS = (IMAGES, IDX, NPY, NPZ, CSV, TFRECORD)
 DEFAULT_MAX_PIXELS = 64_000_000
 PIXEL_FORMATS = ("float", "png")
 COMPRESSIONS = ("snappy", "zstd")
+# How --watch runs: a loop of bounded Beam jobs that publishes each window as it closes (any
+# runner), or one unbounded Beam pipeline for streaming runners (Dataflow, Flink).
+WATCH_MODES = ("micro-batch", "streaming")
 _INPUT_HELP = "builtin:mnist, a folder, a glob pattern or a file (images, IDX, NPY, NPZ, CSV, TFRecord)."
 
 
@@ -128,7 +131,8 @@ class InferConfig:
 
     model_dir: str = option(help="A training output folder (holds saved_model/).")
     output: str = option(
-        help="Folder of the Parquet predictions (predictions-*.parquet, _rejected/, _config.json, _manifest.json)."
+        help="Folder of the Parquet predictions (predictions-*.parquet, _rejected/, _config.json, _manifest.json; "
+        "with --run-id or --watch one partition per run or window)."
     )
     input: str | None = option(None, "Images to read once: " + _INPUT_HELP)
     batch_size_min: int = option(32, "Smallest RunInference batch.")
@@ -144,10 +148,23 @@ class InferConfig:
     )
     pixels: str = option("float", "Image columns as float lists in [0, 1] or PNG bytes.", choices=PIXEL_FORMATS)
     compression: str = option("snappy", "Parquet codec.", choices=COMPRESSIONS)
-    watch: str | None = option(None, "Instead of --input: encode image files as they land in this folder.")
-    window_seconds: float = option(60.0, "With --watch: the width of each window of output files.")
+    skip_existing: bool = option(
+        False, "With --run-id: encode only records whose id, bytes and model are in no other partition of OUTPUT."
+    )
+    watch: str | None = option(
+        None, "Instead of --input: encode image files as they land in this folder (names starting with . are skipped)."
+    )
+    window_seconds: float = option(60.0, "With --watch: the width of each window (one partition per window).")
     poll_seconds: float = option(5.0, "With --watch: how often the folder is listed.")
-    watch_seconds: float | None = option(None, "With --watch: stop after this long (default: run until stopped).")
+    watch_seconds: float | None = option(
+        None, "With --watch: stop after this long (default: run until SIGTERM or SIGINT)."
+    )
+    watch_mode: str = option(
+        "micro-batch",
+        "With --watch: micro-batch (bounded Beam jobs, each window published as it closes, any runner) or "
+        "streaming (one unbounded pipeline, for streaming runners such as Dataflow and Flink).",
+        choices=WATCH_MODES,
+    )
 
     def __post_init__(self):
         if self.input is not None and self.watch is not None:
@@ -167,7 +184,15 @@ class InferConfig:
                 f"run id must be letters, digits and . _ + - (starting with a letter or digit), got {self.run_id!r}"
             )
         if self.watch is not None and self.run_id is not None:
-            raise UserError("--run-id names one batch run's partition; --watch writes windowed files: use one")
+            raise UserError(
+                "--run-id names one batch run's partition; --watch writes one partition per window: use one"
+            )
+        if self.skip_existing and self.run_id is None:
+            raise UserError(
+                "--skip-existing compares with the other partitions of --output: pass --run-id too "
+                "(a watch reads each file once by itself)"
+            )
+        _choice("watch_mode", self.watch_mode, WATCH_MODES)
         if self.window_seconds <= 0 or self.poll_seconds <= 0 or (self.watch_seconds or 1) <= 0:
             raise UserError("window, poll and watch seconds must be positive")
         _check_limit(self.limit)

@@ -1,17 +1,18 @@
-"""The infer job: images -> validated -> ``EncodeImages`` -> Parquet, in batch or streaming (``watch``).
+"""The infer job: images -> validated -> ``EncodeImages`` -> Parquet, in batch or as files land (``watch``).
 
-``build_infer_pipeline`` adds the source (``ReadValidImages``: every input spec the preprocess job
-reads) and the sinks (``parquet.write_predictions``) to ``EncodeImages``. ``run_infer`` writes that
-into a staging folder with ``_config.json`` and ``_manifest.json`` and publishes it (``publish``)
-only when the run succeeded, as ``output/`` or, with a run id, the Hive partition
-``output/run_id=RUN_ID/``; with ``watch`` it runs ``watch.run_watch`` instead. The model handler is
-a parameter of both, so tests inject their own.
+``build_infer_pipeline`` adds the source (``ReadImages``: every input spec the preprocess job
+reads, then validation) and the sinks (``parquet.write_predictions``) to ``EncodeImages``.
+``run_infer`` writes that into a staging folder with ``_config.json`` and ``_manifest.json`` and
+publishes it (``publish``) only when the run succeeded, as ``output/`` or, with a run id, the Hive
+partition ``output/run_id=RUN_ID/``, which also gets its keys index (``keys``); with
+``skip_existing`` only the records not already in another partition are encoded. With ``watch``
+it runs ``watch.run_watch`` (micro-batches, the default) or ``streaming.run_streaming`` instead.
+The model handler is a parameter of each, so tests inject their own.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import datetime
 import logging
 import time
 
@@ -23,12 +24,13 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from models.model_info import DENOISED, LATENT, OUTPUTS, ModelInfo
 from pipelines import counters
 from pipelines.config import InferConfig, write_config
-from pipelines.infer import parquet, publish
+from pipelines.infer import keys, manifest, parquet, publish
 from pipelines.infer.encode import STAGE, EncodeImages
 from pipelines.infer.model_handler import HourglassModelHandler
+from pipelines.infer.streaming import run_streaming
 from pipelines.infer.watch import run_watch
-from pipelines.inputs.sources import Source, resolve_source
-from pipelines.inputs.validation import ReadValidImages
+from pipelines.inputs.sources import ReadImages, Source, resolve_source
+from pipelines.inputs.validation import validate_read
 from transforms.errors import UserError
 from transforms.layout import RECORDS_READ, rejected_by_reason
 
@@ -36,22 +38,44 @@ log = logging.getLogger(__name__)
 
 
 def build_infer_pipeline(
-    p: beam.Pipeline, cfg: InferConfig, source: Source, model_handler: ModelHandler, schema: pa.Schema, output: str
+    p: beam.Pipeline,
+    cfg: InferConfig,
+    source: Source,
+    model_handler: ModelHandler,
+    schema: pa.Schema,
+    output: str,
+    index: keys.KeysIndex | None = None,
 ) -> dict:
     """Adds read ``source`` -> validate -> encode -> write (under ``output``) to ``p``; returns the
-    PCollections by name (``tables``, ``retried``, ``rejected``)."""
-    checked = p | "ReadValidImages" >> ReadValidImages(source, STAGE, cfg.max_pixels)
+    PCollections by name (``tables``, ``retried``, ``rejected``).
+
+    With a run id the keys of the records written go to ``output/_keys/``; with ``index`` only the
+    records not in it are validated and encoded (``--skip-existing``).
+    """
+    read = p | "ReadImages" >> ReadImages(source)
+    records = read["records"]
+    if cfg.run_id is not None:
+        records = records | "HashContent" >> beam.Map(keys.add_content_hash)
+    if index is not None:
+        records = records | "SkipExisting" >> beam.ParDo(keys.SkipExistingFn(index))
+    checked = validate_read({"records": records, "rejected": read["rejected"]}, STAGE, cfg.max_pixels)
     encoded = checked["valid"] | "EncodeImages" >> EncodeImages(model_handler, schema)
-    return parquet.write_predictions(encoded, checked["rejected"], output, schema, cfg.compression)
+    written = parquet.write_predictions(encoded, checked["rejected"], output, schema, cfg.compression)
+    if cfg.run_id is not None:
+        model_hash = schema.metadata[(parquet.META_PREFIX + "model_hash").encode()].decode()
+        _ = (checked["valid"], written["rejected"]) | "WriteKeys" >> keys.WriteKeys(output, model_hash)
+    return written
 
 
 @dataclasses.dataclass(frozen=True)
 class InferResult:
-    """What an infer run wrote and counted (``manifest`` is None in watch mode)."""
+    """What an infer run wrote and counted (``manifest`` is None in watch mode, where ``windows``
+    holds the manifests of the windows published)."""
 
     output: str
     counts: dict[str, int]
     manifest: dict | None = None
+    windows: tuple[dict, ...] = ()
 
     @property
     def rejected(self) -> int:
@@ -63,6 +87,13 @@ class InferResult:
             f"wrote {self.counts.get('prediction_rows', 0)} Parquet rows, {self.rejected} rejected "
             f"(of {self.counts.get(RECORDS_READ, 0)} read) -> {self.output}"
         ]
+        if self.windows:
+            lines.append(
+                f"published {len(self.windows)} window(s): {', '.join(w['window_start'] for w in self.windows)}"
+            )
+        if self.manifest and keys.SKIPPED in self.manifest:
+            m = self.manifest
+            lines.append(f"skip existing: {m['new']} new, {m['changed']} changed, {m[keys.SKIPPED]} already encoded")
         dists = (self.manifest or {}).get("metrics", {}).get("distributions", {})
         sizes, latency = dists.get("inference_request_batch_size"), dists.get("inference_batch_latency_micro_secs")
         if sizes and latency:
@@ -104,43 +135,41 @@ def run_infer(
     handler = model_handler or make_model_handler(cfg)
     options = PipelineOptions(beam_args or [])
     if cfg.watch is not None:
-        counts = run_watch(cfg, options, handler, schema)
+        if cfg.watch_mode == "streaming":
+            counts, windows = run_streaming(cfg, options, handler, schema, info), ()
+        else:
+            counts, windows = run_watch(cfg, options, handler, schema, info)
         log.info("infer counters:\n%s", counters.format_counters(counts))
-        return InferResult(cfg.output, counts)
+        return InferResult(cfg.output, counts, windows=tuple(windows))
 
     source = resolve_source(cfg.input, cfg.reader, cfg.limit)  # fails early on a bad input, before staging
     target = publish.target_dir(cfg.output, cfg.run_id)
+    index = keys.KeysIndex.of_output(cfg.output, cfg.run_id, info.model_hash) if cfg.skip_existing else None
     staging = publish.start_staging(target)
     started = time.time()
     try:
         write_config(cfg, staging, parquet.CONFIG_NAME)
         with beam.Pipeline(options=options) as p:
-            build_infer_pipeline(p, cfg, source, handler, schema, staging)
+            build_infer_pipeline(p, cfg, source, handler, schema, staging, index)
         counts = counters.counters(p.result)
-        manifest = publish.write_manifest(
-            staging,
-            {
-                "run_id": cfg.run_id,
-                "input": cfg.input,
-                "model": publish.model_identity(info, cfg.model_dir),
-                "columns": schema.names,
-                "pixels": cfg.pixels,
-                "compression": cfg.compression,
-                "records_read": counts.get(RECORDS_READ, 0),
-                "rejected": rejected_by_reason(counts, STAGE),
-                "metrics": {"counters": counts, "distributions": counters.distributions(p.result)},
-                "timing": _timing(started),
-            },
-        )
+        fields = {"run_id": cfg.run_id, "input": cfg.input, **manifest.output_fields(cfg, info, schema)}
+        fields.update(manifest.count_fields(counts))
+        fields["metrics"]["distributions"] = counters.distributions(p.result)
+        if index is not None:
+            fields.update({"compared_with": list(index.partitions), **_incremental(counts)})
+        fields["timing"] = manifest.timing(started, time.time())
+        written = publish.write_manifest(staging, fields)
         publish.publish(staging, target)
     except BaseException:
         publish.discard(staging)
         raise
     log.info("infer counters:\n%s", counters.format_counters(counts))
-    return InferResult(target, counts, manifest)
+    return InferResult(target, counts, written)
 
 
-def _timing(started: float) -> dict:
-    finished = time.time()
-    iso = lambda t: datetime.datetime.fromtimestamp(t, datetime.UTC).isoformat(timespec="seconds")  # noqa: E731
-    return {"started": iso(started), "finished": iso(finished), "seconds": round(finished - started, 3)}
+def _incremental(counts: dict[str, int]) -> dict[str, int]:
+    return {
+        keys.SKIPPED: counts.get(keys.SKIPPED, 0),
+        "new": counts.get(keys.NEW, 0),
+        "changed": counts.get(keys.CHANGED, 0),
+    }

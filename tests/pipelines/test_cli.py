@@ -128,6 +128,7 @@ def test_infer_writes_a_run_partition_with_the_chosen_columns(trained, image_tre
         (["--outputs", "latent,pixels"], "outputs must be a non-empty selection of latent, reconstruction, denoised"),
         (["--run-id", "../up"], "run id must be letters, digits"),
         (["--watch", "somewhere"], "pass only one of --input"),
+        (["--skip-existing"], "pass --run-id too"),
     ],
 )
 def test_infer_rejects_bad_options_naming_the_valid_ones(tmp_path, args, message):

@@ -1,15 +1,11 @@
 """The infer job: RunInference with the real SavedModel or an injected handler, Parquet read back."""
 
 import dataclasses
-import datetime
 import glob
 import io
 import json
 import os
 import pickle
-import re
-import threading
-import time
 
 import apache_beam as beam
 import numpy as np
@@ -29,7 +25,6 @@ from pipelines.infer.job import parquet as cols
 from pipelines.infer.job import publish, run_infer
 from pipelines.infer.model_handler import HourglassModelHandler
 from pipelines.infer.parquet import WriteParquet
-from pipelines.inputs.images import encode_png
 from tests.conftest import HEIGHT, WIDTH, known_pixels, write_image_tree
 from tests.helpers import read_rejected, readme_block
 
@@ -337,43 +332,3 @@ def test_the_real_handler_shares_one_model_between_its_copies(trained):
     handler = HourglassModelHandler(trained[0].model_dir)
     copy = pickle.loads(pickle.dumps(handler))
     assert handler.load_model() is copy.load_model()
-
-
-@pytest.mark.slow
-def test_watch_mode_encodes_files_added_after_start_into_windowed_files(tmp_path):
-    watched = tmp_path / "watched"
-    images = write_image_tree(tmp_path / "all")
-    (watched / "cat").mkdir(parents=True)
-    (watched / "cat" / "000.png").write_bytes((tmp_path / "all" / "cat" / "000.png").read_bytes())
-
-    def add_later():
-        time.sleep(4)
-        (watched / "dog").mkdir()
-        (watched / "dog" / "001.png").write_bytes((tmp_path / "all" / "dog" / "001.png").read_bytes())
-        (watched / "dog" / "bad.png").write_bytes(b"not an image")
-
-    adder = threading.Thread(target=add_later)
-    adder.start()
-    cfg = InferConfig(
-        model_dir=_fake_model_dir(tmp_path / "m"),
-        output=str(tmp_path / "o"),
-        watch=str(watched),
-        window_seconds=2,
-        poll_seconds=1,
-        watch_seconds=9,
-    )
-    result = run_infer(cfg, model_handler=FakeHandler())
-    adder.join()
-    windows = {}  # id -> (window start, end) from the file name
-    for f in glob.glob(str(tmp_path / "o" / "predictions-*.parquet")):
-        start, end = re.fullmatch(r"predictions-\[(.+), (.+)\)-\d+-of-\d+\.parquet", os.path.basename(f)).groups()
-        bounds = [datetime.datetime.strptime(t, "%Y-%m-%dT%H-%M-%S") for t in (start, end)]
-        assert (bounds[1] - bounds[0]).total_seconds() == 2
-        windows.update({row["id"]: bounds for row in pq.read_table(f).to_pylist()})
-    assert set(windows) == {"cat/000.png", "dog/001.png"}
-    assert windows["cat/000.png"] <= windows["dog/001.png"]  # a later poll, so a later (or the same) window
-    late = pq.read_table(glob.glob(str(tmp_path / "o" / "predictions-*.parquet"))).to_pylist()
-    (row,) = [r for r in late if r["id"] == "dog/001.png"]
-    assert row["label"] == "dog" and row["latent"] == [float(len(encode_png(images["dog/001.png"])))]
-    assert result.counts["records_read"] == 3 and result.counts["infer_rejected_not_an_image"] == 1
-    assert [r["id"] for r in read_rejected(tmp_path / "o" / "_rejected")] == ["dog/bad.png"]
