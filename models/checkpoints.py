@@ -1,7 +1,8 @@
 """Checkpoints and the model folder's identity: saving, resuming, warm-starting.
 
 ``MODEL_DIR/checkpoints`` holds the model, the optimizer and the :class:`Progress` (epoch, step in
-the epoch, history, plateau tracking) plus ``identity.json``, the identity (kind, code size,
+the epoch, history, plateau tracking, the fingerprint of the data trained on, which a resumption
+must match) plus ``identity.json``, the identity (kind, code size,
 image shape, parameters; ``ModelInfo.identity``) that a resumption, a warm start and a re-used
 model folder must match.
 """
@@ -39,6 +40,7 @@ class Progress:
       history: per completed epoch, ``loss``, ``eval_loss`` and ``learning_rate``.
       best_eval_loss, epochs_without_improvement, epochs_since_lr_change: plateau tracking.
       stopped_early: early stopping ended the run.
+      data_fingerprint: the fingerprint of the data trained on (``input_pipeline.data_fingerprint``).
     """
 
     epoch: int = 0
@@ -52,6 +54,7 @@ class Progress:
     epochs_without_improvement: int = 0
     epochs_since_lr_change: int = 0
     stopped_early: bool = False
+    data_fingerprint: str | None = None
 
     def end_epoch(self, loss: float, eval_loss: float, learning_rate: float, cfg: TrainConfig) -> tuple[bool, bool]:
         """Records a finished epoch; returns (stop early, reduce the learning rate)."""
@@ -114,10 +117,15 @@ class Checkpoints:
             tf.io.gfile.rmtree(scratch)
 
 
-def start(cfg: TrainConfig, saver: Checkpoints, progress: Progress, model, identity: dict, is_chief: bool):
-    """Resumes from the latest checkpoint, or warm-starts, or starts fresh; returns where it resumed."""
+def start(cfg: TrainConfig, saver: Checkpoints, progress: Progress, model, identity: dict, is_chief: bool, data: dict):
+    """Resumes from the latest checkpoint, or warm-starts, or starts fresh; returns where it resumed.
+
+    Raises:
+      UserError: the checkpoints were trained on other data than ``data`` (a data fingerprint).
+    """
     latest = saver.restore_latest()
     if latest:
+        _check_same_data(cfg, progress, data)
         if cfg.warm_start:
             log.warning(
                 "%s holds checkpoints: resuming from them, not warm-starting from %s", cfg.model_dir, cfg.warm_start
@@ -130,6 +138,7 @@ def start(cfg: TrainConfig, saver: Checkpoints, progress: Progress, model, ident
             progress.global_step,
         )
         return {"epoch": progress.epoch, "step": progress.step, "global_step": progress.global_step}
+    progress.data_fingerprint = data["fingerprint"]
     if cfg.warm_start:
         _warm_start(model, cfg.warm_start, identity)
     if is_chief:
@@ -137,6 +146,21 @@ def start(cfg: TrainConfig, saver: Checkpoints, progress: Progress, model, ident
         with tf.io.gfile.GFile(os.path.join(saver.directory, IDENTITY_JSON), "w") as f:
             json.dump(identity, f, indent=2, sort_keys=True)
     return None
+
+
+def _check_same_data(cfg: TrainConfig, progress: Progress, data: dict) -> None:
+    if progress.data_fingerprint is None:  # checkpoints written before fingerprints were recorded
+        log.warning(
+            "%s records no data fingerprint: resuming on %s as if it were the same data", cfg.model_dir, cfg.data_dir
+        )
+        progress.data_fingerprint = data["fingerprint"]
+    elif progress.data_fingerprint != data["fingerprint"]:
+        raise UserError(
+            f"the checkpoints in {os.path.join(cfg.model_dir, CHECKPOINT_DIR)} were trained on other data "
+            f"(fingerprint {progress.data_fingerprint}) than {cfg.data_dir} holds now (fingerprint "
+            f"{data['fingerprint']}: {data['shards']} shards, {data['records'] or 'unknown'} records); "
+            f"pass a new --model-dir to train on it, or --restart to start over in {cfg.model_dir}"
+        )
 
 
 def _identity_mismatch(info: dict, identity: dict) -> str:

@@ -3,13 +3,16 @@
 Each field is written once, here, with its default and its help text (``models.fields.option``);
 the command line's options are generated from these fields (``pipelines.cli``). Fields left unset
 (``None``) stand for the kind's registered defaults: ``models.registry.resolve_train_config`` fills
-them, so that a config is written with the values it ran with. This module imports nothing of the
+them, so that a config is written with the values it ran with. :func:`write_config` writes every
+stage's ``config.json`` (here, at the bottom, because training publishes its own). This module imports nothing of the
 registry (the registry imports it), and nothing heavy, so the command line can import it fast.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
 from collections.abc import Iterable
 from typing import Any
 
@@ -21,6 +24,7 @@ LOSSES = ("mse", "bce")
 STRATEGIES = ("auto", "default", "mirrored", "multi-worker")
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 LR_SCALINGS = ("none", "linear", "sqrt")
+CONFIG_JSON = "config.json"
 
 
 def parse_param_args(pairs: Iterable[str]) -> dict[str, str]:
@@ -95,6 +99,9 @@ class TrainConfig:
     min_delta: float = option(0.0, "The smallest eval-loss decrease that counts as an improvement.")
     warm_start: str | None = option(None, "Start from this model folder's export (same kind and shape).")
     cache_mb: int = option(1024, "Keep a split in memory after the first epoch when it takes at most this many MB.")
+    restart: bool = option(
+        False, "Delete the model folder's checkpoints and logs and train from scratch (e.g. on changed data)."
+    )
 
     def __post_init__(self):
         for name in ("epochs", "batch_size", "learning_rate"):
@@ -113,3 +120,14 @@ class TrainConfig:
             raise UserError("checkpoint_every_steps, the patiences, cache_mb and min_delta must not be negative")
         if not 0 < self.reduce_lr_factor < 1:
             raise UserError(f"reduce_lr_factor must be between 0 and 1, got {self.reduce_lr_factor}")
+
+
+def write_config(config, directory: str, name: str = CONFIG_JSON) -> str:
+    """Writes ``directory/config.json`` (the resolved config; or ``name``) and returns its path."""
+    import tensorflow as tf  # here: any filesystem TensorFlow writes to; the module stays light
+
+    tf.io.gfile.makedirs(directory)
+    path = os.path.join(directory, name)
+    with tf.io.gfile.GFile(path, "w") as f:
+        json.dump(dataclasses.asdict(config), f, indent=2, sort_keys=True)
+    return path

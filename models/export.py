@@ -82,18 +82,16 @@ class ServingModule(tf.Module):
 
 
 def export_model(model: Autoencoder, tft_output: tft.TFTransformOutput, model_dir: str, params: dict) -> str:
-    """Writes ``MODEL_DIR/saved_model`` with its ``model_info.json`` atomically (a failed export
-    leaves the last good one); ``params`` are the kind's resolved parameters.
+    """Writes ``MODEL_DIR/saved_model`` with its ``model_info.json``; ``params`` are the kind's
+    resolved parameters. Training passes its staging folder as ``model_dir`` and publishes it
+    (``transforms.publishing``), so a failed export leaves the last good one.
 
     Returns:
       the SavedModel path.
     """
-    final = saved_model_path(model_dir)
-    staging = final + ".tmp"
-    if tf.io.gfile.exists(staging):
-        tf.io.gfile.rmtree(staging)
+    path = saved_model_path(model_dir)
     module = ServingModule(model, tft_output)
-    tf.saved_model.save(module, staging, signatures=module.signatures())
+    tf.saved_model.save(module, path, signatures=module.signatures())
     info = ModelInfo(
         kind=model.kind,
         latent_dim=model.latent_dim,
@@ -105,11 +103,8 @@ def export_model(model: Autoencoder, tft_output: tft.TFTransformOutput, model_di
         denoising=model.noise is not None,
         variational=model.variational,
     )
-    info.write(staging)
-    if tf.io.gfile.exists(final):
-        tf.io.gfile.rmtree(final)
-    tf.io.gfile.rename(staging, final)
-    return final
+    info.write(path)
+    return path
 
 
 def _weights_hash(model: Autoencoder) -> str:

@@ -13,6 +13,8 @@ deterministic for a given seed, so a resumed epoch can skip exactly the records 
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import os
 
@@ -21,7 +23,7 @@ import tensorflow_transform as tft
 
 from transforms import features
 from transforms.errors import UserError
-from transforms.layout import TRANSFORM_DIR, split_pattern
+from transforms.layout import SPLITS, STATS_JSON, TRANSFORM_DIR, split_pattern
 
 SHUFFLE_BUFFER = 10_000  # examples, and at most _SHUFFLE_BUFFER_BYTES of them
 _SHUFFLE_BUFFER_BYTES = 256 * 2**20
@@ -30,6 +32,7 @@ _USED = (features.INPUTS, features.PIXELS, features.LABEL_INDEX)
 # A fixed interleave width keeps the record order the same on any machine (AUTOTUNE would follow
 # the core count), which skip-by-step resumption relies on.
 _MAX_PARALLEL_READS = 8
+_FINGERPRINT_HEAD_BYTES = 64 * 2**10
 
 ShardPolicy = tf.data.experimental.AutoShardPolicy
 
@@ -65,6 +68,39 @@ def split_files(data_dir: str, split: str) -> list[str]:
             f"no {split} TFRecords match {split_pattern(data_dir, split)}; run `hourglass preprocess` into {data_dir}"
         )
     return files
+
+
+def data_fingerprint(data_dir: str) -> dict:
+    """What identifies the data in ``data_dir``: the transform output, the shards and the record counts.
+
+    Returns ``{"fingerprint": 16 hex digits, "shards": {split: n}, "records": {split: n}}``; the
+    fingerprint hashes every file of ``transform_output/`` (path and bytes), each shard's name, size
+    and first 64 KiB, and the record counts of ``stats.json`` (when there is one).
+    """
+    digest = hashlib.sha256()
+    transform_dir = os.path.join(data_dir, TRANSFORM_DIR)
+    for folder, _, names in sorted(tf.io.gfile.walk(transform_dir)):
+        for name in sorted(names):
+            path = os.path.join(folder, name)
+            digest.update(os.path.relpath(path, transform_dir).encode() + b"\0")
+            with tf.io.gfile.GFile(path, "rb") as f:
+                digest.update(f.read())
+    shards = {}
+    for split in SPLITS:
+        files = sorted(tf.io.gfile.glob(split_pattern(data_dir, split)))
+        shards[split] = len(files)
+        for path in files:
+            with tf.io.gfile.GFile(path, "rb") as f:
+                head = f.read(_FINGERPRINT_HEAD_BYTES)
+            digest.update(f"{os.path.basename(path)}:{tf.io.gfile.stat(path).length}:".encode() + head)
+    records = {}
+    stats_path = os.path.join(data_dir, STATS_JSON)
+    if tf.io.gfile.exists(stats_path):
+        with tf.io.gfile.GFile(stats_path) as f:
+            splits = json.load(f).get("splits", {})
+        records = {split: splits.get(split, {}).get("records") for split in SPLITS}
+        digest.update(json.dumps(records, sort_keys=True).encode())
+    return {"fingerprint": digest.hexdigest()[:16], "shards": shards, "records": records}
 
 
 def check_split(files: list[str], tft_output: tft.TFTransformOutput, split: str) -> None:

@@ -8,10 +8,13 @@ MultiWorkerMirroredStrategy, keras-team/keras#20585.)
 
 Reads ``DATA/{train,eval}-*.tfrecord.gz`` and ``DATA/transform_output``. Writes, under MODEL_DIR:
 ``checkpoints/`` (see ``models.checkpoints``; saved at every epoch end and every
-``checkpoint_every_steps`` steps), ``logs/{train,eval}`` (TensorBoard), ``saved_model/`` (see
-``models.export``) and ``training.json``. A run started again with the same config resumes from the
-last checkpoint, mid-epoch included: the epoch's records come in an order fixed by the seed and the
-epoch, and the ones already trained on are skipped.
+``checkpoint_every_steps`` steps), ``logs/{train,eval}`` (TensorBoard), and, published together
+only when the run succeeded (``transforms.publishing``: a failed or killed run leaves the previous
+ones), ``saved_model/`` (see ``models.export``), ``training.json`` (with the data's fingerprint) and
+``config.json``. A run started again with the same config resumes from the last checkpoint,
+mid-epoch included: the epoch's records come in an order fixed by the seed and the epoch, and the
+ones already trained on are skipped. The checkpoints record the data's fingerprint, so a resumption
+on changed data is refused (``--restart`` starts over), and a finished run does nothing.
 
 Under MultiWorkerMirroredStrategy only the chief writes into MODEL_DIR (which every worker must be
 able to read, to resume); the other workers save their checkpoints to a temporary folder that they
@@ -35,15 +38,17 @@ import tensorflow as tf
 import models.kinds  # noqa: F401  (registers every kind)
 from models import checkpoints, export, input_pipeline, model_info, registry, strategies
 from models.base import Autoencoder
-from models.config import TrainConfig
+from models.config import CONFIG_JSON, TrainConfig, write_config
 from models.registry import build_autoencoder
-from transforms import features, layout
+from transforms import features, layout, publishing
 from transforms.errors import UserError
 
 log = logging.getLogger(__name__)
 
 TRAINING_JSON = "training.json"
 LOG_DIR = "logs"
+# What a run publishes into MODEL_DIR together (checkpoints and logs are written in place).
+PUBLISHED = (model_info.SAVED_MODEL_DIR, TRAINING_JSON, CONFIG_JSON)
 
 
 class TrainingDiverged(UserError, FloatingPointError):
@@ -52,7 +57,8 @@ class TrainingDiverged(UserError, FloatingPointError):
 
 @dataclasses.dataclass(frozen=True)
 class TrainResult:
-    """What a training run produced (``epochs``: epochs trained in total, over every resumption)."""
+    """What a training run produced (``epochs``: epochs trained in total, over every resumption;
+    ``epochs_run``: in this run; ``already_trained``: the run had nothing to do)."""
 
     saved_model: str
     history: dict[str, list[float]]
@@ -60,6 +66,17 @@ class TrainResult:
     examples_per_second: float
     resumed_from: dict[str, int] | None = None
     stopped_early: bool = False
+    epochs_run: int = 0
+    already_trained: bool = False
+
+    def summary(self) -> str:
+        """One line for people: the epochs of this run (and in total), the eval loss, the export."""
+        loss = f"eval loss {self.history['eval_loss'][-1]:.5f} -> {self.saved_model}"
+        if self.already_trained:
+            return f"nothing to do: already trained {self.epochs} epochs on this data, {loss}"
+        stopped = ", stopped early" if self.stopped_early else ""
+        total = f" ({self.epochs} in total)" if self.epochs != self.epochs_run else ""
+        return f"trained {self.epochs_run} epochs{total}{stopped}, {loss}"
 
 
 class Trainer:
@@ -199,25 +216,48 @@ class SplitInput:
 def train(cfg: TrainConfig) -> TrainResult:
     """Trains ``cfg.model`` on ``cfg.data_dir`` and exports it to ``cfg.model_dir``.
 
-    Resumes from ``cfg.model_dir/checkpoints`` when it holds a checkpoint; otherwise starts from
-    ``cfg.warm_start`` when given, else from scratch.
+    Resumes from ``cfg.model_dir/checkpoints`` when it holds a checkpoint of the same data (after
+    deleting them with ``cfg.restart``); otherwise starts from ``cfg.warm_start`` when given, else
+    from scratch. A run whose checkpoints already hold ``cfg.epochs`` epochs on this data, with its
+    export, does nothing. The export, ``training.json`` and ``config.json`` are published together
+    when the run succeeded (``transforms.publishing``); checkpoints and logs are written in place.
 
     Raises:
-      UserError: the data folder is missing, empty or mismatched, or is not a preprocess output; the
-        warm-start folder holds no export; a model folder or warm start holding a different model;
-        a bad ``TF_CONFIG``.
+      UserError: the data folder is missing, empty or mismatched, or is not a preprocess output, or
+        overlaps the model folder; the warm-start folder holds no export; a model folder or warm
+        start holding a different model; checkpoints of other data; a bad ``TF_CONFIG``.
+      publishing.TargetBusy: another run is training in the same model folder.
       TrainingDiverged: the loss became NaN or infinite (the last checkpoint and export are kept).
     """
     strategy = strategies.make_strategy(cfg.strategy)  # first: MultiWorkerMirroredStrategy must precede other TF work
-    cfg = registry.resolve_train_config(cfg)
+    requested, cfg = cfg, registry.resolve_train_config(cfg)
     is_chief = strategy.extended.should_checkpoint
     tft_output = input_pipeline.load_transform_output(cfg.data_dir)
-    shape = input_pipeline.image_shape(tft_output)
     files = {split: input_pipeline.split_files(cfg.data_dir, split) for split in layout.SPLITS}
     for split, split_files in files.items():
         input_pipeline.check_split(split_files, tft_output, split)
+    publishing.check_apart(cfg.model_dir, "--model-dir", {"--data": cfg.data_dir}, replaced_whole=False)
+    # Only the chief writes MODEL_DIR; the other workers neither lock nor publish.
+    held = publishing.Publication(cfg.model_dir, PUBLISHED, stage="train") if is_chief else contextlib.nullcontext()
+    with held as publication:
+        if cfg.restart and is_chief:
+            for folder in (checkpoints.CHECKPOINT_DIR, LOG_DIR):
+                if tf.io.gfile.exists(os.path.join(cfg.model_dir, folder)):
+                    tf.io.gfile.rmtree(os.path.join(cfg.model_dir, folder))
+            log.info("--restart: deleted the checkpoints and logs in %s", cfg.model_dir)
+        result = _train(cfg, strategy, is_chief, publication, tft_output, files)
+        if publication is not None and not result.already_trained:
+            write_config(requested, publication.staging)
+            publication.publish()
+    return result
+
+
+def _train(cfg: TrainConfig, strategy, is_chief: bool, publication, tft_output, files: dict) -> TrainResult:
+    shape = input_pipeline.image_shape(tft_output)
+    data = input_pipeline.data_fingerprint(cfg.data_dir)
     identity = model_info.identity(cfg.model.kind, cfg.model.latent_dim, shape, cfg.model.params)
-    checkpoints.check_model_dir(cfg.model_dir, identity)
+    if not cfg.restart:
+        checkpoints.check_model_dir(cfg.model_dir, identity)
 
     keras.utils.set_random_seed(cfg.seed)
     replicas = strategy.num_replicas_in_sync
@@ -249,7 +289,26 @@ def train(cfg: TrainConfig) -> TrainResult:
     saver = checkpoints.Checkpoints(
         cfg.model_dir, is_chief, model=model, optimizer=trainer.optimizer, progress=checkpoints.ProgressState(progress)
     )
-    resumed_from = checkpoints.start(cfg, saver, progress, model, identity, is_chief)
+    resumed_from = checkpoints.start(cfg, saver, progress, model, identity, is_chief, data)
+    finished = progress.epoch >= cfg.epochs or progress.stopped_early
+    if resumed_from and finished and tf.io.gfile.exists(model_info.saved_model_path(cfg.model_dir)):
+        log.info(
+            "%s already holds %d epochs trained on this data (fingerprint %s) and their export: nothing to do "
+            "(raise --epochs to train more, or --restart to train again)",
+            cfg.model_dir,
+            progress.epoch,
+            data["fingerprint"],
+        )
+        return TrainResult(
+            model_info.saved_model_path(cfg.model_dir),
+            progress.history,
+            progress.epoch,
+            0.0,
+            resumed_from,
+            progress.stopped_early,
+            epochs_run=0,
+            already_trained=True,
+        )
 
     inputs = {}
     for split, split_files in files.items():
@@ -267,22 +326,24 @@ def train(cfg: TrainConfig) -> TrainResult:
         _summary_writers(cfg.model_dir, is_chief),
         is_chief and sys.stderr.isatty(),
     )
-    examples, started = 0, time.time()
+    examples, started, first_epoch = 0, time.time(), progress.epoch
     while progress.epoch < cfg.epochs and not progress.stopped_early:
         examples += loop.run_epoch()
     wall = time.time() - started
 
-    saved = _export(model, cfg, shape, tft_output, is_chief)
+    _export(model, cfg, shape, tft_output, publication)
     result = TrainResult(
-        saved_model=saved,
+        saved_model=model_info.saved_model_path(cfg.model_dir),
         history=progress.history,
         epochs=progress.epoch,
         examples_per_second=examples / max(wall, 1e-9),
         resumed_from=resumed_from,
         stopped_early=progress.stopped_early,
+        epochs_run=progress.epoch - first_epoch,
     )
-    if is_chief:
-        _write_training_json(cfg, result, strategy, workers, global_batch, learning_rate, policies, progress, wall)
+    if publication is not None:
+        run = {"workers": workers, "global_batch": global_batch, "learning_rate": learning_rate, "wall": wall}
+        _write_training_json(publication.staging, cfg, result, strategy, run, policies, progress, data)
     return result
 
 
@@ -386,8 +447,9 @@ def _write_summaries(writers: dict, step: int, loss: float, eval_loss: float, lr
         writer.flush()
 
 
-def _export(model: Autoencoder, cfg: TrainConfig, shape, tft_output, is_chief: bool) -> str:
-    """Exports a plain float32 copy of ``model`` (chief only; every worker reads the weights).
+def _export(model: Autoencoder, cfg: TrainConfig, shape, tft_output, publication) -> None:
+    """Exports a plain float32 copy of ``model`` into the staging folder (chief only; every worker
+    reads the weights).
 
     The copy makes the export independent of the strategy and of the compute precision.
     """
@@ -395,40 +457,40 @@ def _export(model: Autoencoder, cfg: TrainConfig, shape, tft_output, is_chief: b
         plain = build_autoencoder(cfg.model, shape)
     plain.build((None, *shape))
     plain.set_weights(model.get_weights())  # reads the distributed variables: every worker takes part
-    if not is_chief:
-        return model_info.saved_model_path(cfg.model_dir)
-    return export.export_model(plain, tft_output, cfg.model_dir, cfg.model.params)
+    if publication is not None:
+        export.export_model(plain, tft_output, publication.staging, cfg.model.params)
 
 
 def _write_training_json(
+    folder: str,
     cfg: TrainConfig,
     result: TrainResult,
     strategy,
-    workers: int,
-    global_batch: int,
-    learning_rate: float,
+    run: dict,
     policies: dict,
     progress: checkpoints.Progress,
-    wall: float,
+    data: dict,
 ) -> None:
     report = {
         "config": dataclasses.asdict(cfg),
+        "data": {"path": cfg.data_dir, **data},
         "strategy": strategies.strategy_name(strategy),
         "replicas": strategy.num_replicas_in_sync,
-        "workers": workers,
-        "global_batch": global_batch,
-        "learning_rate": learning_rate,
+        "workers": run["workers"],
+        "global_batch": run["global_batch"],
+        "learning_rate": run["learning_rate"],
         "precision": cfg.precision,
         "shard_policy": policies,
         "epochs_run": result.epochs,
+        "epochs_this_invocation": result.epochs_run,
         "global_step": progress.global_step,
         "resumed_from": result.resumed_from,
         "warm_start": cfg.warm_start if result.resumed_from is None else None,
         "stopped_early": result.stopped_early,
         "history": result.history,
         "examples_per_second": result.examples_per_second,
-        "wall_seconds": wall,
+        "wall_seconds": run["wall"],
         "saved_model": result.saved_model,
     }
-    with tf.io.gfile.GFile(os.path.join(cfg.model_dir, TRAINING_JSON), "w") as f:
+    with tf.io.gfile.GFile(os.path.join(folder, TRAINING_JSON), "w") as f:
         json.dump(report, f, indent=2)

@@ -261,15 +261,8 @@ def preprocess(job, beam_args):
 def train(job, beam_args):
     """Train an autoencoder and export it as one SavedModel."""
     from models.training import train as run_training
-    from pipelines.config import write_config
 
-    result = run_training(job.train)
-    write_config(job.train, job.train.model_dir)  # after: a refused or failed run leaves the folder's config
-    stopped = ", stopped early" if result.stopped_early else ""
-    click.echo(
-        f"trained {result.epochs} epochs{stopped}, eval loss {result.history['eval_loss'][-1]:.5f} "
-        f"-> {result.saved_model}"
-    )
+    click.echo(run_training(job.train).summary())
 
 
 @_command("infer", _fields(InferConfig, "infer"), ("infer",))

@@ -13,17 +13,14 @@ This module imports only light modules (no TensorFlow, Beam or PIL), so the comm
 from __future__ import annotations
 
 import dataclasses
-import json
-import os
 import re
 
-from models.config import TrainConfig
+from models.config import CONFIG_JSON, TrainConfig, write_config  # noqa: F401  (every stage's config.json)
 from models.fields import option
 from models.model_info import OUTPUTS
 from transforms.errors import UserError
 from transforms.image_spec import NORMALIZATIONS, RESIZE_POLICIES
 
-CONFIG_JSON = "config.json"
 BUILTIN_MNIST = "builtin:mnist"
 IMAGES, IDX, NPY, NPZ, CSV, TFRECORD = "images", "idx", "npy", "npz", "csv", "tfrecord"
 FORMATS = (IMAGES, IDX, NPY, NPZ, CSV, TFRECORD)
@@ -250,17 +247,6 @@ def check_outputs(outputs: tuple[str, ...]) -> tuple[str, ...]:
             f"outputs must be a non-empty selection of {', '.join(OUTPUTS)}, got {', '.join(outputs) or 'none'}"
         )
     return tuple(c for c in OUTPUTS if c in outputs)
-
-
-def write_config(config, directory: str, name: str = CONFIG_JSON) -> str:
-    """Writes ``directory/config.json`` (the resolved config; or ``name``) and returns its path."""
-    import tensorflow as tf  # here: any filesystem TensorFlow writes to; the module stays light
-
-    tf.io.gfile.makedirs(directory)
-    path = os.path.join(directory, name)
-    with tf.io.gfile.GFile(path, "w") as f:
-        json.dump(dataclasses.asdict(config), f, indent=2, sort_keys=True)
-    return path
 
 
 def _choice(name: str, value: str, choices) -> None:

@@ -11,7 +11,7 @@ import logging
 import time
 
 from models.training import train
-from pipelines.config import JobConfig, write_config
+from pipelines.config import JobConfig
 from pipelines.evaluate.job import run_evaluate
 from pipelines.infer.job import run_infer
 from pipelines.preprocess.job import run_preprocess
@@ -37,7 +37,6 @@ def run_job(cfg: JobConfig, beam_args: list[str] | None = None) -> JobResult:
     pre = run_preprocess(cfg.preprocess, beam_args)
     timings["preprocess"] = time.time() - started
     trained = train(cfg.train)
-    write_config(cfg.train, cfg.train.model_dir)
     timings["train"] = time.time() - started - timings["preprocess"]
     inferred = run_infer(cfg.infer, beam_args)
     timings["infer"] = time.time() - started - timings["preprocess"] - timings["train"]
@@ -49,8 +48,8 @@ def run_job(cfg: JobConfig, beam_args: list[str] | None = None) -> JobResult:
         f"{c.get(split_counter(TRAIN), 0)} train + {c.get(split_counter(EVAL), 0)} eval written, "
         f"{pre.rejected} rejected; "
         f"{'x'.join(map(str, pre.spec.shape))} images -> {cfg.preprocess.output}",
-        f"train ({timings['train']:.0f} s): {cfg.train.model.kind}, latent {cfg.train.model.latent_dim}, "
-        f"{trained.epochs} epochs, eval loss {trained.history['eval_loss'][-1]:.5f} -> {trained.saved_model}",
+        f"train ({timings['train']:.0f} s): {cfg.train.model.kind}, latent {cfg.train.model.latent_dim}: "
+        f"{trained.summary()}",
         f"infer ({timings['infer']:.0f} s): {inferred.counts.get('prediction_rows', 0)} Parquet rows -> "
         f"{cfg.infer.output}",
         f"report ({timings['report']:.0f} s): {evaluated.summary()}",

@@ -2,11 +2,14 @@
 
 ``run_evaluate`` reads the eval split of a preprocess output (or any input, ``data.read_images``),
 evaluates (``metrics.evaluate``), and writes ``OUTPUT/metrics.json``, the PNG figures
-(``figures``), ``OUTPUT/index.html`` (``report``) and ``OUTPUT/config.json``.
+(``figures``), ``OUTPUT/index.html`` (``report``) and ``OUTPUT/config.json``, all into a staging
+folder that replaces ``OUTPUT`` only when the report is complete (``transforms.publishing``): a
+failed or killed run leaves the earlier report as it was.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -19,6 +22,8 @@ from pipelines.evaluate.data import read_images, read_split
 from pipelines.evaluate.exported import ExportedModel
 from pipelines.evaluate.metrics import evaluate
 from pipelines.evaluate.results import EvaluateResult
+from transforms import publishing
+from transforms.errors import UserError
 from transforms.layout import EVAL, TRAIN
 
 log = logging.getLogger(__name__)
@@ -31,21 +36,31 @@ def run_evaluate(cfg: EvaluateConfig, beam_args: list[str] | None = None) -> Eva
 
     Raises:
       UserError: no exported model, ``data`` is not a preprocess output, a bad input spec, no
-        readable image, or a denoising model without its noise spec.
+        readable image, a denoising model without its noise spec, or an output that overlaps an input.
+      publishing.TargetBusy: another run is writing the same output.
     """
     model = ExportedModel(cfg.model_dir)
-    write_config(cfg, cfg.output)
-    if cfg.data is not None:
-        examples = read_split(cfg.data, EVAL, cfg.max_examples)
-        reference = read_split(cfg.data, TRAIN, cfg.max_examples)
-        source = f"{cfg.data} (eval split)"
-    else:
-        examples = read_images(cfg, model, beam_args)
-        reference, source = None, cfg.input
-    log.info("evaluating %s on %d images of %s", cfg.model_dir, len(examples), source)
-    evaluation = evaluate(model, examples, reference, cfg.threshold_percentile, cfg.seed, source)
-    drawn = figures.write_figures(evaluation, cfg.output)
-    with tf.io.gfile.GFile(os.path.join(cfg.output, METRICS_JSON), "w") as f:
-        json.dump(evaluation.metrics, f, indent=2, sort_keys=True)
-    index = report.write_report(cfg.output, evaluation.metrics, drawn)
-    return EvaluateResult(cfg.output, index, evaluation.metrics)
+    inputs = {"--data": cfg.data, "--input": cfg.input, "--model-dir": cfg.model_dir}
+    publishing.check_apart(cfg.output, "--output", inputs)
+    with publishing.Publication(cfg.output, marker=METRICS_JSON, stage="evaluate") as publication:
+        staged = dataclasses.replace(cfg, output=publication.staging)
+        write_config(cfg, staged.output)
+        if cfg.data is not None:
+            examples = read_split(cfg.data, EVAL, cfg.max_examples)
+            reference = read_split(cfg.data, TRAIN, cfg.max_examples)
+            source = f"{cfg.data} (eval split)"
+        else:
+            try:
+                examples = read_images(staged, model, beam_args)
+            except UserError as error:
+                kept = publication.keep_failed()
+                raise UserError(f"{error} (the failed run's dead letters are kept in {kept}/)") from None
+            reference, source = None, cfg.input
+        log.info("evaluating %s on %d images of %s", cfg.model_dir, len(examples), source)
+        evaluation = evaluate(model, examples, reference, cfg.threshold_percentile, cfg.seed, source)
+        drawn = figures.write_figures(evaluation, staged.output)
+        with tf.io.gfile.GFile(os.path.join(staged.output, METRICS_JSON), "w") as f:
+            json.dump(evaluation.metrics, f, indent=2, sort_keys=True)
+        index = report.write_report(staged.output, evaluation.metrics, drawn)
+        publication.publish()
+    return EvaluateResult(cfg.output, os.path.join(cfg.output, os.path.basename(index)), evaluation.metrics)

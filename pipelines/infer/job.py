@@ -2,8 +2,9 @@
 
 ``build_infer_pipeline`` adds the source (``ReadImages``: every input spec the preprocess job
 reads, then validation) and the sinks (``parquet.write_predictions``) to ``EncodeImages``.
-``run_infer`` writes that into a staging folder with ``_config.json`` and ``_manifest.json`` and
-publishes it (``publish``) only when the run succeeded, as ``output/`` or, with a run id, the Hive
+``run_infer`` writes that into its own staging folder with ``_config.json`` and ``_manifest.json``
+and publishes it (``transforms.publishing``: locked, swapped in, restored on failure) only when the
+run succeeded, as ``output/`` or, with a run id, the Hive
 partition ``output/run_id=RUN_ID/``, which also gets its keys index (``keys``); with
 ``skip_existing`` only the records not already in another partition are encoded. With ``watch``
 it runs ``watch.run_watch`` (micro-batches, the default) or ``streaming.run_streaming`` instead.
@@ -31,6 +32,7 @@ from pipelines.infer.streaming import run_streaming
 from pipelines.infer.watch import run_watch
 from pipelines.inputs.sources import ReadImages, Source, resolve_source
 from pipelines.inputs.validation import validate_read
+from transforms import publishing
 from transforms.errors import UserError
 from transforms.layout import RECORDS_READ, rejected_by_reason
 
@@ -123,7 +125,9 @@ def run_infer(
 
     Raises:
       UserError: the model folder holds no export; a bad input spec; ``denoised`` asked of a model
-        not trained to denoise; an output folder that exists and is not an infer output.
+        not trained to denoise; an output folder that exists and is not an infer output, or that
+        overlaps the input or the model folder.
+      publishing.TargetBusy: another run is writing the same output (or partition).
     """
     info = ModelInfo.read(cfg.model_dir)
     if cfg.outputs is not None and DENOISED in cfg.outputs and not info.denoising:
@@ -144,10 +148,11 @@ def run_infer(
 
     source = resolve_source(cfg.input, cfg.reader, cfg.limit)  # fails early on a bad input, before staging
     target = publish.target_dir(cfg.output, cfg.run_id)
+    publishing.check_apart(target, "--output", {"--input": cfg.input, "--model-dir": cfg.model_dir})
     index = keys.KeysIndex.of_output(cfg.output, cfg.run_id, info.model_hash) if cfg.skip_existing else None
-    staging = publish.start_staging(target)
     started = time.time()
-    try:
+    with publishing.Publication(target, marker=publish.MANIFEST, stage=STAGE) as publication:
+        staging = publication.staging
         write_config(cfg, staging, parquet.CONFIG_NAME)
         with beam.Pipeline(options=options) as p:
             build_infer_pipeline(p, cfg, source, handler, schema, staging, index)
@@ -159,10 +164,7 @@ def run_infer(
             fields.update({"compared_with": list(index.partitions), **_incremental(counts)})
         fields["timing"] = manifest.timing(started, time.time())
         written = publish.write_manifest(staging, fields)
-        publish.publish(staging, target)
-    except BaseException:
-        publish.discard(staging)
-        raise
+        publication.publish()
     log.info("infer counters:\n%s", counters.format_counters(counts))
     return InferResult(target, counts, written)
 

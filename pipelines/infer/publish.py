@@ -1,15 +1,15 @@
-"""Publishing a batch run's output only when it succeeded: write to a staging folder, then rename.
+"""Infer's outputs: partitions, manifests, and the watch's window staging folders.
 
-A run writes everything into ``.NAME.staging`` beside its target folder ``NAME`` (hidden from
-Hive-style readers such as pyarrow datasets and DuckDB globs over ``run_id=*``, which skip names
-starting with ``.``). When the pipeline has succeeded, ``_manifest.json`` is written into the
-staging folder and :func:`publish` renames the old target aside, renames the staging folder into
-place and deletes the old one, so a reader sees the previous output or the new one, never a part,
+A batch run publishes through ``transforms.publishing`` (its own staging folder
+``.NAME.staging-RUN``, a lock on the target, the swap that restores the previous output when a
+step fails). The watch (``watch``) stages each window in ``.window_start=...staging`` with
+:func:`start_staging` and swaps it in with :func:`publish`, the same swap. Staging folders are
+hidden from Hive-style readers such as pyarrow datasets and DuckDB globs over ``run_id=*``, which
+skip names starting with ``.``; a reader sees the previous partition or the new one, never a part,
 and re-running a run id replaces its partition without duplicates. On a local disk each rename is
 one atomic directory rename; object stores have no directories, so there the objects are renamed
 one by one after the job succeeded, and readers should take a partition as complete once its
-``_manifest.json`` is there. A failed run's staging folder is deleted (and a crashed run's by the
-next run of the same target).
+``_manifest.json`` is there.
 
 Manifest (``_manifest.json``): ``run_id``, ``input``, ``model`` (kind, hash, latent size, image
 shape, denoising, path), ``columns``, ``pixels``, ``compression``, ``rows`` (from the Parquet
@@ -22,13 +22,13 @@ from __future__ import annotations
 import json
 import os
 import posixpath
-import uuid
 
 import pyarrow.parquet as pq
 import tensorflow as tf
 from apache_beam.io.filesystems import FileSystems
 
 from models.model_info import ModelInfo, saved_model_path
+from transforms import publishing
 from transforms.errors import UserError
 
 MANIFEST = "_manifest.json"
@@ -80,14 +80,8 @@ def write_manifest(staging: str, fields: dict) -> dict:
 
 
 def publish(staging: str, target: str) -> None:
-    """Replaces ``target`` by ``staging`` (see the module docstring)."""
-    old = None
-    if tf.io.gfile.exists(target):
-        old = staging_dir(target).removesuffix(".staging") + f".old-{uuid.uuid4().hex[:8]}"
-        tf.io.gfile.rename(target, old)
-    tf.io.gfile.rename(staging, target)
-    if old is not None:
-        tf.io.gfile.rmtree(old)
+    """Replaces ``target`` by ``staging``; on a failed step ``target`` stays as it was."""
+    publishing.replace([(staging, target)], publishing.new_run_id())
 
 
 def discard(staging: str) -> None:

@@ -5,7 +5,10 @@
 ``transforms.layout``): ``train-*.tfrecord.gz``, ``eval-*.tfrecord.gz``, ``transform_output/``
 (``transform_fn/`` and ``transformed_metadata/``), ``rejected/rejected-*.jsonl``, ``stats.json``
 and ``config.json``. ``run_preprocess`` settles the image shape first (``probe``), runs the
-pipeline and checks the reject counts.
+pipeline into a staging folder, checks the reject counts and only then publishes the folder in
+place of ``output`` (``transforms.publishing``: a failed or killed run leaves the earlier output as
+it was, a rerun replaces it whole); a run that fails on its rejects keeps its files as
+``.OUTPUT.failed`` for the user to read its dead letters.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from pipelines.inputs.sources import Source, resolve_source
 from pipelines.inputs.validation import ReadValidImages, RereadValidImages
 from pipelines.preprocess.probe import resolve_image_spec
 from pipelines.preprocess.transform import EncodeExamplesFn, PreprocessImages
+from transforms import publishing
 from transforms.errors import UserError
 from transforms.image_spec import ImageSpec
 from transforms.layout import (
@@ -184,19 +188,29 @@ def run_preprocess(cfg: PreprocessConfig, beam_args: list[str] | None = None) ->
         or more rejects than ``max_reject_fraction`` (the message names the worst reasons).
     """
     source = resolve_source(cfg.input, cfg.reader, cfg.limit)  # fails early on a bad input
+    publishing.check_apart(cfg.output, "--output", {"--input": cfg.input})
     options = PipelineOptions(beam_args or [])
-    spec = resolve_image_spec(cfg, source, options)
-    write_config(cfg, cfg.output)
-    log.info("preprocessing %s as %dx%dx%d images into %s", cfg.input, *spec.shape, cfg.output)
-    with tempfile.TemporaryDirectory(prefix="hourglass-tft-") as local_temp:
-        temp_dir = options.get_all_options().get("temp_location") or local_temp
-        with beam.Pipeline(options=options) as p:
-            build_preprocess_pipeline(p, cfg, source, spec, temp_dir)
-        counts = counters.counters(p.result)
-    log.info("preprocess counters:\n%s", counters.format_counters(counts))
-    result = PreprocessResult(cfg.output, spec, counts)
-    check_rejects(result.counts, cfg.max_reject_fraction, cfg.input)
-    return result
+    with publishing.Publication(cfg.output, marker=STATS_JSON, stage=STAGE) as publication:
+        spec = resolve_image_spec(cfg, source, options)
+        staged = dataclasses.replace(cfg, output=publication.staging)
+        write_config(cfg, staged.output)
+        log.info("preprocessing %s as %dx%dx%d images into %s", cfg.input, *spec.shape, cfg.output)
+        with tempfile.TemporaryDirectory(prefix="hourglass-tft-") as local_temp:
+            temp_dir = options.get_all_options().get("temp_location") or local_temp
+            with beam.Pipeline(options=options) as p:
+                build_preprocess_pipeline(p, staged, source, spec, temp_dir)
+            counts = counters.counters(p.result)
+        log.info("preprocess counters:\n%s", counters.format_counters(counts))
+        try:
+            check_rejects(counts, cfg.max_reject_fraction, cfg.input)
+        except UserError as error:
+            kept = publication.keep_failed()
+            raise UserError(
+                f"{error}. The failed run's files are in {kept} (its dead letters in {kept}/{REJECTED_DIR}/); "
+                f"{cfg.output} is left as it was"
+            ) from None
+        publication.publish()
+    return PreprocessResult(cfg.output, spec, counts)
 
 
 def check_rejects(counts: dict[str, int], max_fraction: float, source: str) -> None:
@@ -212,12 +226,10 @@ def check_rejects(counts: dict[str, int], max_fraction: float, source: str) -> N
     rejected = sum(reasons.values())
     if rejected == read:
         worst = ", ".join(f"{reason} ({n})" for reason, n in reasons.most_common(3))
-        raise UserError(
-            f"none of the {read} records of {source!r} could be used; reasons: {worst}. See the rejected/ folder"
-        )
+        raise UserError(f"none of the {read} records of {source!r} could be used; reasons: {worst}")
     if rejected / read > max_fraction:
         worst = ", ".join(f"{reason} ({n})" for reason, n in reasons.most_common(3))
         raise UserError(
             f"{rejected} of {read} records of {source!r} were rejected, over --max-reject-fraction {max_fraction}; "
-            f"worst reasons: {worst}. See the rejected/ folder for each record, fix the input or raise the limit"
+            f"worst reasons: {worst}. Fix the input or raise the limit"
         )

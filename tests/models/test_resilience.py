@@ -80,10 +80,12 @@ def test_nan_loss_stops_with_a_clear_error_and_keeps_the_last_good_export(prepro
     good = train(_config(preprocessed.output, tmp_path, epochs=1))
     before = ModelInfo.read(str(tmp_path))
     bad = make_data(value=float("nan"))
-    with pytest.raises(FloatingPointError, match=r"train loss became nan in epoch 2 \(step 1\).*untouched"):
-        train(_config(bad, tmp_path, epochs=2))
+    trained = _report(tmp_path)
+    # Other data: --restart (resuming the first run's checkpoints on it is refused).
+    with pytest.raises(FloatingPointError, match=r"train loss became nan in epoch 1 \(step 1\).*untouched"):
+        train(_config(bad, tmp_path, epochs=2, restart=True))
     assert ModelInfo.read(str(tmp_path)) == before
-    assert _latest_step(tmp_path) == _report(tmp_path)["global_step"]
+    assert _report(tmp_path) == trained
     served = serve(good.saved_model, [encode_png(known_pixels(0, 0))])
     assert np.isfinite(served["reconstruction"]).all()
 
@@ -162,14 +164,15 @@ def test_warm_start_from_another_shape_names_the_fix(trained, tmp_path):
 
 def test_a_model_dir_holding_another_model_names_the_fix(trained, tmp_path):
     trained_cfg, _ = trained
+    config = Path(trained_cfg.model_dir, "config.json").read_bytes()
     result = CliRunner().invoke(
         cli, ["train", "--data", trained_cfg.data_dir, "--model-dir", trained_cfg.model_dir, "--latent-dim", "6"]
     )
     assert result.exit_code == 1
     assert "already holds a different model" in result.output and "latent_dim 4, not 6" in result.output
     assert "pass a new --model-dir, or delete" in result.output
-    # A refused run writes nothing there (the fixture's run, in-process, wrote no config.json).
-    assert not Path(trained_cfg.model_dir, "config.json").exists()
+    # A refused run writes nothing there: the config published with the export is the fixture's.
+    assert Path(trained_cfg.model_dir, "config.json").read_bytes() == config
 
 
 @pytest.mark.parametrize(
