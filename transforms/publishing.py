@@ -327,5 +327,5 @@ def check_apart(output: str, option: str, inputs: dict[str, str | None], replace
             continue
         raise UserError(
             f"{option} {output} {relation} {name} {spec}: the run would read its own output or replace its input; "
-            f"pass an {option} folder outside {spec}"
+            f"give {option} a folder that neither is, is inside, nor holds {root}"
         )

@@ -297,7 +297,8 @@ def test_a_failed_run_publishes_nothing_and_keeps_the_last_good_output(tmp_path)
 def test_an_output_folder_that_is_not_an_infer_output_is_not_replaced(tmp_path):
     (tmp_path / "o").mkdir()
     (tmp_path / "o" / "notes.txt").write_text("mine")
-    cfg = InferConfig(model_dir=_fake_model_dir(tmp_path / "m"), input=str(tmp_path), output=str(tmp_path / "o"))
+    model_dir = _fake_model_dir(tmp_path / "m")
+    cfg = InferConfig(model_dir=model_dir, input=model_dir, output=str(tmp_path / "o"))  # any files as input
     with pytest.raises(ValueError, match="not an infer output"):
         run_infer(cfg, model_handler=FakeHandler())
     assert os.listdir(tmp_path / "o") == ["notes.txt"]
