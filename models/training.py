@@ -73,10 +73,14 @@ class TrainResult:
         """One line for people: the epochs of this run (and in total), the eval loss, the export."""
         loss = f"eval loss {self.history['eval_loss'][-1]:.5f} -> {self.saved_model}"
         if self.already_trained:
-            return f"nothing to do: already trained {self.epochs} epochs on this data, {loss}"
+            return f"nothing to do: already trained {_epochs(self.epochs)} on this data, {loss}"
         stopped = ", stopped early" if self.stopped_early else ""
         total = f" ({self.epochs} in total)" if self.epochs != self.epochs_run else ""
-        return f"trained {self.epochs_run} epochs{total}{stopped}, {loss}"
+        return f"trained {_epochs(self.epochs_run)}{total}{stopped}, {loss}"
+
+
+def _epochs(n: int) -> str:
+    return f"{n} epoch{'' if n == 1 else 's'}"
 
 
 class Trainer:
