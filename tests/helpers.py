@@ -41,3 +41,18 @@ def read_rejected(folder) -> list[dict]:
 def readme_block(language: str) -> str:
     """The README's first fenced block of ``language``."""
     return README.read_text().split(f"```{language}\n", 1)[1].split("```", 1)[0]
+
+
+def fail_rename_into(monkeypatch, dst) -> None:
+    """Makes ``tf.io.gfile.rename`` fail when a staging folder's content is moved to ``dst`` (a fault
+    injected in a publication's final rename); every other rename, the restoring ones included, works."""
+    import tensorflow as tf
+
+    rename = tf.io.gfile.rename
+
+    def failing(src, target, overwrite=False):
+        if ".staging-" in src and target == str(dst):
+            raise OSError(f"injected: renaming {src} failed")
+        rename(src, target, overwrite)
+
+    monkeypatch.setattr(tf.io.gfile, "rename", failing)

@@ -17,7 +17,7 @@ from models.training import TRAINING_JSON, train
 from pipelines.cli import cli
 from pipelines.inputs.images import encode_png
 from tests.conftest import known_pixels
-from tests.helpers import serve
+from tests.helpers import fail_rename_into, serve
 from transforms.errors import UserError
 
 
@@ -83,14 +83,7 @@ def test_a_fault_in_the_final_rename_keeps_the_previous_export(make_data, tmp_pa
     data, model_dir = make_data(), tmp_path / "m"
     train(_config(data, model_dir))
     before = _published(model_dir)
-    rename = tf.io.gfile.rename
-
-    def failing(src, dst, overwrite=False):  # moving the new export in fails
-        if ".staging-" in src and dst == str(model_dir / "saved_model"):
-            raise OSError("injected: rename failed")
-        rename(src, dst, overwrite)
-
-    monkeypatch.setattr(tf.io.gfile, "rename", failing)
+    fail_rename_into(monkeypatch, model_dir / "saved_model")  # moving the new export in fails
     with pytest.raises(OSError, match="injected"):
         train(_config(data, model_dir, epochs=2))
     assert _published(model_dir) == before

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import tensorflow as tf
 
+from tests.helpers import fail_rename_into
 from transforms import publishing
 from transforms.errors import UserError
 
@@ -44,14 +45,7 @@ def test_a_failed_run_deletes_its_staging_and_keeps_the_output(tmp_path):
 
 def test_a_fault_in_the_final_rename_restores_the_previous_output(tmp_path, monkeypatch):
     _publish(tmp_path / "out", {"a": "1"})
-    rename = tf.io.gfile.rename
-
-    def failing(src, dst, overwrite=False):  # moving the new output in fails
-        if ".staging-" in src and dst == str(tmp_path / "out"):
-            raise OSError("injected: disk went away")
-        rename(src, dst, overwrite)
-
-    monkeypatch.setattr(tf.io.gfile, "rename", failing)
+    fail_rename_into(monkeypatch, tmp_path / "out")  # moving the new output in fails
     with pytest.raises(OSError, match="injected"):
         _publish(tmp_path / "out", {"a": "2"})
     assert _tree(tmp_path / "out") == {"a": b"1"}  # moved aside, then back
@@ -64,13 +58,7 @@ def test_entries_are_published_together_and_the_rest_of_the_folder_stays(tmp_pat
     (model / "checkpoints" / "ckpt").write_text("keep")
     _publish(model, {"export": "v1", "report.json": "r1"}, entries=("export", "report.json"))
     rename = tf.io.gfile.rename
-
-    def failing(src, dst, overwrite=False):  # the second entry's move in fails
-        if ".staging-" in src and dst == str(model / "report.json"):
-            raise OSError("injected")
-        rename(src, dst, overwrite)
-
-    monkeypatch.setattr(tf.io.gfile, "rename", failing)
+    fail_rename_into(monkeypatch, model / "report.json")  # the second entry's move in fails
     with pytest.raises(OSError, match="injected"):
         _publish(model, {"export": "v2", "report.json": "r2"}, entries=("export", "report.json"))
     assert _tree(model) == {"checkpoints/ckpt": b"keep", "export": b"v1", "report.json": b"r1"}
