@@ -172,8 +172,9 @@ def decode_pixels(encoded: tf.Tensor, dtype: tf.DType = tf.float32) -> tf.Tensor
 
 
 _TF_NOISE = (
+    re.compile(r"^(?:\w+\.)+(?=\w+: )"),  # the exception's module path
     re.compile(r"\{\{function_node [^}]*\}\}\s*"),
-    re.compile(r"\s*\[Op:[^\]]*\]"),
+    re.compile(r"\s*\[Op:[^\]]*\]( name: \S*)?"),
     re.compile(r"\s*\[\[\{\{node [^\]]*\]\]"),
     re.compile(r"Graph execution error:\s*"),
     re.compile(r"Detected at node \S+ defined at \(most recent call last\):.*?(?=\n\S)\n", re.S),

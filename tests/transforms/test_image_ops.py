@@ -6,6 +6,7 @@ import tensorflow as tf
 from PIL import Image, ImageOps
 
 from pipelines.inputs.images import encode_png
+from tests.helpers import oriented_jpeg
 from transforms.image_ops import decode_images, decode_pixels, exif_orientation
 from transforms.image_spec import ImageSpec
 
@@ -110,11 +111,7 @@ def _oriented_jpeg(orientation: int) -> bytes:
     pixels = np.zeros((16, 24, 3), np.uint8)
     pixels[:4, :8] = 255
     pixels[10:, 20:, 0] = 200
-    exif = Image.Exif()
-    exif[0x0112] = orientation
-    buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, "JPEG", exif=exif.tobytes(), quality=95)
-    return buffer.getvalue()
+    return oriented_jpeg(pixels, orientation)
 
 
 @pytest.mark.parametrize("orientation", range(1, 9))

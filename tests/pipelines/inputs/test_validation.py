@@ -1,8 +1,6 @@
 """Validation of single records: every bad-input kind gets its reason; readable formats pass on."""
 
 import io
-import struct
-import zlib
 
 import numpy as np
 import pytest
@@ -13,7 +11,7 @@ from PIL import Image
 from pipelines.config import ImageLimits
 from pipelines.inputs.images import encode_png
 from pipelines.inputs.validation import ValidateImageFn
-from tests.helpers import encode_image
+from tests.helpers import encode_image, flipped_jpeg, split_idat_png
 
 
 def _validate(data: bytes, max_pixels: int = 1_000_000):
@@ -68,35 +66,7 @@ def test_pngs_and_jpegs_pass_as_they_are_and_other_formats_as_png():
         np.testing.assert_array_equal(decoded, expected)
 
 
-def _png_chunk(kind: bytes, data: bytes) -> bytes:
-    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-
-def _split_idat_png() -> bytes:
-    """A PNG whose image data is split in two IDAT chunks with a tEXt chunk between them: every CRC
-    is valid and the data inflates to the right size (a structural check passes it), but PNG wants
-    consecutive IDATs and TF refuses it."""
-    data, position, out = _png(), 8, _png()[:8]
-    while position < len(data):
-        length, kind = struct.unpack_from(">I4s", data, position)
-        body = data[position + 8 : position + 8 + length]
-        if kind == b"IDAT":
-            out += _png_chunk(b"IDAT", body[:5]) + _png_chunk(b"tEXt", b"note\x00split") + _png_chunk(b"IDAT", body[5:])
-        else:
-            out += _png_chunk(kind, body)
-        position += 12 + length
-    return out
-
-
-def _flipped_jpeg() -> bytes:
-    """The 32x32 JPEG with one byte set to 0xFF: Pillow decodes it, TensorFlow's decoder refuses it."""
-    data = bytearray(_jpeg())
-    data[629] = 0xFF
-    Image.open(io.BytesIO(data)).load()  # Pillow alone passes it
-    return bytes(data)
-
-
-@pytest.mark.parametrize("make", [_split_idat_png, _flipped_jpeg], ids=["split-idat-png", "flipped-jpeg"])
+@pytest.mark.parametrize("make", [split_idat_png, flipped_jpeg], ids=["split-idat-png", "flipped-jpeg"])
 def test_images_tensorflow_refuses_are_corrupt_with_the_decoders_message(make):
     data = make()
     with pytest.raises(tf.errors.InvalidArgumentError):
