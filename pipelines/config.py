@@ -29,9 +29,9 @@ BUILTIN_MNIST = "builtin:mnist"
 IMAGES, IDX, NPY, NPZ, CSV, TFRECORD = "images", "idx", "npy", "npz", "csv", "tfrecord"
 FORMATS = (IMAGES, IDX, NPY, NPZ, CSV, TFRECORD)
 DEFAULT_MAX_PIXELS = 64_000_000
-# Decoded bytes (width x height x channels x bytes per sample) of the largest image decoded: a 24 MP
-# RGB photo (72 MB) passes; 8 images at the limit keep a preprocess under 2 GB peak RSS.
-DEFAULT_MAX_DECODED_BYTES = 100_000_000
+# Decoded bytes (width x height x channels x bytes per sample) of the largest image decoded (64 MiB): a
+# 22 MP RGB photo passes; 8 RGBA images at the limit keep a preprocess under 2 GB peak RSS.
+DEFAULT_MAX_DECODED_BYTES = 64 << 20
 _MAX_DECODED_HELP = "Reject images whose decoded pixels (W x H x channels x bytes per sample) take more bytes."
 PIXEL_FORMATS = ("float", "png")
 COMPRESSIONS = ("snappy", "zstd")
