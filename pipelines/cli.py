@@ -28,7 +28,7 @@ import click
 from models.config import TrainConfig
 from pipelines.config import BUILTIN_MNIST, EvaluateConfig, InferConfig, PreprocessConfig, ReaderOptions
 from pipelines.config_loader import DEFAULT_OUTPUT, load_config_file, resolve_job_config, stage_mappings, with_overrides
-from transforms.errors import UserError
+from transforms.errors import UserError, check_output_folder, storage_error
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is imported by a command
 
@@ -213,12 +213,26 @@ def _command(name: str, flags: list[_Flag], stages: tuple[str, ...], beam: bool 
         def callback(**_):
             ctx = click.get_current_context()
             job, beam_args = resolve(ctx)
-            fn(job, beam_args)
+            for output in _outputs(job):
+                check_output_folder(output)
+            try:
+                fn(job, beam_args)
+            except Exception as error:  # a full disk or read-only output, met anywhere, is a UserError
+                refused = storage_error(error, _outputs(job))
+                if refused is None:
+                    raise
+                raise refused from error
 
         cli.add_command(_Command(name, callback, flags, stages, beam, help=fn.__doc__))
         return fn
 
     return register
+
+
+def _outputs(job) -> list[str]:
+    """The folders a command writes (a stage's output, training's model folder)."""
+    stages = (job.preprocess, job.train, job.infer, job.evaluate)
+    return [getattr(c, "output", None) or c.model_dir for c in stages if c is not None]
 
 
 # `run` reads one input and writes under one root: these keys are the job config's top-level ones.

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from typing import NamedTuple
 
 from models.config import CONFIG_JSON, TrainConfig, write_config  # noqa: F401  (every stage's config.json)
 from models.fields import option
@@ -25,6 +26,10 @@ BUILTIN_MNIST = "builtin:mnist"
 IMAGES, IDX, NPY, NPZ, CSV, TFRECORD = "images", "idx", "npy", "npz", "csv", "tfrecord"
 FORMATS = (IMAGES, IDX, NPY, NPZ, CSV, TFRECORD)
 DEFAULT_MAX_PIXELS = 64_000_000
+# Decoded bytes (width x height x channels x bytes per sample) of the largest image decoded (64 MiB): a
+# 22 MP RGB photo passes; 8 RGBA images at the limit keep a preprocess under 2 GB peak RSS.
+DEFAULT_MAX_DECODED_BYTES = 64 << 20
+_MAX_DECODED_HELP = "Reject images whose decoded pixels (W x H x channels x bytes per sample) take more bytes."
 PIXEL_FORMATS = ("float", "png")
 COMPRESSIONS = ("snappy", "zstd")
 # How --watch runs: a loop of bounded Beam jobs that publishes each window as it closes (any
@@ -67,6 +72,18 @@ def parse_color(text: str) -> tuple[int, int, int]:
     raise UserError(f"colour must be {', '.join(_COLOURS)}, #rrggbb or R,G,B (0..255), got {text!r}")
 
 
+class ImageLimits(NamedTuple):
+    """The bounds every image is checked against from its header, before it is decoded."""
+
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    max_decoded_bytes: int = DEFAULT_MAX_DECODED_BYTES
+
+    @classmethod
+    def of(cls, cfg) -> ImageLimits:
+        """The limits of a stage config (``max_pixels``, ``max_decoded_bytes``)."""
+        return cls(cfg.max_pixels, cfg.max_decoded_bytes)
+
+
 @dataclasses.dataclass(frozen=True)
 class ReaderOptions:
     """How to read an input; every field is optional."""
@@ -103,6 +120,7 @@ class PreprocessConfig:
     )
     eval_percent: int = option(10, "Share of records (by a hash of the id) that go to the eval split.")
     max_pixels: int = option(DEFAULT_MAX_PIXELS, "Reject larger images (decompression bombs).")
+    max_decoded_bytes: int = option(DEFAULT_MAX_DECODED_BYTES, _MAX_DECODED_HELP)
     max_reject_fraction: float = option(0.01, "Fail when a larger share of the records is rejected.")
     limit: int | None = option(None, "Read only the first N records.")
     reader: ReaderOptions = option(help="How to read the input.", factory=ReaderOptions)
@@ -135,6 +153,7 @@ class InferConfig:
     batch_size_min: int = option(32, "Smallest RunInference batch.")
     batch_size_max: int = option(1024, "Largest RunInference batch.")
     max_pixels: int = option(DEFAULT_MAX_PIXELS, "Reject larger images (decompression bombs).")
+    max_decoded_bytes: int = option(DEFAULT_MAX_DECODED_BYTES, _MAX_DECODED_HELP)
     limit: int | None = option(None, "Read only the first N records.")
     reader: ReaderOptions = option(help="How to read the input.", factory=ReaderOptions)
     run_id: str | None = option(
@@ -213,6 +232,7 @@ class EvaluateConfig:
     max_examples: int = option(10_000, "Images used per split, at most (the first ones read).")
     threshold_percentile: float = option(99.0, "The suggested anomaly threshold: this percentile of reference errors.")
     max_pixels: int = option(DEFAULT_MAX_PIXELS, "With --input: reject larger images.")
+    max_decoded_bytes: int = option(DEFAULT_MAX_DECODED_BYTES, "With --input: " + _MAX_DECODED_HELP)
     seed: int = option(0, "Seed of the pairs interpolated, prior samples, noise and t-SNE.")
 
     def __post_init__(self):

@@ -13,6 +13,9 @@ Schema (every key optional; the stage sections take the fields of their dataclas
     infer: {...}                  # pipelines.config.InferConfig
     evaluate: {...}               # pipelines.config.EvaluateConfig (the report of `hourglass run`)
 
+YAML anchors and aliases (``&name``, ``*name``) are refused: a few hundred bytes of nested aliases
+expand to gigabytes once the values are walked (a "billion laughs" bomb), and a job config needs none.
+
 Overrides (from command-line flags) are dotted keys such as ``train.model.kind``; they win over
 the file. Unknown keys and bad values fail with a message naming the key and what is allowed.
 Only the stages a command runs are built and checked (``infer`` never imports the model kinds).
@@ -34,11 +37,26 @@ TOP_KEYS = ("input", "output", "reader", "limit", "beam_options", *STAGES)
 DEFAULT_OUTPUT = "hourglass-output"
 
 
+class _AliasError(yaml.YAMLError):
+    """A YAML anchor or alias, which job configs refuse."""
+
+
+class _NoAliasLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses anchors and aliases as it composes the document."""
+
+    def compose_node(self, parent, index):
+        event = self.peek_event()
+        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None) is not None:
+            kind = "alias *" if isinstance(event, yaml.AliasEvent) else "anchor &"
+            raise _AliasError(f"a YAML {kind}{event.anchor} at line {event.start_mark.line + 1}")
+        return super().compose_node(parent, index)
+
+
 def load_config_file(path: str) -> dict[str, Any]:
     """Reads a YAML or JSON job config (any filesystem ``tf.io.gfile`` reads).
 
     Raises:
-      UserError: no such file, or not a YAML mapping (names the file).
+      UserError: no such file, not a YAML mapping, or YAML anchors/aliases (names the file).
     """
     import tensorflow as tf  # here: any filesystem TensorFlow reads; the module stays light
 
@@ -46,7 +64,12 @@ def load_config_file(path: str) -> dict[str, Any]:
         raise UserError(f"config file {path} not found")
     with tf.io.gfile.GFile(path) as f:
         try:
-            data = yaml.safe_load(f.read())
+            data = yaml.load(f.read(), Loader=_NoAliasLoader)  # _NoAliasLoader is a SafeLoader
+        except _AliasError as error:
+            raise UserError(
+                f"config file {path} uses {error}: anchors and aliases are not allowed in job configs "
+                "(they can expand without bound); write the values out"
+            ) from error
         except yaml.YAMLError as error:
             raise UserError(f"config file {path} is not valid YAML/JSON: {error}") from error
     if data is None:

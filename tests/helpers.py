@@ -5,7 +5,9 @@ from __future__ import annotations
 import io
 import json
 import os
+import struct
 import sys
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -56,3 +58,41 @@ def fail_rename_into(monkeypatch, dst) -> None:
         rename(src, target, overwrite)
 
     monkeypatch.setattr(tf.io.gfile, "rename", failing)
+
+
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def split_idat_png(pixels: np.ndarray | None = None) -> bytes:
+    """A PNG of ``pixels`` (8x8 grey by default) whose image data is split in two IDAT chunks with a
+    tEXt chunk between them: every CRC is valid and the data inflates to the right size (a structural
+    check passes it), but PNG wants consecutive IDATs and TensorFlow's decoder refuses it."""
+    pixels = np.arange(64, dtype=np.uint8).reshape(8, 8) if pixels is None else pixels
+    data = encode_image(Image.fromarray(pixels), "PNG")
+    position, out = 8, data[:8]
+    while position < len(data):
+        length, kind = struct.unpack_from(">I4s", data, position)
+        body = data[position + 8 : position + 8 + length]
+        if kind == b"IDAT":
+            out += _png_chunk(b"IDAT", body[:5]) + _png_chunk(b"tEXt", b"note\x00split") + _png_chunk(b"IDAT", body[5:])
+        else:
+            out += _png_chunk(kind, body)
+        position += 12 + length
+    return out
+
+
+def flipped_jpeg() -> bytes:
+    """A 32x32 RGB JPEG with one byte set to 0xFF: Pillow decodes it, TensorFlow's decoder refuses it."""
+    pixels = np.random.default_rng(0).integers(0, 255, (32, 32, 3), dtype=np.uint8)
+    data = bytearray(encode_image(Image.fromarray(pixels), "JPEG"))
+    data[629] = 0xFF
+    Image.open(io.BytesIO(bytes(data))).load()  # Pillow alone passes it
+    return bytes(data)
+
+
+def oriented_jpeg(pixels: np.ndarray, orientation: int) -> bytes:
+    """``pixels`` (uint8 RGB) as a JPEG tagged with the EXIF ``orientation`` (1..8)."""
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    return encode_image(Image.fromarray(pixels), "JPEG", exif=exif.tobytes(), quality=95)

@@ -1,6 +1,9 @@
 """TensorFlow image ops used inside the tf.Transform graph (and so inside the exported model).
 
-Element contract: ``decode_images`` takes a rank-1 batch of encoded image strings (PNG, 8- or
+Element contract: :func:`decode_pixels` is the one decoder: encoded bytes -> the image with its own
+channels, upright; validation runs it eagerly to prove each image (so a file the graph would refuse
+is dead-lettered with this decoder's message, :func:`decoder_message`), the graph runs it on every
+record. ``decode_images`` takes a rank-1 batch of encoded image strings (PNG, 8- or
 16-bit, any colour type; JPEG; BMP; GIF, first frame) and returns float32
 ``(batch, height, width, channels)`` pixels in [0, 1]. The target shape, the resize policy and the
 background colour come from an :class:`ImageSpec`; nothing here hard-codes a shape.
@@ -9,9 +12,16 @@ Colour policy: every image is decoded with its own channels (grey, grey+alpha, R
 expand to RGB or RGBA), alpha is composited on ``background``, then the result is brought to the
 target channels: grey is repeated to RGB, RGB becomes grey with ITU-R BT.601 luma weights. A grey
 image with a 1-channel target is never touched, so grey data stays exact.
+
+Orientation: a JPEG's EXIF Orientation tag (0x0112, in its APP1 segment) is honoured as Pillow's
+``ImageOps.exif_transpose`` does, so a phone photo is trained and served the way viewers show it.
+The tag is parsed with tensor ops (no Python), so the exported model does the same; a missing or
+unreadable tag means "upright". Other formats' EXIF is applied by Pillow when validation re-encodes them.
 """
 
 from __future__ import annotations
+
+import re
 
 import tensorflow as tf
 
@@ -68,21 +78,137 @@ def _fit(image: tf.Tensor, spec: ImageSpec) -> tf.Tensor:
     return tf.image.resize(image, size)
 
 
+# APP segments are at most 64 KiB: the EXIF Orientation tag, when present, is within these bytes.
+_EXIF_SCAN_BYTES = 2 + 16 * (65536 + 2)
+_MAX_SEGMENTS = 16
+_MAX_IFD_ENTRIES = 256
+_ORIENTATION_TAG = 0x0112
+
+
+def exif_orientation(encoded: tf.Tensor) -> tf.Tensor:
+    """A scalar int32 in 1..8: the EXIF Orientation of a JPEG (1 when absent, unreadable or not a JPEG).
+
+    Walks the JPEG's marker segments up to the first APP1 ``Exif`` one, then the TIFF header and
+    IFD0's entries; every read is bounds-checked, so damaged EXIF data only means "upright".
+    """
+    head = tf.io.decode_raw(tf.strings.substr(encoded, 0, _EXIF_SCAN_BYTES), tf.uint8)
+    size = tf.size(head)
+    data = tf.concat([tf.cast(head, tf.int32), tf.zeros([16], tf.int32)], 0)
+
+    def byte(i):
+        return tf.where(i < size, tf.gather(data, tf.clip_by_value(i, 0, size)), 0)
+
+    def u16(i, little):
+        return tf.where(little, byte(i) + 256 * byte(i + 1), 256 * byte(i) + byte(i + 1))
+
+    def u32(i, little):
+        return tf.where(
+            little, u16(i, little) + 65536 * u16(i + 2, little), 65536 * u16(i, little) + u16(i + 2, little)
+        )
+
+    exif_header = tf.constant([0x45, 0x78, 0x69, 0x66, 0, 0])  # "Exif\0\0"
+
+    def is_exif_app1(pos):
+        marker_ok = tf.logical_and(tf.equal(byte(pos), 0xFF), tf.equal(byte(pos + 1), 0xE1))
+        return tf.logical_and(
+            marker_ok,
+            tf.reduce_all(tf.equal(tf.gather(data, tf.clip_by_value(pos + 4 + tf.range(6), 0, size)), exif_header)),
+        )
+
+    def segment_continues(pos, found):
+        marker = byte(pos + 1)
+        in_header = tf.logical_and(tf.equal(byte(pos), 0xFF), tf.logical_and(marker != 0xDA, marker != 0xD9))
+        return tf.logical_and(tf.logical_and(found < 0, pos + 4 <= size), in_header)
+
+    def next_segment(pos, found):
+        found = tf.where(is_exif_app1(pos), pos + 10, found)
+        return pos + 2 + u16(pos + 2, False), found
+
+    is_jpeg = tf.logical_and(tf.equal(byte(0), 0xFF), tf.equal(byte(1), 0xD8))
+    _, tiff = tf.while_loop(
+        segment_continues, next_segment, (tf.constant(2), tf.where(is_jpeg, -1, 0)), maximum_iterations=_MAX_SEGMENTS
+    )
+    tiff = tf.maximum(tiff, 0)  # 0: no EXIF found (a JPEG never starts with a TIFF header)
+    little = tf.equal(byte(tiff), 0x49)
+    valid = tf.logical_and(tiff > 0, tf.equal(u16(tiff + 2, little), 42))
+    ifd = tiff + u32(tiff + 4, little)
+    entries = tf.minimum(u16(ifd, little), _MAX_IFD_ENTRIES)
+
+    def orientation_of(i, found):
+        entry = ifd + 2 + 12 * i
+        return i + 1, tf.where(tf.equal(u16(entry, little), _ORIENTATION_TAG), u16(entry + 8, little), found)
+
+    _, orientation = tf.while_loop(
+        lambda i, found: tf.logical_and(i < entries, found == 0), orientation_of, (tf.constant(0), tf.constant(0))
+    )
+    ok = tf.logical_and(valid, tf.logical_and(orientation >= 1, orientation <= 8))
+    return tf.where(ok, orientation, 1)
+
+
+def _orient(image: tf.Tensor, orientation: tf.Tensor) -> tf.Tensor:
+    """Applies an EXIF orientation (1..8) as ``ImageOps.exif_transpose`` does: a transpose for 5..8,
+    then a left-right flip for 2, 3, 6, 7 and an upside-down flip for 3, 4, 7, 8."""
+
+    def when(condition, fn, pixels):
+        return tf.cond(condition, lambda: fn(pixels), lambda: pixels)
+
+    def is_in(values):
+        return tf.reduce_any(tf.equal(orientation, values))
+
+    image = when(orientation >= 5, lambda x: tf.transpose(x, [1, 0, 2]), image)
+    image = when(is_in([2, 3, 6, 7]), lambda x: tf.reverse(x, [1]), image)
+    return when(is_in([3, 4, 7, 8]), lambda x: tf.reverse(x, [0]), image)
+
+
+def decode_pixels(encoded: tf.Tensor, dtype: tf.DType = tf.float32) -> tf.Tensor:
+    """The one decoder (see the module docstring): one encoded image -> ``(H, W, K)`` pixels of
+    ``dtype`` (floats in [0, 1]) with the image's own channels K, turned upright by its EXIF orientation.
+
+    Raises:
+      tf.errors.InvalidArgumentError: the bytes do not decode (eagerly; in a graph, when run).
+    """
+    image = tf.io.decode_image(encoded, channels=0, dtype=dtype, expand_animations=False)
+    return _orient(image, exif_orientation(encoded))
+
+
+_TF_NOISE = (
+    re.compile(r"^(?:\w+\.)+(?=\w+: )"),  # the exception's module path
+    re.compile(r"\{\{function_node [^}]*\}\}\s*"),
+    re.compile(r"\s*\[Op:[^\]]*\]( name: \S*)?"),
+    re.compile(r"\s*\[\[\{\{node [^\]]*\]\]"),
+    re.compile(r"Graph execution error:\s*"),
+    re.compile(r"Detected at node \S+ defined at \(most recent call last\):.*?(?=\n\S)\n", re.S),
+)
+
+
+def decoder_message(error: BaseException | str) -> str:
+    """The decoder's own words from a TensorFlow error (or its text): ``"Invalid PNG data, size 102"``
+    rather than the op and graph node decorations around it."""
+    text = error.message if isinstance(error, tf.errors.OpError) else str(error)
+    for pattern in _TF_NOISE:
+        text = pattern.sub("", text)
+    return " ".join(text.split()) or type(error).__name__
+
+
 def decode_image(encoded: tf.Tensor, spec: ImageSpec) -> tf.Tensor:
     """Decodes one encoded image to float32 pixels of the spec's shape, in [0, 1]."""
-    image = tf.io.decode_image(encoded, channels=0, dtype=tf.float32, expand_animations=False)
-    image = _to_channels(image, spec)
+    image = _to_channels(decode_pixels(encoded), spec)
     same_size = tf.reduce_all(tf.equal(tf.shape(image)[:2], [spec.height, spec.width]))
     image = tf.cond(same_size, lambda: image, lambda: tf.clip_by_value(_fit(image, spec), 0.0, 1.0))
     return tf.ensure_shape(image, spec.shape)
 
 
 def decode_images(encoded: tf.Tensor, spec: ImageSpec) -> tf.Tensor:
-    """Decodes a batch of encoded images: ``(batch,)`` string -> ``(batch, H, W, C)`` float32."""
+    """Decodes a batch of encoded images: ``(batch,)`` string -> ``(batch, H, W, C)`` float32.
+
+    One image at a time (``parallel_iterations=1``): a full-size decode and its float copies are the
+    largest tensors of the graph, so decoding several at once would multiply the peak memory.
+    """
     return tf.map_fn(
         lambda e: decode_image(e, spec),
         tf.reshape(encoded, [-1]),
         fn_output_signature=tf.TensorSpec(spec.shape, tf.float32),
+        parallel_iterations=1,
     )
 
 

@@ -28,7 +28,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from models.input_pipeline import load_transform_output, split_files
 from pipelines import counters
-from pipelines.config import EvaluateConfig
+from pipelines.config import EvaluateConfig, ImageLimits
 from pipelines.evaluate.exported import ExportedModel
 from pipelines.inputs.dead_letters import WriteRejected
 from pipelines.inputs.images import encode_png
@@ -97,7 +97,7 @@ def read_images(cfg: EvaluateConfig, model: ExportedModel, beam_args: list[str] 
     with tempfile.TemporaryDirectory(prefix="hourglass-evaluate-") as temp:
         prefix = os.path.join(temp, "records")
         with beam.Pipeline(options=PipelineOptions(beam_args or [])) as p:
-            build_read_pipeline(p, resolved, prefix, os.path.join(rejected, "rejected"), cfg.max_pixels)
+            build_read_pipeline(p, resolved, prefix, os.path.join(rejected, "rejected"), ImageLimits.of(cfg))
         counts = counters.counters(p.result)
         log.info("evaluate read counters:\n%s", counters.format_counters(counts))
         records = sorted(_read_records(tf.io.gfile.glob(prefix + "*")), key=lambda r: r[0])[: cfg.max_examples]
@@ -107,9 +107,11 @@ def read_images(cfg: EvaluateConfig, model: ExportedModel, beam_args: list[str] 
     return Examples(ids, labels, model.pixels(images), images)
 
 
-def build_read_pipeline(p: beam.Pipeline, source: Source, prefix: str, rejected_prefix: str, max_pixels: int) -> dict:
+def build_read_pipeline(
+    p: beam.Pipeline, source: Source, prefix: str, rejected_prefix: str, limits: ImageLimits
+) -> dict:
     """Adds read -> validate -> write ``tf.train.Example`` (id, label, image) TFRecords at ``prefix``."""
-    checked = p | "ReadValidImages" >> ReadValidImages(source, STAGE, max_pixels)
+    checked = p | "ReadValidImages" >> ReadValidImages(source, STAGE, limits)
     _ = (
         checked["valid"]
         | "ToExample" >> beam.Map(_to_example)

@@ -22,6 +22,7 @@ from pipelines.infer.model_handler import OneAtATime, stack_outputs
 from pipelines.inputs.dead_letters import rejection
 from pipelines.inputs.formats.base import SOURCE
 from transforms import features
+from transforms.image_ops import decoder_message
 from transforms.layout import rejected_counter
 
 STAGE = "infer"
@@ -73,13 +74,15 @@ class ToArrowFn(beam.DoFn):
 
 
 class InferenceRejectionFn(beam.DoFn):
-    """``(batch of one record, (type, repr, traceback))`` from RunInference -> a dead letter."""
+    """``(batch of one record, (type, repr, traceback))`` from RunInference -> a dead letter whose
+    ``error`` is the exception's own message (TensorFlow's errors have an empty repr)."""
 
     def __init__(self):
         self._failed = Metrics.counter(NAMESPACE, rejected_counter(STAGE, "inference_failed"))
 
     def process(self, failed):
-        batch, (_, error, _) = failed
+        batch, (_, _, lines) = failed
+        error = decoder_message(lines[-1].strip() if lines else "")
         for record in batch:
             self._failed.inc()
             yield rejection(record, STAGE, "inference_failed", error)

@@ -24,7 +24,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from models.model_info import DENOISED, LATENT, OUTPUTS, ModelInfo
 from pipelines import counters
-from pipelines.config import InferConfig, write_config
+from pipelines.config import ImageLimits, InferConfig, write_config
 from pipelines.infer import keys, manifest, parquet, publish
 from pipelines.infer.encode import STAGE, EncodeImages
 from pipelines.infer.model_handler import HourglassModelHandler
@@ -60,7 +60,7 @@ def build_infer_pipeline(
         records = records | "HashContent" >> beam.Map(keys.add_content_hash)
     if index is not None:
         records = records | "SkipExisting" >> beam.ParDo(keys.SkipExistingFn(index))
-    checked = validate_read({"records": records, "rejected": read["rejected"]}, STAGE, cfg.max_pixels)
+    checked = validate_read({"records": records, "rejected": read["rejected"]}, STAGE, ImageLimits.of(cfg))
     encoded = checked["valid"] | "EncodeImages" >> EncodeImages(model_handler, schema)
     written = parquet.write_predictions(encoded, checked["rejected"], output, schema, cfg.compression)
     if cfg.run_id is not None:

@@ -37,7 +37,7 @@ from apache_beam.utils.timestamp import MAX_TIMESTAMP, Timestamp
 
 from models.model_info import ModelInfo
 from pipelines import counters
-from pipelines.config import InferConfig, write_config
+from pipelines.config import ImageLimits, InferConfig, write_config
 from pipelines.infer import manifest, parquet, publish
 from pipelines.infer.encode import STAGE, EncodeImages
 from pipelines.infer.watch import UNREADABLE, WINDOW_START, ReadWatchedFilesFn, partition_name, watch_root
@@ -153,7 +153,7 @@ def build_streaming_pipeline(
         | "AsUnits" >> beam.Map(lambda match: FileUnit((match.path,)))
         | "ReadFiles" >> beam.ParDo(ReadWatchedFilesFn(root)).with_outputs(UNREADABLE, main="records")
     )
-    checked = validate_read({"records": read.records, "rejected": read[UNREADABLE]}, STAGE, cfg.max_pixels)
+    checked = validate_read({"records": read.records, "rejected": read[UNREADABLE]}, STAGE, ImageLimits.of(cfg))
     encoded = checked["valid"] | "EncodeImages" >> EncodeImages(model_handler, schema)
     tables = (encoded["tables"], encoded["retried"]) | "AllTables" >> beam.Flatten()
     rejected = (checked["rejected"], encoded["rejected"]) | "MergeRejected" >> beam.Flatten()

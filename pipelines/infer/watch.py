@@ -56,7 +56,7 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 
 from models.model_info import ModelInfo
 from pipelines import counters
-from pipelines.config import InferConfig, ReaderOptions, write_config
+from pipelines.config import ImageLimits, InferConfig, ReaderOptions, write_config
 from pipelines.counters import NAMESPACE
 from pipelines.infer import manifest, parquet, publish
 from pipelines.infer.bundle_files import WriteLinesFn, WriteTablesFn
@@ -146,7 +146,7 @@ def build_files_pipeline(
         | "Files" >> beam.Create(units, reshuffle=len(units) > 1)
         | "ReadFiles" >> beam.ParDo(ReadWatchedFilesFn(root)).with_outputs(UNREADABLE, main="records")
     )
-    checked = validate_read({"records": read.records, "rejected": read[UNREADABLE]}, STAGE, cfg.max_pixels)
+    checked = validate_read({"records": read.records, "rejected": read[UNREADABLE]}, STAGE, ImageLimits.of(cfg))
     encoded = checked["valid"] | "EncodeImages" >> EncodeImages(model_handler, schema)
     if not light:
         return parquet.write_predictions(encoded, checked["rejected"], output, schema, cfg.compression)

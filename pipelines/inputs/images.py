@@ -1,8 +1,10 @@
 """Pillow and numpy helpers shared by readers and validation: inspecting and encoding images.
 
 TensorFlow's decoder (used in the transform graph) reads every PNG and baseline JPEG, so those pass
-on as they are; everything else Pillow reads (BMP, GIF's first frame, TIFF, WebP, CMYK JPEG, ...)
-is re-encoded losslessly as PNG by :func:`to_tf_readable`. Arrays (IDX, NPY, NPZ, CSV rows) become
+on as they are (:func:`passes_as_is`); everything else Pillow reads (BMP, GIF's first frame, TIFF,
+WebP, CMYK JPEG, a PNG with an EXIF orientation, ...) is re-encoded losslessly as PNG, turned
+upright by its EXIF orientation, by :func:`to_tf_readable`. :func:`decoded_bytes` and
+:func:`upright_size` read only the header. Arrays (IDX, NPY, NPZ, CSV rows) become
 PNG through :func:`array_to_png`: 8-bit when the data is 8-bit, 16-bit otherwise.
 """
 
@@ -13,7 +15,7 @@ import struct
 import zlib
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 
 COLOR_MODES = frozenset({"RGB", "RGBA", "RGBa", "RGBX", "P", "PA", "CMYK", "YCbCr", "LAB", "HSV"})
 # JPEG modes TensorFlow's decoder reads (it cannot read CMYK/YCCK JPEGs).
@@ -36,6 +38,9 @@ _PNG_MODES = {
     "HSV": "RGB",
 }
 _SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N"})
+# Bytes per sample of the modes whose samples are wider than one byte.
+_SAMPLE_BYTES = {**dict.fromkeys(_SIXTEEN_BIT_MODES, 2), "I": 4, "F": 4}
+_ORIENTATION_TAG = 0x0112
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
@@ -108,66 +113,6 @@ def array_to_png(array: np.ndarray, pixel_max: float | None = None) -> bytes:
     return encode_png(np.rint(array.astype(np.float64) * (65535.0 / pixel_max)).astype(np.uint16))
 
 
-# PNG colour type -> (channels, allowed bit depths).
-_PNG_TYPES = {0: (1, (1, 2, 4, 8, 16)), 2: (3, (8, 16)), 3: (1, (1, 2, 4, 8)), 4: (2, (8, 16)), 6: (4, (8, 16))}
-
-
-def check_png(data: bytes, max_pixels: int) -> tuple[int, int, bool] | None:
-    """Proves a plain PNG whole without Pillow (the common case, about 5x faster): every chunk's CRC,
-    and the image data inflates to exactly the expected rows, each with a valid filter byte.
-
-    Returns:
-      ``(height, width, has_colour)``, or None when the PNG uses something this check leaves to
-      Pillow (interlacing, unknown critical chunks, unusual headers).
-
-    Raises:
-      PixelError: ``corrupt_image`` (truncated, bad CRC, bad data) or ``too_many_pixels``.
-    """
-    view, position, header, data_chunks, has_palette = memoryview(data), 8, None, [], False
-    while True:
-        if position + 12 > len(data):
-            raise PixelError("corrupt_image", "the PNG ends before its IEND chunk (truncated)")
-        length, kind = struct.unpack_from(">I4s", data, position)
-        end = position + 12 + length
-        if end > len(data):
-            raise PixelError("corrupt_image", f"the PNG ends inside its {kind!r} chunk (truncated)")
-        if zlib.crc32(view[position + 4 : end - 4]) != struct.unpack_from(">I", data, end - 4)[0]:
-            raise PixelError("corrupt_image", f"the PNG's {kind!r} chunk fails its CRC (corrupt)")
-        if kind == b"IHDR" and length == 13:
-            header = struct.unpack_from(">IIBBBBB", data, position + 8)
-        elif kind == b"IDAT":
-            data_chunks.append(view[position + 8 : end - 4])
-        elif kind == b"PLTE":
-            has_palette = True
-        elif kind == b"IEND":
-            break
-        elif not kind[0] & 0x20:  # an unknown critical chunk
-            return None
-        position = end
-    if header is None:
-        raise PixelError("corrupt_image", "the PNG has no valid IHDR chunk")
-    width, height, depth, colour, compression, filtering, interlace = header
-    if colour not in _PNG_TYPES or depth not in _PNG_TYPES[colour][1] or compression or filtering or interlace:
-        return None
-    if width * height > max_pixels:
-        raise PixelError(
-            "too_many_pixels", f"{width}x{height} = {width * height} pixels is over --max-pixels {max_pixels}"
-        )
-    if colour == 3 and not has_palette:
-        raise PixelError("corrupt_image", "the palette PNG has no PLTE chunk")
-    stride = (width * _PNG_TYPES[colour][0] * depth + 7) // 8 + 1
-    inflater = zlib.decompressobj()
-    try:
-        rows = inflater.decompress(b"".join(data_chunks), height * stride + 1)
-    except zlib.error as error:
-        raise PixelError("corrupt_image", f"the PNG's image data does not inflate: {error}") from error
-    if len(rows) != height * stride or not inflater.eof:
-        raise PixelError("corrupt_image", f"the PNG's image data holds {len(rows)} bytes, not {height * stride}")
-    if np.frombuffer(rows, np.uint8)[::stride].max(initial=0) > 4:
-        raise PixelError("corrupt_image", "the PNG's image data has an invalid row filter")
-    return height, width, colour in (2, 3, 6)
-
-
 def open_image(data: bytes) -> Image.Image:
     """Opens encoded bytes lazily (header only); raises PIL's errors for non-images."""
     return Image.open(io.BytesIO(data))
@@ -177,16 +122,49 @@ def is_color(mode: str) -> bool:
     return mode in COLOR_MODES
 
 
+def orientation(image: Image.Image) -> int:
+    """The EXIF orientation (1..8) of an opened image from its header; 1 when it has none or it is unreadable."""
+    if image.format == "PNG" and "exif" not in image.info:
+        return 1  # Pillow's PNG getexif() would decode the whole image to look for an eXIf chunk after it
+    try:
+        value = image.getexif().get(_ORIENTATION_TAG, 1)
+    except Exception:  # damaged EXIF data: shown upright, as TensorFlow's graph does
+        return 1
+    return value if isinstance(value, int) and 1 <= value <= 8 else 1
+
+
+def upright_size(image: Image.Image) -> tuple[int, int]:
+    """``(height, width)`` as the image is shown, i.e. after its EXIF orientation (5..8 swap them)."""
+    return (image.width, image.height) if orientation(image) >= 5 else (image.height, image.width)
+
+
+def decoded_bytes(image: Image.Image) -> int:
+    """The bytes of an opened (not loaded) image's decoded pixels: width x height x channels x bytes
+    per sample (a palette counts as RGBA, as the decoder may expand it so)."""
+    channels = 4 if image.mode in ("P", "PA") else len(image.getbands())
+    return image.width * image.height * channels * _SAMPLE_BYTES.get(image.mode, 1)
+
+
+def passes_as_is(image: Image.Image) -> bool:
+    """True when TensorFlow's decoder reads the image as it is: a PNG with no EXIF orientation to
+    apply (the graph turns JPEGs upright itself) or a grey/RGB JPEG."""
+    if image.format == "PNG":
+        return orientation(image) == 1
+    return image.format == "JPEG" and image.mode in _TF_JPEG_MODES
+
+
 def to_tf_readable(image: Image.Image, data: bytes) -> bytes:
-    """Returns bytes TensorFlow decodes to the same pixels: ``data`` itself for PNG and grey/RGB JPEG,
-    else a lossless PNG of the (first frame of the) loaded ``image``.
+    """Returns bytes TensorFlow decodes to the same pixels: ``data`` itself when it
+    :func:`passes_as_is`, else a lossless PNG of the (first frame of the) loaded ``image``, upright.
 
     Raises:
       PixelError: ``unsupported_mode`` for modes with no lossless 8/16-bit equivalent (32-bit
         integer ``I`` and float ``F`` images, ...).
     """
-    if image.format == "PNG" or (image.format == "JPEG" and image.mode in _TF_JPEG_MODES):
+    if passes_as_is(image):
         return data
+    if orientation(image) != 1:
+        image = ImageOps.exif_transpose(image)
     if image.mode in _SIXTEEN_BIT_MODES:
         return encode_png(np.asarray(image).astype(np.uint16))
     if image.mode not in _PNG_MODES:

@@ -26,7 +26,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipelines import counters
-from pipelines.config import PreprocessConfig, write_config
+from pipelines.config import ImageLimits, PreprocessConfig, write_config
 from pipelines.inputs.dead_letters import WriteRejected
 from pipelines.inputs.sources import Source, resolve_source
 from pipelines.inputs.validation import ReadValidImages, RereadValidImages
@@ -99,8 +99,8 @@ def build_preprocess_pipeline(
     p: beam.Pipeline, cfg: PreprocessConfig, source: Source, spec: ImageSpec, temp_dir: str
 ) -> dict:
     """Adds read -> validate -> preprocess -> write to ``p``; returns the PCollections by name."""
-    checked = p | "ReadValidImages" >> ReadValidImages(source, STAGE, cfg.max_pixels)
-    again = checked["units"] | "RereadValidImages" >> RereadValidImages(source, STAGE, cfg.max_pixels)
+    checked = p | "ReadValidImages" >> ReadValidImages(source, STAGE, ImageLimits.of(cfg))
+    again = checked["units"] | "RereadValidImages" >> RereadValidImages(source, STAGE, ImageLimits.of(cfg))
     out = {"records": checked["valid"], "analyze": again["valid"]} | "PreprocessImages" >> PreprocessImages(
         spec, cfg.normalize, cfg.eval_percent, temp_dir
     )

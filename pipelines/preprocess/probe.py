@@ -16,7 +16,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipelines.config import PreprocessConfig
-from pipelines.inputs.images import is_color, open_image
+from pipelines.inputs.images import is_color, open_image, upright_size
 from pipelines.inputs.sources import ReadImages, Source, source_shapes
 from transforms import features
 from transforms.errors import UserError
@@ -71,10 +71,10 @@ def probe_shapes(source: Source, options: PipelineOptions) -> dict[tuple[int, in
 
 
 def _shape(record: dict):
-    """``(height, width, has_colour)`` of a record's image header; nothing for non-images (the
-    preprocess job dead-letters those)."""
+    """``(height, width, has_colour)`` of a record's image header, as shown (after its EXIF
+    orientation); nothing for non-images (the preprocess job dead-letters those)."""
     try:
         image = open_image(record[features.IMAGE])
     except Exception:  # not an image: no shape to count
         return
-    yield image.height, image.width, is_color(image.mode)
+    yield *upright_size(image), is_color(image.mode)

@@ -78,3 +78,19 @@ def test_config_file_errors_name_the_file(tmp_path):
     (tmp_path / "bad.yaml").write_text("train: {epochs: [\n")
     with pytest.raises(ValueError, match="bad.yaml is not valid YAML"):
         load_config_file(str(tmp_path / "bad.yaml"))
+
+
+def test_yaml_aliases_are_refused_before_they_expand(tmp_path):
+    # 374 bytes that would expand to 9**9 strings under beam_options once walked.
+    levels = ["a: &a [x, x, x, x, x, x, x, x, x]"]
+    levels += [f"{n}: &{n} [{', '.join(['*' + p] * 9)}]" for p, n in zip("abcdefgh", "bcdefghi", strict=True)]
+    bomb = tmp_path / "bomb.yaml"
+    bomb.write_text("beam_options:\n" + "".join(f"  {line}\n" for line in levels))
+    with pytest.raises(
+        UserError, match=r"config file .*bomb\.yaml uses a YAML anchor &a at line 2: .* write the values"
+    ):
+        load_config_file(str(bomb))
+    alias_only = tmp_path / "alias.yaml"
+    alias_only.write_text("input: *nowhere\n")
+    with pytest.raises(UserError, match=r"alias\.yaml uses a YAML alias \*nowhere at line 1"):
+        load_config_file(str(alias_only))

@@ -3,10 +3,11 @@ import io
 import numpy as np
 import pytest
 import tensorflow as tf
-from PIL import Image
+from PIL import Image, ImageOps
 
 from pipelines.inputs.images import encode_png
-from transforms.image_ops import decode_images
+from tests.helpers import oriented_jpeg
+from transforms.image_ops import decode_images, decode_pixels, exif_orientation
 from transforms.image_spec import ImageSpec
 
 
@@ -103,3 +104,33 @@ def test_pad_fills_with_the_background():
 def test_background_must_be_a_colour():
     with pytest.raises(ValueError, match=r"three values in 0\.\.255"):
         ImageSpec(2, 2, 1, background=(0, 300, 0))
+
+
+def _oriented_jpeg(orientation: int) -> bytes:
+    """A 16x24 JPEG with distinct corners, tagged with the EXIF ``orientation``."""
+    pixels = np.zeros((16, 24, 3), np.uint8)
+    pixels[:4, :8] = 255
+    pixels[10:, 20:, 0] = 200
+    return oriented_jpeg(pixels, orientation)
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_exif_orientation_is_applied_as_pillow_exif_transpose_does(orientation):
+    data = _oriented_jpeg(orientation)
+    assert int(exif_orientation(tf.constant(data))) == orientation
+    expected = np.asarray(ImageOps.exif_transpose(Image.open(io.BytesIO(data)))).astype(int)
+    decoded = decode_pixels(tf.constant(data), tf.uint8).numpy().astype(int)
+    assert decoded.shape == expected.shape
+    assert np.abs(decoded - expected).max() <= 8  # two JPEG decoders: rounding differences only
+    # Inside a graph too (tf.function, as in the tf.Transform graph and the export).
+    spec = ImageSpec(*expected.shape[:2], 3)
+    in_graph = tf.function(lambda e: decode_images(e, spec))(tf.constant([data])).numpy()[0]
+    np.testing.assert_allclose(in_graph * 255, decoded, atol=1)
+
+
+def test_damaged_or_missing_exif_means_upright():
+    data = _oriented_jpeg(6)
+    app1 = data.index(b"Exif")
+    damaged = data[: app1 + 6] + b"\xff" * 8 + data[app1 + 14 :]  # TIFF header overwritten
+    for encoded in (damaged, encode_png(np.zeros((3, 5), np.uint8)), b"\xff\xd8"):
+        assert int(exif_orientation(tf.constant(encoded))) == 1

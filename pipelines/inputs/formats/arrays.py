@@ -6,6 +6,12 @@ by loading the array. Units are index ranges of the image array (:class:`ArrayUn
 ids ``<file>/<index>`` and lossless PNG images (``images.array_to_png``). Labels come from a
 sibling file (IDX: ``*-labels-idx1-ubyte``; NPY: ``y.npy`` beside ``x.npy``, ``*_labels.npy``, or
 ``--labels FILE``) or the NPZ key ``y``/``labels`` (``--image-key``, ``--label-key``).
+
+A header is not trusted with the work it asks for: at plan time the records it declares are compared
+with the bytes the file holds (:meth:`ArrayRef.whole_count`), units cover only the whole records
+present, and a file that cannot hold what it declares is one ``truncated_file`` dead letter (id: the
+file) beside its intact records. A range found short at read time (a gzip stream cut inside) keeps
+its whole records too.
 """
 
 from __future__ import annotations
@@ -60,13 +66,19 @@ class ArrayHeader:
         return int(np.prod(self.shape[1:], dtype=np.int64)) * self.dtype.itemsize
 
     def read(self, f: BinaryIO, start: int, stop: int) -> np.ndarray:
-        """Elements ``[start, stop)``, read by seeking (``f`` is positioned anywhere)."""
+        """The whole elements of ``[start, stop)`` that the file holds (fewer when it ends early),
+        read by seeking (``f`` is positioned anywhere)."""
         f.seek(self.offset + start * self.item_bytes)
-        wanted = (stop - start) * self.item_bytes
-        data = f.read(wanted)
-        if len(data) != wanted:
-            raise EOFError(f"the file ends {wanted - len(data)} bytes early (truncated?)")
-        return np.frombuffer(data, self.dtype).reshape((stop - start, *self.shape[1:]))
+        try:
+            data = f.read((stop - start) * self.item_bytes)
+        except EOFError:  # a compressed stream cut inside: keep the elements before the cut
+            f.seek(self.offset + start * self.item_bytes)
+            data = b""
+            with contextlib.suppress(EOFError):
+                while len(data) < (stop - start) * self.item_bytes:
+                    data += f.read(self.item_bytes)
+        whole = len(data) // self.item_bytes if self.item_bytes else stop - start
+        return np.frombuffer(data[: whole * self.item_bytes], self.dtype).reshape((whole, *self.shape[1:]))
 
 
 _IDX_DTYPES = {0x08: "u1", 0x09: "i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
@@ -107,13 +119,48 @@ def read_npy_header(f: BinaryIO, base: int = 0) -> ArrayHeader:
     return ArrayHeader(dtype, tuple(shape), base + f.tell())
 
 
+# Deflate expands at most about 1032:1, which bounds what a gzip file can hold.
+_MAX_DEFLATE_RATIO = 1032
+
+
+def stored_bytes(path: str) -> int | None:
+    """The (decompressed) bytes of a file, from its size and, for gzip, its trailer; None when unknown.
+
+    A gzip trailer holds the size modulo 2**32: the largest such size the compressed bytes can
+    inflate to is an upper bound, exact below 4 GiB.
+    """
+    size = FileSystems.match([path])[0].metadata_list[0].size_in_bytes
+    if not path.endswith(".gz"):
+        return size
+    if size < 18:  # shorter than a gzip header and trailer
+        return 0
+    with open_file(path, compressed=False) as f:
+        f.seek(size - 4)
+        (modulo,) = struct.unpack("<I", f.read(4))
+    most = size * _MAX_DEFLATE_RATIO
+    return modulo + max(0, (most - modulo) // (1 << 32)) * (1 << 32)
+
+
 @dataclasses.dataclass(frozen=True)
 class ArrayRef:
-    """One on-disk array: a file (IDX or NPY) or an NPZ ``member``, and its parsed header."""
+    """One on-disk array: a file (IDX or NPY) or an NPZ ``member``, its parsed header and ``size``,
+    the bytes the file or member holds (header included; None when unknown)."""
 
     path: str
     header: ArrayHeader
     member: str | None = None
+    size: int | None = None
+
+    @property
+    def name(self) -> str:
+        return self.path + (f"/{self.member}" if self.member else "")
+
+    def whole_count(self) -> int:
+        """How many of the declared elements the bytes hold whole (the declared count when unknown)."""
+        header = self.header
+        if self.size is None or not header.item_bytes:
+            return header.count
+        return min(header.count, max(0, self.size - header.offset) // header.item_bytes)
 
     @contextlib.contextmanager
     def open(self):
@@ -125,8 +172,26 @@ class ArrayRef:
                     yield member
 
     def read(self, start: int, stop: int) -> np.ndarray:
+        """The whole elements of ``[start, stop)`` present (see :meth:`ArrayHeader.read`)."""
         with self.open() as f:
             return self.header.read(f, start, stop)
+
+
+def truncation(images: ArrayRef, labels: ArrayRef | None, root: str) -> Unreadable | None:
+    """The one dead letter of a file whose images (or labels) are not all there, else None."""
+    for ref in (images, labels):
+        if ref is not None and ref.whole_count() < ref.header.count:
+            header = ref.header
+            return Unreadable(
+                relative_id(images.path, root),
+                images.path,
+                "truncated_file",
+                f"{ref.name} declares {header.count} elements of shape {header.shape[1:]} "
+                f"({header.count * header.item_bytes} bytes) but holds {max(0, ref.size - header.offset)}: "
+                f"only its first {ref.whole_count()} are whole and were read; the file is cut short or its "
+                "header is wrong",
+            )
+    return None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -178,13 +243,18 @@ class ArrayReader(Reader):
             labels.header.count != images.header.count or int(np.prod(labels.header.shape[1:], dtype=np.int64)) != 1
         ):
             label_error = (
-                f"{labels.path}{'/' + labels.member if labels.member else ''} holds labels of shape "
+                f"{labels.name} holds labels of shape "
                 f"{labels.header.shape} for {images.header.count} images: one label per image is needed; "
                 "fix the labels (or pass --labels FILE)"
             )
+        paired = (images,) if labels is None or label_error else (images, labels)
+        present = min(ref.whole_count() for ref in paired)
+        truncated = truncation(images, labels, self.root)
+        if truncated is not None:
+            yield truncated
         step = max(1, min(self.unit_records, UNIT_BYTES // max(1, images.header.item_bytes)))
-        for start in range(0, images.header.count, step):
-            count = min(step, images.header.count - start)
+        for start in range(0, present, step):
+            count = min(step, present - start)
             yield ArrayUnit(images.path, start, count, images=images, labels=labels, label_error=label_error)
 
     def read(self, unit: ArrayUnit):
@@ -202,7 +272,12 @@ class ArrayReader(Reader):
             for record_id in ids:
                 yield failed._replace(id=record_id)
             return
-        for offset, record_id in enumerate(ids):
+        whole = min(len(pixels), len(labels) if labels is not None else len(pixels))
+        if whole < unit.count:  # the file ended early after all (a gzip stream cut inside)
+            first, last = unit.start + whole, unit.stop - 1
+            missing = f"{prefix}/{first}" + (f"..{last}" if last > first else "")
+            yield Unreadable(missing, unit.path, "truncated_file", f"the file ends before record {first} of {last + 1}")
+        for offset, record_id in enumerate(ids[:whole]):
             try:
                 image = array_to_png(pixels[offset], self.options.pixel_max)
             except PixelError as error:
@@ -221,7 +296,7 @@ class ArrayReader(Reader):
             return {}
         shape = images.header.shape
         colour = len(shape) == 4 and shape[3] >= 3
-        return {(shape[1], shape[2], colour): shape[0]}
+        return {(shape[1], shape[2], colour): images.whole_count()}
 
 
 def _sibling_labels(path: str, pairs: tuple[tuple[str, str], ...]) -> str | None:
@@ -251,12 +326,13 @@ class _PairedArrayReader(ArrayReader):
             header = self._header(f)
         if len(header.shape) == 1:  # a labels array: read with its images
             return None, None
+        images = ArrayRef(path, header, size=stored_bytes(path))
         labels_path = self.options.labels or _sibling_labels(path, self._LABEL_NAMES)
         if labels_path is None:
             log.warning("no labels file found for %s: its records are unlabelled", path)
-            return ArrayRef(path, header), None
+            return images, None
         with open_file(labels_path) as f:
-            return ArrayRef(path, header), ArrayRef(labels_path, self._header(f))
+            return images, ArrayRef(labels_path, self._header(f), size=stored_bytes(labels_path))
 
 
 class IdxReader(_PairedArrayReader):
@@ -292,7 +368,8 @@ class NpzReader(ArrayReader):
                     refs.append(None)
                     continue
                 with archive.open(key + ".npy") as member:
-                    refs.append(ArrayRef(path, read_npy_header(member), key + ".npy"))
+                    header = read_npy_header(member)
+                refs.append(ArrayRef(path, header, key + ".npy", archive.getinfo(key + ".npy").file_size))
         return refs[0], refs[1]
 
 

@@ -1,15 +1,13 @@
 """Encoding arrays as lossless PNG, the fast PNG check, and re-encoding what TensorFlow cannot read."""
 
 import io
-import struct
-import zlib
 
 import numpy as np
 import pytest
 import tensorflow as tf
 from PIL import Image
 
-from pipelines.inputs.images import PixelError, array_to_png, check_png, encode_png, to_tf_readable
+from pipelines.inputs.images import PixelError, array_to_png, encode_png, to_tf_readable
 
 
 def _tf_pixels(data: bytes) -> np.ndarray:
@@ -52,31 +50,6 @@ def test_bad_arrays_raise_with_a_reason(array, pixel_max, reason):
     assert raised.value.reason == reason
     if reason == "pixel_out_of_range":
         assert "--pixel-max" in str(raised.value)
-
-
-def test_check_png_accepts_whole_pngs_and_names_what_is_wrong():
-    data = encode_png(np.arange(30, dtype=np.uint8).reshape(5, 6))
-    assert check_png(data, 100) == (5, 6, False)
-    assert check_png(encode_png(np.zeros((2, 2, 3), np.uint8)), 100) == (2, 2, True)
-    broken = {
-        "truncated": data[: len(data) // 2],
-        "no IEND": data[:-12],
-        "bad CRC": data[:40] + bytes([data[40] ^ 0xFF]) + data[41:],
-    }
-    for name, bad in broken.items():
-        with pytest.raises(PixelError) as raised:
-            check_png(bad, 100)
-        assert raised.value.reason == "corrupt_image", name
-    with pytest.raises(PixelError, match="over --max-pixels 20") as raised:
-        check_png(data, 20)
-    assert raised.value.reason == "too_many_pixels"
-
-
-def test_check_png_leaves_interlaced_pngs_to_pillow():
-    data = bytearray(encode_png(np.zeros((8, 8), np.uint8)))
-    data[28] = 1  # IHDR interlace method (Pillow does not write interlaced PNGs)
-    data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])))
-    assert check_png(bytes(data), 100) is None
 
 
 def _saved(image: Image.Image, fmt: str, **kwargs) -> tuple[Image.Image, bytes]:

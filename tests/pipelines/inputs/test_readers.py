@@ -107,10 +107,49 @@ def test_truncated_and_unsupported_arrays_are_dead_lettered(tmp_path):
     _, records, unreadable = _read_all("npy", tmp_path)
     reasons = {u.id: u.reason for u in unreadable}
     assert reasons["flat.npy"] == "unsupported_layout"
-    assert reasons["cut.npy/9"] == "truncated_file" and len(records) == 8  # the last range of 4 minus 2
+    assert reasons["cut.npy"] == "truncated_file" and len(records) == 8  # one dead letter; records 0-7 are whole
+    assert "declares 10 elements of shape (6, 6) (360 bytes) but holds 310" in unreadable[0].error
     (tmp_path / "junk-images-idx3-ubyte").write_bytes(b"not idx")
     _, _, unreadable = _read_all("idx", tmp_path / "junk-images-idx3-ubyte")
     assert [(u.id, u.reason) for u in unreadable] == [("junk-images-idx3-ubyte", "unreadable_file")]
+
+
+@pytest.mark.parametrize("fmt", ["idx", "npy"])
+def test_a_header_that_declares_more_than_the_file_holds_is_one_dead_letter_and_its_records_are_read(tmp_path, fmt):
+    images, _ = container_pixels()
+    if fmt == "idx":
+        data = bytearray(idx_bytes(images))
+        data[4:8] = (4_000_000_000).to_bytes(4, "big")  # 800 bytes declaring four billion images
+        path = tmp_path / "liar-images-idx3-ubyte"
+    else:  # 912 bytes declaring two million images
+        buffer = io.BytesIO()
+        header = {"descr": "|u1", "fortran_order": False, "shape": (2_000_000, *images.shape[1:])}
+        np.lib.format.write_array_header_1_0(buffer, header)
+        data = buffer.getvalue() + images.astype(np.uint8).tobytes()
+        path = tmp_path / "liar.npy"
+    path.write_bytes(bytes(data))
+    units, records, unreadable = _read_all(fmt, path)
+    assert [u.reason for u in unreadable] == ["truncated_file"] and unreadable[0].id == path.name
+    assert "only its first 10 are whole and were read" in unreadable[0].error
+    assert sum(u.count for u in units) == len(records) == CONTAINER_COUNT
+    for index, record in enumerate(records):
+        assert record["id"] == f"{path.name}/{index}"
+        np.testing.assert_array_equal(np.asarray(Image.open(io.BytesIO(record["image"]))), images[index])
+
+
+def test_a_gzip_stream_cut_inside_keeps_its_whole_records(tmp_path):
+    images, _ = container_pixels()
+    path = tmp_path / "cut-images-idx3-ubyte.gz"
+    full = gzip.compress(idx_bytes(images))
+    path.write_bytes(full[:-40])  # no trailer: the size is not known at plan time
+    _, records, unreadable = _read_all("idx", path)
+    assert 0 < len(records) < CONTAINER_COUNT
+    for index, record in enumerate(records):
+        assert record["id"] == f"{path.name}/{index}"
+        np.testing.assert_array_equal(np.asarray(Image.open(io.BytesIO(record["image"]))), images[index])
+    # One dead letter per unit the cut reaches, naming the records missing from the first one on.
+    assert {u.reason for u in unreadable} == {"truncated_file"}
+    assert unreadable[0].id.startswith(f"{path.name}/{len(records)}")
 
 
 def test_idx_labels_are_found_next_to_the_images(tmp_path):

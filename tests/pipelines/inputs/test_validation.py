@@ -8,14 +8,17 @@ import tensorflow as tf
 from apache_beam.pvalue import TaggedOutput
 from PIL import Image
 
+from pipelines.config import ImageLimits
 from pipelines.inputs.images import encode_png
 from pipelines.inputs.validation import ValidateImageFn
-from tests.helpers import encode_image
+from tests.helpers import encode_image, flipped_jpeg, split_idat_png
 
 
 def _validate(data: bytes, max_pixels: int = 1_000_000):
     """(kept record or None, dead letter or None) for one image."""
-    outputs = list(ValidateImageFn("preprocess", max_pixels).process({"id": "x", "label": "", "image": data}))
+    outputs = list(
+        ValidateImageFn("preprocess", ImageLimits(max_pixels)).process({"id": "x", "label": "", "image": data})
+    )
     assert len(outputs) == 1
     out = outputs[0]
     return (None, out.value) if isinstance(out, TaggedOutput) else (out, None)
@@ -61,3 +64,40 @@ def test_pngs_and_jpegs_pass_as_they_are_and_other_formats_as_png():
         decoded = tf.io.decode_image(kept["image"], channels=3).numpy()
         expected = np.asarray(Image.open(io.BytesIO(encode_image(Image.fromarray(pixels), fmt))).convert("RGB"))
         np.testing.assert_array_equal(decoded, expected)
+
+
+@pytest.mark.parametrize("make", [split_idat_png, flipped_jpeg], ids=["split-idat-png", "flipped-jpeg"])
+def test_images_tensorflow_refuses_are_corrupt_with_the_decoders_message(make):
+    data = make()
+    with pytest.raises(tf.errors.InvalidArgumentError):
+        tf.io.decode_image(data)
+    kept, dead = _validate(data)
+    assert kept is None
+    assert dead["reason"] == "corrupt_image"
+    assert dead["error"].startswith("TensorFlow's decoder: ")
+    assert "Invalid" in dead["error"] and "Op:" not in dead["error"] and "function_node" not in dead["error"]
+
+
+def test_decoded_bytes_are_bounded_before_decoding():
+    rgba = encode_png(np.zeros((100, 100, 4), np.uint8))  # 10,000 pixels, 40,000 decoded bytes
+    limits = ImageLimits(max_pixels=20_000, max_decoded_bytes=39_999)
+    validate = ValidateImageFn("preprocess", limits)
+    (out,) = validate.process({"id": "x", "label": "", "image": rgba})
+    assert (out.value["reason"], out.value["error"]) == (
+        "too_many_pixels",
+        "100x100 RGBA decodes to 40000 bytes, over --max-decoded-bytes 39999; shrink the image or raise "
+        "--max-decoded-bytes",
+    )
+    grey = encode_png(np.zeros((100, 100), np.uint8))  # same pixels, a quarter of the bytes
+    (kept,) = validate.process({"id": "x", "label": "", "image": grey})
+    assert kept["image"] is grey
+
+
+def test_a_png_with_an_exif_orientation_is_re_encoded_upright():
+    pixels = np.arange(6 * 4, dtype=np.uint8).reshape(6, 4) * 10
+    exif = Image.Exif()
+    exif[0x0112] = 6  # shown rotated 90 degrees clockwise
+    data = encode_image(Image.fromarray(pixels), "PNG", exif=exif.tobytes())
+    kept, _ = _validate(data)
+    assert kept["image"] is not data
+    np.testing.assert_array_equal(tf.io.decode_png(kept["image"]).numpy()[..., 0], np.rot90(pixels, -1))
