@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import logging
-import os
 import types
 import typing
 from collections.abc import Callable, Mapping
@@ -28,9 +26,8 @@ import click
 from models.config import TrainConfig
 from pipelines.config import BUILTIN_MNIST, EvaluateConfig, InferConfig, PreprocessConfig, ReaderOptions
 from pipelines.config_loader import DEFAULT_OUTPUT, load_config_file, resolve_job_config, stage_mappings, with_overrides
+from pipelines.logs import NORMAL, QUIET, VERBOSE, configure, filter_native_stderr, stage
 from transforms.errors import UserError
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is imported by a command
 
 
 @dataclasses.dataclass
@@ -195,15 +192,18 @@ class _Group(click.Group):
 
 
 @click.group(cls=_Group)
-@click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
-def cli(verbose: bool) -> None:
-    """Hourglass: learn compact image codes with autoencoders, as Beam and TensorFlow jobs."""
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    logging.getLogger("apache_beam").setLevel(logging.WARNING)
-    for noisy in ("absl", "tensorflow"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+@click.option(
+    "-v", "--verbose", is_flag=True, help="Also the log of TensorFlow, absl, CUDA and Beam (and our debug lines)."
+)
+@click.option("-q", "--quiet", is_flag=True, help="Only errors and the summary.")
+def cli(verbose: bool, quiet: bool) -> None:
+    """Hourglass: learn compact image codes with autoencoders, as Beam and TensorFlow jobs.
+
+    Global options go before the command: hourglass --quiet run ...
+    """
+    if verbose and quiet:
+        raise click.UsageError("pass at most one of --verbose and --quiet")
+    configure(VERBOSE if verbose else QUIET if quiet else NORMAL)  # before any command imports TensorFlow
 
 
 def _command(name: str, flags: list[_Flag], stages: tuple[str, ...], beam: bool = True):
@@ -213,7 +213,8 @@ def _command(name: str, flags: list[_Flag], stages: tuple[str, ...], beam: bool 
         def callback(**_):
             ctx = click.get_current_context()
             job, beam_args = resolve(ctx)
-            fn(job, beam_args)
+            with stage(name):
+                fn(job, beam_args)
 
         cli.add_command(_Command(name, callback, flags, stages, beam, help=fn.__doc__))
         return fn
@@ -298,4 +299,8 @@ def models():
 
 
 def main() -> None:
-    cli(prog_name="hourglass")
+    native = filter_native_stderr()
+    try:
+        cli(prog_name="hourglass")
+    finally:
+        native.close()

@@ -130,9 +130,9 @@ def check_png(data: bytes, max_pixels: int) -> tuple[int, int, bool] | None:
         length, kind = struct.unpack_from(">I4s", data, position)
         end = position + 12 + length
         if end > len(data):
-            raise PixelError("corrupt_image", f"the PNG ends inside its {kind!r} chunk (truncated)")
+            raise PixelError("corrupt_image", f"the PNG ends inside its {_chunk_name(kind)} chunk (truncated)")
         if zlib.crc32(view[position + 4 : end - 4]) != struct.unpack_from(">I", data, end - 4)[0]:
-            raise PixelError("corrupt_image", f"the PNG's {kind!r} chunk fails its CRC (corrupt)")
+            raise PixelError("corrupt_image", f"the PNG's {_chunk_name(kind)} chunk fails its CRC (corrupt)")
         if kind == b"IHDR" and length == 13:
             header = struct.unpack_from(">IIBBBBB", data, position + 8)
         elif kind == b"IDAT":
@@ -166,6 +166,11 @@ def check_png(data: bytes, max_pixels: int) -> tuple[int, int, bool] | None:
     if np.frombuffer(rows, np.uint8)[::stride].max(initial=0) > 4:
         raise PixelError("corrupt_image", "the PNG's image data has an invalid row filter")
     return height, width, colour in (2, 3, 6)
+
+
+def _chunk_name(kind: bytes) -> str:
+    """A chunk type as people read it (``IHDR``), not as a bytes repr (``b'IHDR'``)."""
+    return kind.decode("latin-1").encode("unicode_escape").decode("ascii")
 
 
 def open_image(data: bytes) -> Image.Image:

@@ -25,9 +25,12 @@ from pipelines.inputs.dead_letters import CountRejectedFn, from_unreadable, reje
 from pipelines.inputs.images import PNG_SIGNATURE, PixelError, check_png, has_image_signature, to_tf_readable
 from pipelines.inputs.sources import ReadImages, ReadUnits, Source
 from transforms import features
+from transforms.errors import error_text
 from transforms.layout import RECORDS_READ
 
 REJECTED = "rejected"
+_NOT_AN_IMAGE = "not a PNG, JPEG, GIF, BMP, TIFF or WebP image (no decoder recognises its first bytes)"
+_UNREADABLE_HEADER = "starts like an image but its header does not decode (truncated or damaged)"
 
 
 class ValidateImageFn(beam.DoFn):
@@ -65,9 +68,13 @@ class ValidateImageFn(beam.DoFn):
             image = Image.open(io.BytesIO(data))
         except Image.DecompressionBombError as error:
             raise PixelError("too_many_pixels", str(error)) from error
+        except Image.UnidentifiedImageError as error:  # its message holds the repr of the BytesIO
+            if has_image_signature(data):
+                raise PixelError("corrupt_image", _UNREADABLE_HEADER) from error
+            raise PixelError("not_an_image", _NOT_AN_IMAGE) from error
         except Exception as error:  # Pillow raises several types for "not an image".
             reason = "corrupt_image" if has_image_signature(data) else "not_an_image"
-            raise PixelError(reason, f"{type(error).__name__}: {error}") from error
+            raise PixelError(reason, error_text(error)) from error
         pixels = image.width * image.height
         if pixels > self._max_pixels:
             raise PixelError(
@@ -77,7 +84,7 @@ class ValidateImageFn(beam.DoFn):
         try:
             image.load()
         except Exception as error:  # truncated data, bad CRCs, decoder errors.
-            raise PixelError("corrupt_image", f"{type(error).__name__}: {error}") from error
+            raise PixelError("corrupt_image", error_text(error)) from error
         return to_tf_readable(image, data)
 
 
