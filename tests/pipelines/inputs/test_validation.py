@@ -61,3 +61,28 @@ def test_pngs_and_jpegs_pass_as_they_are_and_other_formats_as_png():
         decoded = tf.io.decode_image(kept["image"], channels=3).numpy()
         expected = np.asarray(Image.open(io.BytesIO(encode_image(Image.fromarray(pixels), fmt))).convert("RGB"))
         np.testing.assert_array_equal(decoded, expected)
+
+
+@pytest.mark.parametrize(
+    "data, reason, error",
+    [
+        (b"<html>not a PNG</html>", "not_an_image", "not a PNG, JPEG, GIF, BMP, TIFF or WebP image"),
+        (_png()[:8] + b"\x00\x00\x00\x0dIHDR\x00\x00", "corrupt_image", "the PNG ends inside its IHDR chunk"),
+        (_jpeg()[:3] + b"\x00" * 20, "corrupt_image", "starts like an image but its header does not decode"),
+    ],
+    ids=["text-named-png", "truncated-png-header", "damaged-jpeg-header"],
+)
+def test_dead_letter_errors_read_as_text_not_python_reprs(data, reason, error):
+    _, dead = _validate(data)
+    assert dead["reason"] == reason and dead["error"].startswith(error)
+    assert "object at 0x" not in dead["error"] and "b'" not in dead["error"]
+
+
+def test_error_text_drops_object_reprs():
+    from PIL import UnidentifiedImageError
+
+    from transforms.errors import error_text
+
+    message = "cannot identify image file <_io.BytesIO object at 0x7f02c1d2a9d0>"
+    assert error_text(UnidentifiedImageError(message)) == "UnidentifiedImageError: cannot identify image file the data"
+    assert error_text(EOFError()) == "EOFError"
