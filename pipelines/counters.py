@@ -26,11 +26,13 @@ class LogProgressFn(beam.DoFn):
         self._stage, self._what, self._every = stage, what, every_seconds
 
     def setup(self):
-        self._seen, self._logged = 0, time.monotonic()
+        self._seen, self._logged = 0, None
 
     def process(self, element):
         self._seen += 1
         now = time.monotonic()
+        if self._logged is None:  # the clock starts with the first element, not with the worker
+            self._logged = now
         if now - self._logged >= self._every:
             self._logged = now
             log.info("%s: %d records %s so far (this worker)", self._stage, self._seen, self._what)

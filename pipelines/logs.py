@@ -46,7 +46,10 @@ _NATIVE_NOISE = re.compile(
 )
 _WORKER_LOGGER = "apache_beam.runners.portability.local_job_service"
 _SEVERITIES = {"TRACE": 5, "DEBUG": 10, "INFO": 20, "NOTICE": 20, "WARN": 30, "ERROR": 40, "CRITICAL": 50}
-_OWN_PATH = re.compile(r"[/\\](pipelines|models|transforms)[/\\][^:]*\.py:\d+$")
+# Where our packages live (a worker's log entry names the file that logged it).
+_OWN_FOLDERS = tuple(
+    os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), name) + os.sep for name in OWN_LOGGERS
+)
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +113,7 @@ class _WorkerEntries(logging.Filter):
         severity = beam_fn_api_pb2.LogEntry.Severity.Enum.Name(entry.severity)
         record.levelno = _SEVERITIES.get(severity, logging.INFO)
         record.levelname = logging.getLevelName(record.levelno)
-        record.name = "pipelines.worker" if _OWN_PATH.search(entry.log_location) else "apache_beam.worker"
+        record.name = "pipelines.worker" if entry.log_location.startswith(_OWN_FOLDERS) else "apache_beam.worker"
         record.msg, record.args = "worker: %s", (entry.message + (f"\n{entry.trace}" if entry.trace else ""),)
         return True
 

@@ -14,7 +14,7 @@ from apache_beam.testing.util import assert_that, equal_to
 
 from pipelines.counters import LogProgressFn
 from pipelines.logs import NORMAL, QUIET, VERBOSE, _Policy, _WorkerEntries, stage
-from tests.helpers import HOURGLASS
+from tests.helpers import HOURGLASS, ROOT
 
 # Lines of TensorFlow, absl, CUDA, grappler and Beam that a normal run used to print.
 NOISE = [
@@ -96,10 +96,12 @@ def _relayed(severity: str, message: str, location: str) -> logging.LogRecord:
 
 def test_worker_entries_become_text_at_their_own_level():
     beam_warning = _relayed("WARN", "Discarding unparseable args", "/venv/apache_beam/options/pipeline_options.py:1")
-    ours = _relayed("INFO", "preprocess: 5 records validated so far", "/repo/pipelines/counters.py:40")
+    ours = _relayed("INFO", "preprocess: 5 records validated so far", f"{ROOT / 'pipelines' / 'counters.py'}:40")
+    batching = _relayed("INFO", "BatchElements statistics", "/venv/apache_beam/transforms/util.py:9")
     failure = _relayed("ERROR", "could not read x.png", "/venv/apache_beam/runners/worker/sdk_worker.py:9")
-    for record in (beam_warning, ours, failure):
+    for record in (beam_warning, ours, failure, batching):
         assert _WorkerEntries().filter(record)
+    assert batching.name == "apache_beam.worker"  # Beam's transforms/ is not ours
     assert beam_warning.getMessage() == "worker: Discarding unparseable args"
     assert (beam_warning.levelname, beam_warning.name) == ("WARNING", "apache_beam.worker")
     assert (ours.levelname, ours.name) == ("INFO", "pipelines.worker")
