@@ -76,7 +76,18 @@ def configure(level: str = NORMAL) -> None:
 
 
 class _Handler(logging.StreamHandler):
-    """The stderr handler :func:`configure` installs."""
+    """The handler :func:`configure` installs: writes to whatever ``sys.stderr`` is at the time."""
+
+    def __init__(self):
+        super().__init__(sys.stderr)
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _):
+        pass
 
 
 class _Policy(logging.Filter):
