@@ -1,6 +1,6 @@
 """What a run prints: our progress by default, the stack's noise only with ``--verbose``.
 
-Three levels (``hourglass --verbose|--quiet COMMAND``):
+Three levels (``--verbose`` or ``--quiet``, before or after the command):
 
 - ``quiet``: errors and the command's summary (stdout) only.
 - ``normal`` (the default): our own log lines (loggers ``pipelines``, ``models``, ``transforms``:

@@ -11,7 +11,9 @@ import pytest
 from apache_beam.portability.api import beam_fn_api_pb2
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
+from click.testing import CliRunner
 
+from pipelines.cli import cli
 from pipelines.counters import LogProgressFn
 from pipelines.logs import NORMAL, QUIET, VERBOSE, _Policy, _WorkerEntries, stage
 from tests.helpers import HOURGLASS, ROOT
@@ -56,7 +58,7 @@ def test_a_normal_run_shows_our_progress_and_none_of_the_noise(tmp_path):
 @pytest.mark.slow
 @pytest.mark.integration
 def test_quiet_leaves_only_the_summary(tmp_path):
-    args = ("--quiet", "preprocess", "--input", "builtin:mnist", "--limit", "30", "--output", "d")
+    args = ("preprocess", "--quiet", "--input", "builtin:mnist", "--limit", "30", "--output", "d")  # after the command
     done = _hourglass(*args, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stderr == ""
@@ -72,16 +74,19 @@ def _split_counts(data) -> str:
 def test_verbose_brings_back_tensorflows_log_and_errors_stay_readable(tmp_path):
     args = ("preprocess", "--config", "missing.yaml", "--input", "builtin:mnist", "--output", "d")
     quiet = _hourglass(*args, cwd=tmp_path)  # reading a config imports TensorFlow, then fails
-    verbose = _hourglass("--verbose", *args, cwd=tmp_path)
+    verbose = _hourglass("--verbose", *args, cwd=tmp_path)  # before the command
     assert quiet.returncode == verbose.returncode == 1
     assert quiet.stderr.splitlines() == ["Error: config file missing.yaml not found"]
     assert re.search(r"^[IWE]\d{4} .*\.cc:\d+\]", verbose.stderr, re.MULTILINE)  # TensorFlow's C++ log
     assert verbose.stderr.splitlines()[-1] == "Error: config file missing.yaml not found"
 
 
-def test_global_flags_exclude_each_other(tmp_path):
-    done = _hourglass("--verbose", "--quiet", "models", cwd=tmp_path)
-    assert done.returncode == 2 and "pass at most one of --verbose and --quiet" in done.stderr
+@pytest.mark.parametrize(
+    "argv", [["--verbose", "--quiet", "models"], ["--verbose", "train", "--quiet", "--data", "d", "--model-dir", "m"]]
+)
+def test_verbose_and_quiet_exclude_each_other(argv):
+    result = CliRunner().invoke(cli, argv)
+    assert result.exit_code == 2 and "pass at most one of --verbose and --quiet" in result.output
 
 
 def _relayed(severity: str, message: str, location: str) -> logging.LogRecord:
