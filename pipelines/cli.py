@@ -27,7 +27,7 @@ import click
 from models.config import TrainConfig
 from pipelines.config import BUILTIN_MNIST, EvaluateConfig, InferConfig, PreprocessConfig, ReaderOptions
 from pipelines.config_loader import DEFAULT_OUTPUT, load_config_file, resolve_job_config, stage_mappings, with_overrides
-from pipelines.logs import NORMAL, QUIET, VERBOSE, configure, filter_native_stderr, stage
+from pipelines.logs import NORMAL, QUIET, VERBOSE, configure, native_stderr_filtered, stage
 from transforms.errors import UserError
 
 
@@ -314,8 +314,5 @@ def models():
 
 
 def main() -> None:
-    native = filter_native_stderr()
-    try:
+    with native_stderr_filtered():
         cli(prog_name="hourglass")
-    finally:
-        native.close()

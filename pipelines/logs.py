@@ -15,7 +15,7 @@ How the noise is hidden, at each source:
   ``remapper failed`` errors, which are harmless on a CPU machine.
 - Two lines come before absl's log is initialised and obey no setting (``WARNING: All log messages
   before absl::InitializeLog() ...`` and ``cudart_stub.cc ... Could not find cuda drivers``, once per
-  process that imports TensorFlow): :func:`filter_native_stderr` drops exactly those from file
+  process that imports TensorFlow): :func:`native_stderr_filtered` drops exactly those from file
   descriptor 2, which Beam's worker processes share.
 - Python loggers (Beam, absl, TensorFlow, ``py.warnings``) pass a :class:`_Policy` filter: ours at
   INFO and above, the others at ERROR and above.
@@ -162,12 +162,22 @@ class _NativeFilter:
         sys.stderr.close()
         sys.stderr = sys.__stderr__
         os.dup2(self.target, 2)
-        self.thread.join(timeout=5)
+        self.thread.join(timeout=2)
 
 
-def filter_native_stderr() -> _NativeFilter:
-    """Routes file descriptor 2 through :class:`_NativeFilter` (call ``close()`` at exit)."""
-    return _NativeFilter()
+@contextlib.contextmanager
+def native_stderr_filtered() -> Iterator[None]:
+    """Routes file descriptor 2 through :class:`_NativeFilter` for the block (as it is when there is
+    no file descriptor 2 to route)."""
+    try:
+        native = _NativeFilter()
+    except OSError:
+        yield
+        return
+    try:
+        yield
+    finally:
+        native.close()
 
 
 @contextlib.contextmanager
