@@ -73,8 +73,10 @@ class ModelConfig:
 class TrainConfig:
     """How to train: the data, the model folder, the model and the optimisation."""
 
-    data_dir: str = option(help="A preprocess output folder (TFRecords and transform_output/).", flag="--data")
-    model_dir: str = option(help="Where checkpoints, TensorBoard logs, the export and training.json go.")
+    data_dir: str = option(
+        help="A preprocess output folder (TFRecords and transform_output/).", flag="--data", path=True
+    )
+    model_dir: str = option(help="Where checkpoints, TensorBoard logs, the export and training.json go.", path=True)
     model: ModelConfig = option(help="The model to build.", factory=ModelConfig)
     epochs: int = option(10, "Epochs to train (in total, over every resumption).")
     batch_size: int | None = option(None, "Per replica; default: the kind's (see `hourglass models`).")
@@ -97,7 +99,7 @@ class TrainConfig:
     reduce_lr_patience: int = option(0, "Multiply the learning rate by the factor after N flat epochs (0: off).")
     reduce_lr_factor: float = option(0.5, "The factor of --reduce-lr-patience, in (0, 1).")
     min_delta: float = option(0.0, "The smallest eval-loss decrease that counts as an improvement.")
-    warm_start: str | None = option(None, "Start from this model folder's export (same kind and shape).")
+    warm_start: str | None = option(None, "Start from this model folder's export (same kind and shape).", path=True)
     cache_mb: int = option(1024, "Keep a split in memory after the first epoch when it takes at most this many MB.")
     restart: bool = option(
         False, "Delete the model folder's checkpoints and logs and train from scratch (e.g. on changed data)."

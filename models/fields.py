@@ -6,12 +6,16 @@ mapping of JSON/YAML values or their text forms (what ``--param KEY=VALUE``, a j
 ``model_info.json`` hold), checking every key and value against the field types: ``bool``
 (``true``/``false``), ``int``, ``float``, ``str``, ``tuple[T, ...]`` (a list or ``a,b``), fixed-size
 tuples (a list, or the text form the field's ``parse`` reads, e.g. ``28x28``), mappings, nested
-dataclasses and ``X | None``. Every mistake raises :class:`UserError` naming the key. Pure Python.
+dataclasses and ``X | None``. Every mistake raises :class:`UserError` naming the key.
+:func:`with_absolute_paths` makes the local paths of a config (fields declared with ``path=True``)
+absolute, so workers in another working directory read and write where the user asked. Pure Python.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
+import re
 import types
 import typing
 from collections.abc import Mapping
@@ -20,11 +24,14 @@ from typing import Any
 from transforms.errors import UserError
 
 _TRUE, _FALSE = ("true", "yes", "1"), ("false", "no", "0")
+# gs://bucket/x, s3://..., builtin:mnist (two letters at least: C:\\ is a Windows drive, not a scheme).
+_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+:")
 
 
 def option(default: Any = dataclasses.MISSING, help: str = "", *, factory: Any = None, **settings: Any) -> Any:
     """A config field: its default (or ``factory``), its help text and its settings: ``parse`` (the
-    text form of a fixed-size tuple) and, for the command line, ``flag``, ``choices``, ``metavar``,
+    text form of a fixed-size tuple), ``path`` (a local path made absolute by
+    :func:`with_absolute_paths`) and, for the command line, ``flag``, ``choices``, ``metavar``,
     ``multiple`` and ``convert`` (see ``pipelines.cli``)."""
     metadata = {"help": help, **settings}
     if factory is not None:
@@ -89,6 +96,27 @@ def coerce(kind: Any, value: Any, where: str, parse=None) -> Any:
     if expected is typing.Any or (isinstance(value, expected) and (kind is bool or not isinstance(value, bool))):
         return value
     raise UserError(f"{where} must be {_describe(kind)}, got {value!r}")
+
+
+def absolute_path(path: str) -> str:
+    """A local path made absolute against the working directory (``~`` expanded); a URI
+    (``gs://...``, ``builtin:mnist``) as it is."""
+    if _SCHEME.match(path):
+        return path
+    return os.path.abspath(os.path.expanduser(path))
+
+
+def with_absolute_paths(config: Any) -> Any:
+    """A copy of the dataclass ``config`` whose ``path`` fields (nested dataclasses included) hold
+    absolute paths (see :func:`absolute_path`)."""
+    changes = {}
+    for field in dataclasses.fields(config):
+        value = getattr(config, field.name)
+        if dataclasses.is_dataclass(value):
+            changes[field.name] = with_absolute_paths(value)
+        elif field.metadata.get("path") and isinstance(value, str):
+            changes[field.name] = absolute_path(value)
+    return dataclasses.replace(config, **changes)
 
 
 def _coerce_tuple(args: tuple, value: Any, where: str, parse) -> tuple:

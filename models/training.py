@@ -381,6 +381,8 @@ class _EpochLoop:
                 bar.update(progress.step, values=[("loss", loss)])
             if cfg.checkpoint_every_steps and progress.global_step % cfg.checkpoint_every_steps == 0:
                 self._save()
+        if bar:  # the first epoch's bar has no target: end its line before the epoch's log line
+            bar.update(progress.step, finalize=True)
         seconds = time.time() - started
         examples = (progress.step - first_step) * self.inputs["train"].global_batch
         loss = progress.epoch_loss_sum / progress.step

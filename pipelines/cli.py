@@ -8,6 +8,7 @@ flag that is not given never hides a value of the file. Each command takes the o
 stage it runs (``run`` takes all of them). An unknown option fails (exit 2) with a suggestion.
 Beam runner flags go after ``--`` and stay Beam ``PipelineOptions``, e.g.
 ``hourglass run -- --direct_num_workers=2 --direct_running_mode=multi_processing``.
+``--verbose`` and ``--quiet`` (``pipelines.logs``) go before or after the command.
 
 Importing this module imports no TensorFlow, Beam or PIL: the commands import their jobs when they run.
 """
@@ -16,8 +17,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import logging
-import os
 import types
 import typing
 from collections.abc import Callable, Mapping
@@ -28,9 +27,8 @@ import click
 from models.config import TrainConfig
 from pipelines.config import BUILTIN_MNIST, EvaluateConfig, InferConfig, PreprocessConfig, ReaderOptions
 from pipelines.config_loader import DEFAULT_OUTPUT, load_config_file, resolve_job_config, stage_mappings, with_overrides
+from pipelines.logs import NORMAL, QUIET, VERBOSE, configure, native_stderr_filtered, stage
 from transforms.errors import UserError, check_output_folder, storage_error
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is imported by a command
 
 
 @dataclasses.dataclass
@@ -141,6 +139,7 @@ class _Command(click.Command):
         self.stages, self.beam = stages, beam
         self.keys: dict[str, tuple[list[str], Callable | None]] = {}
         params = [click.Option(["--config"], type=click.Path(dir_okay=False), help="A YAML/JSON job config.")]
+        params += _level_options()
         for flag in _merge(flags):
             option, convert = _to_option(flag, derived)
             self.keys[option.name] = (flag.keys, convert)
@@ -194,16 +193,31 @@ class _Group(click.Group):
             raise _UserFacing(error) from error
 
 
-@click.group(cls=_Group)
-@click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
-def cli(verbose: bool) -> None:
+def _level_options() -> list[click.Option]:
+    """``--verbose`` and ``--quiet``: taken before the command (``hourglass --quiet run``) and after it."""
+    return [
+        click.Option(
+            ["-v", "--verbose"],
+            is_flag=True,
+            help="Also the log of TensorFlow, absl, CUDA and Beam (and our debug lines).",
+        ),
+        click.Option(["-q", "--quiet"], is_flag=True, help="Only errors and the summary."),
+    ]
+
+
+def _set_level(ctx: click.Context) -> None:
+    """Sets the log level from ``--verbose``/``--quiet`` given before or after the command; call it
+    before anything imports TensorFlow (see ``pipelines.logs``)."""
+    given = {name for c in (ctx, ctx.parent) if c is not None for name in ("verbose", "quiet") if c.params.get(name)}
+    if len(given) > 1:
+        raise click.UsageError("pass at most one of --verbose and --quiet")
+    configure(VERBOSE if "verbose" in given else QUIET if "quiet" in given else NORMAL)
+
+
+@click.group(cls=_Group, params=_level_options())
+def cli(**_) -> None:
     """Hourglass: learn compact image codes with autoencoders, as Beam and TensorFlow jobs."""
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    logging.getLogger("apache_beam").setLevel(logging.WARNING)
-    for noisy in ("absl", "tensorflow"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    _set_level(click.get_current_context())
 
 
 def _command(name: str, flags: list[_Flag], stages: tuple[str, ...], beam: bool = True):
@@ -212,11 +226,13 @@ def _command(name: str, flags: list[_Flag], stages: tuple[str, ...], beam: bool 
     def register(fn):
         def callback(**_):
             ctx = click.get_current_context()
+            _set_level(ctx)
             job, beam_args = resolve(ctx)
             for output in _outputs(job):
                 check_output_folder(output)
             try:
-                fn(job, beam_args)
+                with stage(name):
+                    fn(job, beam_args)
             except Exception as error:  # a full disk or read-only output, met anywhere, is a UserError
                 refused = storage_error(error, _outputs(job))
                 if refused is None:
@@ -305,4 +321,5 @@ def models():
 
 
 def main() -> None:
-    cli(prog_name="hourglass")
+    with native_stderr_filtered():
+        cli(prog_name="hourglass")

@@ -93,7 +93,7 @@ class ReaderOptions:
     )
     image_key: str | None = option(None, "NPZ array / TFRecord feature of the images (default: x|images, image).")
     label_key: str | None = option(None, "NPZ array / TFRecord feature / CSV column (name, index or none) of labels.")
-    labels: str | None = option(None, "A labels file for NPY or IDX images (default: the sibling file).")
+    labels: str | None = option(None, "A labels file for NPY or IDX images (default: the sibling file).", path=True)
     pixel_max: float | None = option(
         None, "The value meaning white in arrays and CSV (default by dtype: 255, 65535 for uint16, 1.0 for floats)."
     )
@@ -108,8 +108,8 @@ class ReaderOptions:
 class PreprocessConfig:
     """Read, validate, split and tf.Transform images into TFRecords."""
 
-    input: str = option(help=_INPUT_HELP)
-    output: str = option(help="Where the TFRecords, transform_output/, rejected/ and stats.json go.")
+    input: str = option(help=_INPUT_HELP, path=True)
+    output: str = option(help="Where the TFRecords, transform_output/, rejected/ and stats.json go.", path=True)
     image_size: tuple[int, int] | None = option(
         None, "HxW to bring every image to (default: the dataset's one size).", metavar="HxW", parse=parse_image_size
     )
@@ -144,12 +144,13 @@ class PreprocessConfig:
 class InferConfig:
     """Encode and reconstruct images with a trained model; write Parquet, once or as files land."""
 
-    model_dir: str = option(help="A training output folder (holds saved_model/).")
+    model_dir: str = option(help="A training output folder (holds saved_model/).", path=True)
     output: str = option(
         help="Folder of the Parquet predictions (predictions-*.parquet, _rejected/, _config.json, _manifest.json; "
-        "with --run-id or --watch one partition per run or window)."
+        "with --run-id or --watch one partition per run or window).",
+        path=True,
     )
-    input: str | None = option(None, "Images to read once: " + _INPUT_HELP)
+    input: str | None = option(None, "Images to read once: " + _INPUT_HELP, path=True)
     batch_size_min: int = option(32, "Smallest RunInference batch.")
     batch_size_max: int = option(1024, "Largest RunInference batch.")
     max_pixels: int = option(DEFAULT_MAX_PIXELS, "Reject larger images (decompression bombs).")
@@ -168,7 +169,9 @@ class InferConfig:
         False, "With --run-id: encode only records whose id, bytes and model are in no other partition of OUTPUT."
     )
     watch: str | None = option(
-        None, "Instead of --input: encode image files as they land in this folder (names starting with . are skipped)."
+        None,
+        "Instead of --input: encode image files as they land in this folder (names starting with . are skipped).",
+        path=True,
     )
     window_seconds: float = option(60.0, "With --watch: the width of each window (one partition per window).")
     poll_seconds: float = option(5.0, "With --watch: how often the folder is listed.")
@@ -223,10 +226,10 @@ class EvaluateConfig:
     set: threshold and baselines from the same images, classifiers cross-validated).
     """
 
-    model_dir: str = option(help="A training output folder (holds saved_model/).")
-    output: str = option(help="Where index.html, metrics.json, the figures and config.json go.")
-    data: str | None = option(None, "A preprocess output: its eval split is evaluated.")
-    input: str | None = option(None, "Instead of --data: images to read (any preprocess input).")
+    model_dir: str = option(help="A training output folder (holds saved_model/).", path=True)
+    output: str = option(help="Where index.html, metrics.json, the figures and config.json go.", path=True)
+    data: str | None = option(None, "A preprocess output: its eval split is evaluated.", path=True)
+    input: str | None = option(None, "Instead of --data: images to read (any preprocess input).", path=True)
     limit: int | None = option(None, "With --input: read only the first N records.")
     reader: ReaderOptions = option(help="How to read --input.", factory=ReaderOptions)
     max_examples: int = option(10_000, "Images used per split, at most (the first ones read).")

@@ -126,13 +126,15 @@ def stage_mappings(data: dict[str, Any]) -> dict[str, dict[str, Any]]:
 def resolve_job_config(data: dict[str, Any], stages=tuple(STAGES)) -> tuple[JobConfig, list[str]]:
     """Builds the configs of ``stages`` from a config mapping; returns them and the Beam arguments.
 
+    Local paths become absolute here, once, against the working directory (remote URIs and
+    ``builtin:`` inputs stay as they are): Beam workers run in other processes and folders.
     The train stage is resolved against its kind's registered defaults (``models.registry``).
 
     Raises:
       UserError: an unknown key or a bad value (the message names the key and what is allowed).
     """
     mappings = stage_mappings(data)
-    built = {name: fields.build(STAGES[name], mappings[name], name) for name in stages}
+    built = {name: fields.with_absolute_paths(fields.build(STAGES[name], mappings[name], name)) for name in stages}
     if "train" in built:
         import models.kinds  # noqa: F401  (registers every kind: only for the commands that train)
         from models.registry import resolve_train_config

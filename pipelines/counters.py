@@ -1,12 +1,42 @@
-"""Reading Beam counters back after a run, for summaries and checks."""
+"""Beam counters read back after a run (for summaries and checks), and progress logged while it runs.
+
+:class:`LogProgressFn` passes every element on unchanged and logs ``STAGE: N records WHAT so far``
+at most every ``every_seconds`` (per worker: Beam's counters are read only when the pipeline ends).
+"""
 
 from __future__ import annotations
+
+import logging
+import time
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 from apache_beam.metrics.metric import MetricsFilter
 
 NAMESPACE = "hourglass"
+PROGRESS_SECONDS = 30.0
+
+log = logging.getLogger(__name__)
+
+
+class LogProgressFn(beam.DoFn):
+    """element -> the same element; logs how many this worker has seen, at most every ``every_seconds``."""
+
+    def __init__(self, stage: str, what: str, every_seconds: float = PROGRESS_SECONDS):
+        self._stage, self._what, self._every = stage, what, every_seconds
+
+    def setup(self):
+        self._seen, self._logged = 0, None
+
+    def process(self, element):
+        self._seen += 1
+        now = time.monotonic()
+        if self._logged is None:  # the clock starts with the first element, not with the worker
+            self._logged = now
+        if now - self._logged >= self._every:
+            self._logged = now
+            log.info("%s: %d records %s so far (this worker)", self._stage, self._seen, self._what)
+        yield element
 
 
 def counters(result) -> dict[str, int]:

@@ -1,23 +1,22 @@
 """The whole job: preprocess -> train -> infer -> evaluate, with every output under one folder.
 
 Writes ``OUTPUT/data`` (preprocess), ``OUTPUT/model`` (train), ``OUTPUT/predictions`` (infer) and
-``OUTPUT/report`` (evaluate: ``index.html``, ``metrics.json``), and returns a summary of what went where.
+``OUTPUT/report`` (evaluate: ``index.html``, ``metrics.json``), logs each stage's start and end, and
+returns a summary of what went where.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import logging
 import time
 
 from models.training import train
 from pipelines.config import JobConfig
 from pipelines.evaluate.job import run_evaluate
 from pipelines.infer.job import run_infer
+from pipelines.logs import stage
 from pipelines.preprocess.job import run_preprocess
 from transforms.layout import EVAL, RECORDS_READ, TRAIN, split_counter
-
-log = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,13 +33,17 @@ def run_job(cfg: JobConfig, beam_args: list[str] | None = None) -> JobResult:
     """Runs the four stages in order; any stage's error stops the run."""
     timings = {}
     started = time.time()
-    pre = run_preprocess(cfg.preprocess, beam_args)
+    with stage("preprocess"):
+        pre = run_preprocess(cfg.preprocess, beam_args)
     timings["preprocess"] = time.time() - started
-    trained = train(cfg.train)
+    with stage("train"):
+        trained = train(cfg.train)
     timings["train"] = time.time() - started - timings["preprocess"]
-    inferred = run_infer(cfg.infer, beam_args)
+    with stage("infer"):
+        inferred = run_infer(cfg.infer, beam_args)
     timings["infer"] = time.time() - started - timings["preprocess"] - timings["train"]
-    evaluated = run_evaluate(cfg.evaluate, beam_args)
+    with stage("evaluate"):
+        evaluated = run_evaluate(cfg.evaluate, beam_args)
     timings["report"] = time.time() - started - sum(timings.values())
     c = pre.counts
     lines = [

@@ -12,13 +12,18 @@ an outage) and keeps its traceback. It lives here, at the bottom of the one-way 
 permission denied, a path through a file) into a :class:`UserError` naming the path and the fix,
 whichever layer met them: Python's ``OSError`` (by errno), TensorFlow's file errors and Beam's
 wrapped worker errors (by the operating system's words, which they keep in their text).
+:func:`error_text` is the one way an exception becomes text for people (dead letters, messages).
 """
 
 from __future__ import annotations
 
 import errno
 import os
+import re
 from collections.abc import Iterator, Sequence
+
+# What Python prints for an object without a readable form, e.g. <_io.BytesIO object at 0x7f02...>.
+_OBJECT_REPR = re.compile(r"<[\w.]+ object at 0x[0-9a-fA-F]+>")
 
 
 class UserError(ValueError):
@@ -90,3 +95,10 @@ def check_output_folder(path: str) -> None:
     ):
         if refused:
             raise UserError(f"cannot write {path} (in {existing}): {what}; {fix}")
+
+
+def error_text(error: BaseException) -> str:
+    """``"TypeName: message"`` for people: an object's repr in the message (Pillow names the
+    in-memory file it was given, ``<_io.BytesIO object at 0x...>``) becomes ``the data``."""
+    message = _OBJECT_REPR.sub("the data", str(error)).strip()
+    return f"{type(error).__name__}: {message}" if message else type(error).__name__

@@ -61,7 +61,8 @@ def build_infer_pipeline(
     if index is not None:
         records = records | "SkipExisting" >> beam.ParDo(keys.SkipExistingFn(index))
     checked = validate_read({"records": records, "rejected": read["rejected"]}, STAGE, ImageLimits.of(cfg))
-    encoded = checked["valid"] | "EncodeImages" >> EncodeImages(model_handler, schema)
+    valid = checked["valid"] | "Progress" >> beam.ParDo(counters.LogProgressFn(STAGE, "validated"))
+    encoded = valid | "EncodeImages" >> EncodeImages(model_handler, schema)
     written = parquet.write_predictions(encoded, checked["rejected"], output, schema, cfg.compression)
     if cfg.run_id is not None:
         model_hash = schema.metadata[(parquet.META_PREFIX + "model_hash").encode()].decode()

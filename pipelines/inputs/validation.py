@@ -35,11 +35,14 @@ from pipelines.inputs.images import (
 )
 from pipelines.inputs.sources import ReadImages, ReadUnits, Source
 from transforms import features
+from transforms.errors import error_text
 from transforms.image_ops import decode_pixels, decoder_message
 from transforms.layout import RECORDS_READ
 
 REJECTED = "rejected"
 DEFAULT_LIMITS = ImageLimits()
+_NOT_AN_IMAGE = "not a PNG, JPEG, GIF, BMP, TIFF or WebP image (no decoder recognises its first bytes)"
+_UNREADABLE_HEADER = "starts like an image but its header does not decode (truncated or damaged)"
 
 
 class ValidateImageFn(beam.DoFn):
@@ -74,9 +77,13 @@ class ValidateImageFn(beam.DoFn):
             image = open_image(data)
         except Image.DecompressionBombError as error:
             raise PixelError("too_many_pixels", str(error)) from error
+        except Image.UnidentifiedImageError as error:  # its message holds the repr of the BytesIO
+            if has_image_signature(data):
+                raise PixelError("corrupt_image", _UNREADABLE_HEADER) from error
+            raise PixelError("not_an_image", _NOT_AN_IMAGE) from error
         except Exception as error:  # Pillow raises several types for "not an image".
             reason = "corrupt_image" if has_image_signature(data) else "not_an_image"
-            raise PixelError(reason, f"{type(error).__name__}: {error}") from error
+            raise PixelError(reason, error_text(error)) from error
         self._check_size(image)
         if passes_as_is(image):
             try:
@@ -87,7 +94,7 @@ class ValidateImageFn(beam.DoFn):
         try:
             image.load()
         except Exception as error:  # truncated data, bad CRCs, decoder errors.
-            raise PixelError("corrupt_image", f"{type(error).__name__}: {error}") from error
+            raise PixelError("corrupt_image", error_text(error)) from error
         return to_tf_readable(image, data)
 
     def _check_size(self, image: Image.Image) -> None:

@@ -101,7 +101,8 @@ def build_preprocess_pipeline(
     """Adds read -> validate -> preprocess -> write to ``p``; returns the PCollections by name."""
     checked = p | "ReadValidImages" >> ReadValidImages(source, STAGE, ImageLimits.of(cfg))
     again = checked["units"] | "RereadValidImages" >> RereadValidImages(source, STAGE, ImageLimits.of(cfg))
-    out = {"records": checked["valid"], "analyze": again["valid"]} | "PreprocessImages" >> PreprocessImages(
+    valid = checked["valid"] | "Progress" >> beam.ParDo(counters.LogProgressFn(STAGE, "validated"))
+    out = {"records": valid, "analyze": again["valid"]} | "PreprocessImages" >> PreprocessImages(
         spec, cfg.normalize, cfg.eval_percent, temp_dir
     )
     schema = out["metadata"].schema

@@ -262,6 +262,6 @@ def test_a_command_builds_only_its_stages_and_infer_never_imports_the_kinds(tmp_
         "print(job.train is None, job.infer.model_dir, 'models.kinds' in sys.modules)\n"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
-    assert done.stdout.split() == ["True", "m", "False"]
+    assert done.stdout.split() == ["True", str(ROOT / "m"), "False"]  # paths resolve against the cwd
     result = CliRunner().invoke(cli, ["train", "--config", str(config)])
     assert result.exit_code == 1 and "unknown key(s) epochz in train" in result.output

@@ -1,5 +1,7 @@
 """Job config files: resolution, overrides and errors that name the key."""
 
+import os
+
 import pytest
 
 from pipelines.config_loader import beam_arguments, load_config_file, resolve_job_config, with_overrides
@@ -94,3 +96,22 @@ def test_yaml_aliases_are_refused_before_they_expand(tmp_path):
     alias_only.write_text("input: *nowhere\n")
     with pytest.raises(UserError, match=r"alias\.yaml uses a YAML alias \*nowhere at line 1"):
         load_config_file(str(alias_only))
+
+
+def test_local_paths_become_absolute_and_uris_stay(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    data = {
+        "output": "runs/today",
+        "reader": {"labels": "y.npy"},
+        "train": {"warm_start": "~/models/old"},
+        "infer": {"input": "gs://bucket/new/*.png", "output": "s3://bucket/predictions"},
+        "evaluate": {"input": "images/"},
+    }
+    job, _ = resolve_job_config(data)
+    assert job.preprocess.input == "builtin:mnist"
+    assert job.preprocess.output == job.train.data_dir == str(tmp_path / "runs" / "today" / "data")
+    assert job.train.model_dir == job.infer.model_dir == job.evaluate.model_dir == str(tmp_path / "runs/today/model")
+    assert job.preprocess.reader.labels == job.infer.reader.labels == str(tmp_path / "y.npy")
+    assert job.train.warm_start == os.path.expanduser("~/models/old")
+    assert (job.infer.input, job.infer.output) == ("gs://bucket/new/*.png", "s3://bucket/predictions")
+    assert job.evaluate.input == str(tmp_path / "images") and job.evaluate.output == str(tmp_path / "runs/today/report")

@@ -24,6 +24,7 @@ from apache_beam.io.filesystems import FileSystems
 
 from pipelines.config import ReaderOptions
 from transforms import features
+from transforms.errors import error_text
 
 SOURCE = "source"
 # A unit holds at most this many records and about this many bytes of raw data.
@@ -93,7 +94,7 @@ class Reader:
     def file_error(self, path: str, error: Exception) -> Unreadable:
         """The dead letter of a file that cannot be read (``truncated_file`` or ``unreadable_file``)."""
         reason = "truncated_file" if isinstance(error, EOFError) else "unreadable_file"
-        return Unreadable(relative_id(path, self.root), path, reason, f"{type(error).__name__}: {error}")
+        return Unreadable(relative_id(path, self.root), path, reason, error_text(error))
 
 
 @dataclasses.dataclass(frozen=True)

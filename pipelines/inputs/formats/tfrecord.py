@@ -17,6 +17,7 @@ import google_crc32c
 from pipelines.config import TFRECORD
 from pipelines.inputs.formats.base import Format, Reader, RecordRange, Unreadable, make_record, open_file, relative_id
 from transforms import features
+from transforms.errors import error_text
 
 DEFAULT_IMAGE_KEYS = ("image", "image/encoded", "image_raw")
 DEFAULT_LABEL_KEYS = ("label", "image/class/label", "labels")
@@ -128,7 +129,7 @@ class TfRecordReader(Reader):
                 try:
                     example = example_pb2.Example.FromString(read_tfrecord(f))
                 except Exception as error:  # CRC mismatch, not an Example
-                    yield Unreadable(record_id, unit.path, "corrupt_record", f"{type(error).__name__}: {error}")
+                    yield Unreadable(record_id, unit.path, "corrupt_record", error_text(error))
                     continue
                 feature = example.features.feature
                 image_key = next((k for k in image_keys if k in feature), None)

@@ -101,3 +101,28 @@ def test_a_png_with_an_exif_orientation_is_re_encoded_upright():
     kept, _ = _validate(data)
     assert kept["image"] is not data
     np.testing.assert_array_equal(tf.io.decode_png(kept["image"]).numpy()[..., 0], np.rot90(pixels, -1))
+
+
+@pytest.mark.parametrize(
+    "data, reason, error",
+    [
+        (b"<html>not a PNG</html>", "not_an_image", "not a PNG, JPEG, GIF, BMP, TIFF or WebP image"),
+        (_png()[:20], "corrupt_image", "OSError: Truncated File Read"),
+        (_jpeg()[:3] + b"\x00" * 20, "corrupt_image", "starts like an image but its header does not decode"),
+    ],
+    ids=["text-named-png", "truncated-png-header", "damaged-jpeg-header"],
+)
+def test_dead_letter_errors_read_as_text_not_python_reprs(data, reason, error):
+    _, dead = _validate(data)
+    assert dead["reason"] == reason and dead["error"].startswith(error)
+    assert "object at 0x" not in dead["error"] and "b'" not in dead["error"]
+
+
+def test_error_text_drops_object_reprs():
+    from PIL import UnidentifiedImageError
+
+    from transforms.errors import error_text
+
+    message = "cannot identify image file <_io.BytesIO object at 0x7f02c1d2a9d0>"
+    assert error_text(UnidentifiedImageError(message)) == "UnidentifiedImageError: cannot identify image file the data"
+    assert error_text(EOFError()) == "EOFError"
