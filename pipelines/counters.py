@@ -1,4 +1,4 @@
-"""Reading Beam counters back after a run, for summaries and checks."""
+"""Reading Beam counters back after a run, for summaries and checks (the record accounting)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,40 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 from apache_beam.metrics.metric import MetricsFilter
 
+from transforms.layout import RECORDS_READ, rejected_by_reason, skipped_by_reason
+
 NAMESPACE = "hourglass"
+
+
+class AccountingError(RuntimeError):
+    """Records were lost or counted twice between the reader and the sinks: a bug, not an input problem."""
+
+
+def check_accounting(counts: dict[str, int], stage: str, written: int, skipped: int = 0) -> None:
+    """Checks that every record read was written, rejected or skipped (``--skip-existing``).
+
+    ``records_read`` is counted where records leave the reader, ``written`` at the sink and the
+    rejects at the dead-letter sink, so a record lost (or doubled) on the way shows here.
+
+    Raises:
+      AccountingError: the counts do not add up.
+    """
+    read, rejected = counts.get(RECORDS_READ, 0), sum(rejected_by_reason(counts, stage).values())
+    if read != written + rejected + skipped:
+        raise AccountingError(
+            f"{stage}: {read} records read but {written} written + {rejected} rejected + {skipped} skipped "
+            f"= {written + rejected + skipped}; records were lost or duplicated "
+            f"(counters: {dict(sorted(counts.items()))})"
+        )
+
+
+def format_skipped(counts: dict[str, int]) -> str:
+    """``", 3 files skipped (by_extension 2, hidden 1)"`` for a summary, or ``""`` when none were."""
+    skipped = skipped_by_reason(counts)
+    if not skipped:
+        return ""
+    reasons = ", ".join(f"{reason} {n}" for reason, n in sorted(skipped.items()))
+    return f", {sum(skipped.values())} files skipped ({reasons})"
 
 
 def counters(result) -> dict[str, int]:
