@@ -70,6 +70,11 @@ def is_hidden(name: str) -> bool:
     return name.startswith(".") or name.lower() in SYSTEM_FILES
 
 
+def has_hidden_part(relative_path: str) -> bool:
+    """A path under the input with a hidden file or folder in it (``a/.cache/x.png``)."""
+    return any(is_hidden(part) for part in relative_path.split("/"))
+
+
 def _path(path: str) -> str:
     return path if text(path) is path else RawName(path)
 
@@ -87,8 +92,7 @@ def list_entries(pattern: str, root: str, kind: str) -> Iterator[str | Skipped |
         for metadata in FileSystems.match([pattern if kind == GLOB else FileSystems.join(pattern, "**")])[
             0
         ].metadata_list:
-            rel = metadata.path[len(root) :].lstrip("/")
-            hidden = any(is_hidden(part) for part in rel.split("/"))
+            hidden = has_hidden_part(metadata.path[len(root) :].lstrip("/"))
             yield Skipped(metadata.path, HIDDEN) if hidden else metadata.path
     elif kind == FOLDER:
         yield from _walk(pattern, root, set(), None)
