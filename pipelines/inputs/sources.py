@@ -112,14 +112,16 @@ def _describe(skipped: dict[str, int]) -> str:
 
 
 def _pattern_and_root(input: str) -> tuple[str, str, str]:
-    """``(pattern, root, kind)``: a path that exists is taken literally, even with glob characters."""
+    """``(pattern, root, kind)``: a local path that exists is taken literally, even with glob
+    characters (other filesystems match every path as a glob, so there they always make one)."""
     path = input if not listing.is_local(input) else os.path.abspath(input)
-    if path.rstrip("/") and _exists(path.rstrip("/")):
+    glob = listing.GLOB_CHARACTERS.search(path)
+    literal = listing.is_local(path) or not glob
+    if literal and path.rstrip("/") and _exists(path.rstrip("/")):
         path = path.rstrip("/") or "/"
         if _is_folder(path):
             return path, path, FOLDER
         return path, path.rsplit("/", 1)[0], FILE
-    glob = listing.GLOB_CHARACTERS.search(path)
     if glob:
         return path, path[: glob.start()].rsplit("/", 1)[0], GLOB
     raise UserError(f"input {input!r} does not exist; pass a folder, a file, a glob pattern or {BUILTIN_MNIST}")
