@@ -30,6 +30,7 @@ DEFAULT_MAX_PIXELS = 64_000_000
 # 22 MP RGB photo passes; 8 RGBA images at the limit keep a preprocess under 2 GB peak RSS.
 DEFAULT_MAX_DECODED_BYTES = 64 << 20
 _MAX_DECODED_HELP = "Reject images whose decoded pixels (W x H x channels x bytes per sample) take more bytes."
+DEFAULT_MAX_FILE_BYTES = 256 << 20
 PIXEL_FORMATS = ("float", "png")
 COMPRESSIONS = ("snappy", "zstd")
 # How --watch runs: a loop of bounded Beam jobs that publishes each window as it closes (any
@@ -97,9 +98,15 @@ class ReaderOptions:
     pixel_max: float | None = option(
         None, "The value meaning white in arrays and CSV (default by dtype: 255, 65535 for uint16, 1.0 for floats)."
     )
+    max_file_bytes: int = option(
+        DEFAULT_MAX_FILE_BYTES,
+        "Reject larger image files unread (file_too_large); containers are read in ranges and have no limit.",
+    )
 
     def __post_init__(self):
         _choice("format", self.format, ("auto", *FORMATS))
+        if self.max_file_bytes <= 0:
+            raise UserError(f"max_file_bytes must be positive, got {self.max_file_bytes}")
         if self.pixel_max is not None and not self.pixel_max > 0:
             raise UserError(f"pixel_max must be positive, got {self.pixel_max}")
 

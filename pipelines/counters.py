@@ -1,4 +1,5 @@
-"""Beam counters read back after a run (for summaries and checks), and progress logged while it runs.
+"""Beam counters read back after a run (for summaries and the record accounting), and progress logged
+while it runs.
 
 :class:`LogProgressFn` passes every element on unchanged and logs ``STAGE: N records WHAT so far``
 at most every ``every_seconds`` (per worker: Beam's counters are read only when the pipeline ends).
@@ -12,6 +13,8 @@ import time
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 from apache_beam.metrics.metric import MetricsFilter
+
+from transforms.layout import RECORDS_READ, rejected_by_reason, skipped_by_reason
 
 NAMESPACE = "hourglass"
 PROGRESS_SECONDS = 30.0
@@ -37,6 +40,38 @@ class LogProgressFn(beam.DoFn):
             self._logged = now
             log.info("%s: %d records %s so far (this worker)", self._stage, self._seen, self._what)
         yield element
+
+
+class AccountingError(RuntimeError):
+    """Records were lost or counted twice between the reader and the sinks: a bug, not an input problem."""
+
+
+def check_accounting(counts: dict[str, int], stage: str, written: int) -> None:
+    """Checks that every record read was written or rejected (infer's ``--skip-existing`` leaves
+    records out before they are counted as read, and counts them apart).
+
+    ``records_read`` is counted where records leave the reader, ``written`` at the sink and the
+    rejects at the dead-letter sink, so a record lost (or doubled) on the way shows here.
+
+    Raises:
+      AccountingError: the counts do not add up.
+    """
+    read, rejected = counts.get(RECORDS_READ, 0), sum(rejected_by_reason(counts, stage).values())
+    if read != written + rejected:
+        raise AccountingError(
+            f"{stage}: {read} records read but {written} written + {rejected} rejected "
+            f"= {written + rejected}; records were lost or duplicated "
+            f"(counters: {dict(sorted(counts.items()))})"
+        )
+
+
+def format_skipped(counts: dict[str, int]) -> str:
+    """``", 3 files skipped (by_extension 2, hidden 1)"`` for a summary, or ``""`` when none were."""
+    skipped = skipped_by_reason(counts)
+    if not skipped:
+        return ""
+    reasons = ", ".join(f"{reason} {n}" for reason, n in sorted(skipped.items()))
+    return f", {sum(skipped.values())} files skipped ({reasons})"
 
 
 def counters(result) -> dict[str, int]:

@@ -11,6 +11,7 @@ import dataclasses
 import time
 
 from models.training import train
+from pipelines import counters
 from pipelines.config import JobConfig
 from pipelines.evaluate.job import run_evaluate
 from pipelines.infer.job import run_infer
@@ -49,7 +50,7 @@ def run_job(cfg: JobConfig, beam_args: list[str] | None = None) -> JobResult:
     lines = [
         f"preprocess ({timings['preprocess']:.0f} s): {c.get(RECORDS_READ, 0)} records read, "
         f"{c.get(split_counter(TRAIN), 0)} train + {c.get(split_counter(EVAL), 0)} eval written, "
-        f"{pre.rejected} rejected; "
+        f"{pre.rejected} rejected{counters.format_skipped(c)}; "
         f"{'x'.join(map(str, pre.spec.shape))} images -> {cfg.preprocess.output}",
         f"train ({timings['train']:.0f} s): {cfg.train.model.kind}, latent {cfg.train.model.latent_dim}: "
         f"{trained.summary()}",

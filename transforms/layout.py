@@ -7,10 +7,10 @@
     rejected/rejected-*.jsonl                  dead letters
     stats.json                                 counts, rejects by reason, analyzer values
 
-and its Beam counters (namespace ``hourglass``) are ``records_read``, ``<split>_records`` and
-``<stage>_rejected_<reason>``. The writer (``pipelines.preprocess``) and every reader
-(``models.input_pipeline``, ``pipelines.evaluate``, the jobs' summaries) import these names from
-here. Pure Python, so it sits at the bottom of the imports.
+and its Beam counters (namespace ``hourglass``) are ``records_read``, ``<split>_records``,
+``<stage>_rejected_<reason>`` and ``skipped_<reason>`` (input files skipped unread). The writer
+(``pipelines.preprocess``) and every reader (``models.input_pipeline``, ``pipelines.evaluate``, the
+jobs' summaries) import these names from here. Pure Python, so it sits at the bottom of the imports.
 """
 
 from __future__ import annotations
@@ -45,6 +45,17 @@ def split_counter(split: str) -> str:
 def rejected_counter(stage: str, reason: str) -> str:
     """The counter of ``stage``'s dead letters of ``reason``."""
     return f"{stage}_rejected_{reason}"
+
+
+def skipped_counter(reason: str) -> str:
+    """The counter of input files skipped unread for ``reason`` (``hidden``, ``by_extension``, ...)."""
+    return f"skipped_{reason}"
+
+
+def skipped_by_reason(counts: dict[str, int]) -> dict[str, int]:
+    """``{reason: n}`` of the input files skipped unread, from a job's counters."""
+    prefix = skipped_counter("")
+    return {name.removeprefix(prefix): n for name, n in counts.items() if name.startswith(prefix)}
 
 
 def rejected_by_reason(counts: dict[str, int], stage: str) -> dict[str, int]:

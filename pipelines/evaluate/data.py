@@ -17,6 +17,7 @@ Two ways in, one contract out:
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import os
 import tempfile
@@ -32,7 +33,7 @@ from pipelines.config import EvaluateConfig, ImageLimits
 from pipelines.evaluate.exported import ExportedModel
 from pipelines.inputs.dead_letters import WriteRejected
 from pipelines.inputs.images import encode_png
-from pipelines.inputs.sources import Source, resolve_source
+from pipelines.inputs.sources import Source, no_images, resolve_source
 from pipelines.inputs.validation import ReadValidImages
 from transforms import features
 from transforms.errors import UserError
@@ -100,11 +101,19 @@ def read_images(cfg: EvaluateConfig, model: ExportedModel, beam_args: list[str] 
             build_read_pipeline(p, resolved, prefix, os.path.join(rejected, "rejected"), ImageLimits.of(cfg))
         counts = counters.counters(p.result)
         log.info("evaluate read counters:\n%s", counters.format_counters(counts))
-        records = sorted(_read_records(tf.io.gfile.glob(prefix + "*")), key=lambda r: r[0])[: cfg.max_examples]
+        records = sorted(_read_records(tf.io.gfile.glob(prefix + "*")), key=lambda r: r[0])
+    counters.check_accounting(counts, STAGE, len(records))
     if not records:
-        raise UserError(f"input {cfg.input!r} holds no readable image; see {rejected}")
+        dead = [json.loads(line) for path in sorted(tf.io.gfile.glob(f"{rejected}/*.jsonl")) for line in _lines(path)]
+        raise no_images(cfg.input, [f"{d['id']}: {d['error']}" for d in dead], len(dead))
+    records = records[: cfg.max_examples]
     ids, labels, images = (list(column) for column in zip(*records, strict=True))
     return Examples(ids, labels, model.pixels(images), images)
+
+
+def _lines(path: str) -> list[str]:
+    with tf.io.gfile.GFile(path) as f:
+        return [line for line in f.read().splitlines() if line]
 
 
 def build_read_pipeline(

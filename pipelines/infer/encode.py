@@ -26,6 +26,7 @@ from transforms.image_ops import decoder_message
 from transforms.layout import rejected_counter
 
 STAGE = "infer"
+PREDICTION_ROWS = "prediction_rows"
 # In-memory Arrow bytes per table, i.e. per Parquet row group (before compression).
 ROW_GROUP_BYTES = 64 * 1024 * 1024
 _KEY_BYTES = 64  # rough in-memory size of a row's id, source and label
@@ -43,7 +44,7 @@ class ToArrowFn(beam.DoFn):
         self._schema = schema
         self._written = frozenset(schema.names)
         self._row_group_bytes = row_group_bytes
-        self._rows = Metrics.counter(NAMESPACE, "prediction_rows")
+        self._rows = Metrics.counter(NAMESPACE, PREDICTION_ROWS)
 
     def start_bundle(self):
         self._buffers: dict = {}  # window -> [results, bytes]

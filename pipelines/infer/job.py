@@ -25,7 +25,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from models.model_info import DENOISED, LATENT, OUTPUTS, ModelInfo
 from pipelines import counters
 from pipelines.config import ImageLimits, InferConfig, write_config
-from pipelines.infer import keys, manifest, parquet, publish
+from pipelines.infer import encode, keys, manifest, parquet, publish
 from pipelines.infer.encode import STAGE, EncodeImages
 from pipelines.infer.model_handler import HourglassModelHandler
 from pipelines.infer.streaming import run_streaming
@@ -88,7 +88,7 @@ class InferResult:
         """Rows, rejects and RunInference's metrics (inferences, batch sizes, latency), for people."""
         lines = [
             f"wrote {self.counts.get('prediction_rows', 0)} Parquet rows, {self.rejected} rejected "
-            f"(of {self.counts.get(RECORDS_READ, 0)} read) -> {self.output}"
+            f"(of {self.counts.get(RECORDS_READ, 0)} read){counters.format_skipped(self.counts)} -> {self.output}"
         ]
         if self.windows:
             lines.append(
@@ -158,6 +158,7 @@ def run_infer(
         with beam.Pipeline(options=options) as p:
             build_infer_pipeline(p, cfg, source, handler, schema, staging, index)
         counts = counters.counters(p.result)
+        counters.check_accounting(counts, STAGE, counts.get(encode.PREDICTION_ROWS, 0))
         fields = {"run_id": cfg.run_id, "input": cfg.input, **manifest.output_fields(cfg, info, schema)}
         fields.update(manifest.count_fields(counts))
         fields["metrics"]["distributions"] = counters.distributions(p.result)

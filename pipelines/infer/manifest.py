@@ -3,7 +3,7 @@
 A batch run (``job``) and each published window of a watch (``watch``) write one manifest (see
 ``publish``, which adds ``rows`` and ``files`` from the Parquet footers). Both carry
 :func:`output_fields` (the model's identity, the columns, pixels and compression),
-:func:`count_fields` (records read, rejects by reason, the Beam counters) and :func:`timing`
+:func:`count_fields` (records read, rejects and skipped files by reason, the Beam counters) and :func:`timing`
 (UTC start and end, seconds).
 """
 
@@ -17,7 +17,7 @@ from models.model_info import ModelInfo
 from pipelines.config import InferConfig
 from pipelines.infer import publish
 from pipelines.infer.encode import STAGE
-from transforms.layout import RECORDS_READ, rejected_by_reason
+from transforms.layout import RECORDS_READ, rejected_by_reason, skipped_by_reason
 
 
 def output_fields(cfg: InferConfig, info: ModelInfo, schema: pa.Schema) -> dict:
@@ -31,10 +31,12 @@ def output_fields(cfg: InferConfig, info: ModelInfo, schema: pa.Schema) -> dict:
 
 
 def count_fields(counts: dict[str, int]) -> dict:
-    """``records_read``, ``rejected`` (by reason) and the ``hourglass`` counters."""
+    """``records_read``, ``rejected`` (by reason), ``skipped`` (input files skipped unread, by
+    reason) and the ``hourglass`` counters."""
     return {
         "records_read": counts.get(RECORDS_READ, 0),
         "rejected": rejected_by_reason(counts, STAGE),
+        "skipped": skipped_by_reason(counts),
         "metrics": {"counters": dict(sorted(counts.items()))},
     }
 

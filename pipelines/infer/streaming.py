@@ -42,6 +42,7 @@ from pipelines.infer import manifest, parquet, publish
 from pipelines.infer.encode import STAGE, EncodeImages
 from pipelines.infer.watch import UNREADABLE, WINDOW_START, ReadWatchedFilesFn, partition_name, watch_root
 from pipelines.inputs.formats.image_files import FileUnit
+from pipelines.inputs.listing import has_hidden_part
 from pipelines.inputs.validation import validate_read
 from transforms.errors import UserError
 
@@ -146,7 +147,7 @@ def build_streaming_pipeline(
     )
     read = (
         matches
-        | "Finished" >> beam.Filter(lambda m: not any(part.startswith(".") for part in m.path[len(root) :].split("/")))
+        | "Finished" >> beam.Filter(lambda m: not has_hidden_part(m.path[len(root) :].lstrip("/")))
         | "KeyByPath" >> beam.Map(lambda match: (match.path, match))
         | "FirstSighting" >> beam.ParDo(FirstSightingFn())
         | "Window" >> beam.WindowInto(window.FixedWindows(cfg.window_seconds))

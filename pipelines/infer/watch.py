@@ -63,6 +63,7 @@ from pipelines.infer.bundle_files import WriteLinesFn, WriteTablesFn
 from pipelines.infer.encode import STAGE, EncodeImages
 from pipelines.inputs.formats.base import Unreadable
 from pipelines.inputs.formats.image_files import FILES_PER_UNIT, FileUnit, ImageFileReader
+from pipelines.inputs.listing import has_hidden_part
 from pipelines.inputs.validation import validate_read
 from transforms.errors import UserError
 
@@ -94,11 +95,12 @@ def partition_name(start: float) -> str:
 
 
 def list_finished(root: str) -> dict[str, str]:
-    """``{id: path}`` of the files under ``root`` whose path under it has no part starting with ``.``."""
+    """``{id: path}`` of the files under ``root`` whose path under it has no hidden part (names
+    starting with ``.``, which include files still being written under a temporary name; ``listing``)."""
     found = {}
     for metadata in FileSystems.match([FileSystems.join(root, "**")])[0].metadata_list:
         record_id = metadata.path[len(root) :].lstrip("/")
-        if record_id and not any(part.startswith(".") for part in record_id.split("/")):
+        if record_id and not has_hidden_part(record_id):
             found[record_id] = metadata.path
     return found
 

@@ -126,6 +126,12 @@ class ValidateImages(beam.PTransform):
         return {"valid": outputs.valid, "rejected": outputs[REJECTED]}
 
 
+def count_items(pcolls, label: str):
+    """How many elements the PCollections hold together: a singleton PCollection of an int."""
+    ones = [pcoll | f"{label}One{i}" >> beam.Map(lambda _: 1) for i, pcoll in enumerate(pcolls)]
+    return ones | f"{label}Flatten" >> beam.Flatten() | f"{label}Sum" >> beam.CombineGlobally(sum)
+
+
 def validate_read(read: dict, stage: str, limits: ImageLimits, counted: bool = True) -> dict:
     """Reader output ``{"records", "rejected"}`` -> validated ``{"valid", "rejected"}``, counted or not."""
     unreadable = read["rejected"]
@@ -141,7 +147,9 @@ def validate_read(read: dict, stage: str, limits: ImageLimits, counted: bool = T
 
 class ReadValidImages(beam.PTransform):
     """Reads ``source``, counts ``records_read`` and the rejects by reason, and validates:
-    pbegin -> ``{"valid", "rejected", "units"}`` (``units``: see :class:`RereadValidImages`)."""
+    pbegin -> ``{"valid", "rejected", "units", "read", "skipped"}`` (``units``: see
+    :class:`RereadValidImages`; ``read``: a singleton, the records and unreadable items out of the
+    reader, counted apart from what is written and rejected; ``skipped``: reasons of files skipped)."""
 
     def __init__(self, source: Source, stage: str, limits: ImageLimits = DEFAULT_LIMITS):
         super().__init__()
@@ -149,7 +157,12 @@ class ReadValidImages(beam.PTransform):
 
     def expand(self, pbegin):
         read = pbegin | "ReadImages" >> ReadImages(self._source)
-        return {**validate_read(read, self._stage, self._limits, counted=True), "units": read["units"]}
+        return {
+            **validate_read(read, self._stage, self._limits, counted=True),
+            "units": read["units"],
+            "read": count_items((read["records"], read["rejected"]), "Read"),
+            "skipped": read["skipped"],
+        }
 
 
 class RereadValidImages(beam.PTransform):

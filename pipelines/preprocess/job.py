@@ -61,9 +61,12 @@ def make_stats(
     analyzers: dict,
     label_counts: list[tuple[tuple[str, str], int]],
     rejected: list[tuple[str, int]],
+    read: int,
+    skipped: list[tuple[str, int]] = (),
 ) -> dict:
-    """The ``stats.json`` document: counts per split and label, rejects by reason, the image
-    policy (``info``) and the analyzer values."""
+    """The ``stats.json`` document: records read (counted at the reader, apart from the splits and
+    the rejects), counts per split and label, rejects by reason, input files skipped by reason, the
+    image policy (``info``) and the analyzer values."""
     splits = {split: {"records": 0, "labels": {}} for split in SPLITS}
     for (split, label), n in sorted(label_counts):
         splits[split]["records"] += n
@@ -79,9 +82,10 @@ def make_stats(
     }
     return {
         **info,
-        "records": {"read": written + sum(by_reason.values()), "written": written, "rejected": sum(by_reason.values())},
+        "records": {"read": read, "written": written, "rejected": sum(by_reason.values())},
         "splits": splits,
         "rejected_by_reason": by_reason,
+        "skipped": dict(sorted(skipped)),
         "analyzers": analyzers,
     }
 
@@ -139,6 +143,7 @@ def build_preprocess_pipeline(
     reasons = (
         rejected | "Reasons" >> beam.Map(lambda r: r["reason"]) | "CountReasons" >> beam.combiners.Count.PerElement()
     )
+    skipped = checked["skipped"] | "CountSkipped" >> beam.combiners.Count.PerElement()
     stats = (
         p
         | "StatsInfo" >> beam.Create([info])
@@ -148,6 +153,8 @@ def build_preprocess_pipeline(
             beam.pvalue.AsSingleton(out["analyzers"]),
             beam.pvalue.AsList(out["label_counts"]),
             beam.pvalue.AsList(reasons),
+            beam.pvalue.AsSingleton(checked["read"]),
+            beam.pvalue.AsList(skipped),
         )
     )
     _ = (
@@ -173,7 +180,10 @@ class PreprocessResult:
 
     def summary(self) -> str:
         train, eval_ = (self.counts.get(split_counter(split), 0) for split in (TRAIN, EVAL))
-        return f"wrote {train} train + {eval_} eval records, {self.rejected} rejected -> {self.output}"
+        return (
+            f"wrote {train} train + {eval_} eval records, {self.rejected} rejected"
+            f"{counters.format_skipped(self.counts)} -> {self.output}"
+        )
 
     @property
     def stats(self) -> dict:
@@ -210,6 +220,7 @@ def run_preprocess(cfg: PreprocessConfig, beam_args: list[str] | None = None) ->
                 f"{error}. The failed run's files are in {kept} (its dead letters in {kept}/{REJECTED_DIR}/); "
                 f"{cfg.output} is left as it was"
             ) from None
+        counters.check_accounting(counts, STAGE, sum(counts.get(split_counter(split), 0) for split in SPLITS))
         publication.publish()
     return PreprocessResult(cfg.output, spec, counts)
 
@@ -222,7 +233,8 @@ def check_rejects(counts: dict[str, int], max_fraction: float, source: str) -> N
     """
     read = counts.get(RECORDS_READ, 0)
     if read == 0:
-        raise UserError(f"input {source!r} holds no records; check the path or pattern")
+        skipped = counters.format_skipped(counts)
+        raise UserError(f"input {source!r} holds no records{skipped}; check the path or pattern")
     reasons = collections.Counter(rejected_by_reason(counts, STAGE))
     rejected = sum(reasons.values())
     if rejected == read:

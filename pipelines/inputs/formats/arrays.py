@@ -287,13 +287,10 @@ class ArrayReader(Reader):
             yield make_record(record_id, label, image, unit.path)
 
     def shapes(self, path):
-        try:
-            images, _ = self._arrays(path)
-            if images is None:
-                return {}
-            _check_image_array(images.header)
-        except Exception:  # the pipeline dead-letters it with the reason
+        images, _ = self._arrays(path)
+        if images is None:
             return {}
+        _check_image_array(images.header)
         shape = images.header.shape
         colour = len(shape) == 4 and shape[3] >= 3
         return {(shape[1], shape[2], colour): images.whole_count()}

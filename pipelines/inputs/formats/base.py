@@ -10,7 +10,9 @@ Both also yield :class:`Unreadable` items for what cannot be read, which become 
 Raw record (the element contract of every reader): a dict ``id`` str (stable: ``mnist/<index>``
 for the built-in sample; for image files the path under the input root, e.g. ``7/00012.png``; for
 containers ``<file>/<index>``), ``label`` str (``""`` when unknown), ``image`` bytes (the encoded
-image, not yet validated) and ``source`` str (the file, or ``builtin:mnist``).
+image, not yet validated) and ``source`` str (the file, or ``builtin:mnist``). Ids, sources and
+error texts are always valid UTF-8: a file name that is not (see :func:`text`) is escaped, e.g.
+``caf\\xe9.png``, while the reader keeps opening the file by its real name.
 """
 
 from __future__ import annotations
@@ -32,13 +34,35 @@ UNIT_RECORDS = 4096
 UNIT_BYTES = 16 << 20
 
 
-class Unreadable(NamedTuple):
-    """Something a reader could not turn into a record (becomes a dead letter)."""
+def text(name: str) -> str:
+    """``name`` as valid UTF-8 text: the bytes of a non-UTF-8 file name (which Python holds as
+    surrogates) are escaped as ``\\xNN``, so the same name always gives the same text."""
+    try:
+        name.encode("utf-8")
+        return name
+    except UnicodeEncodeError:
+        try:
+            raw = name.encode("utf-8", "surrogateescape")
+        except UnicodeEncodeError:  # a surrogate that no file name decodes to
+            raw = name.encode("utf-8", "backslashreplace")
+        return raw.decode("utf-8", "backslashreplace")
 
+
+class _UnreadableFields(NamedTuple):
     id: str
     source: str
     reason: str
     error: str
+
+
+class Unreadable(_UnreadableFields):
+    """Something a reader could not turn into a record (becomes a dead letter): ``id``, ``source``,
+    ``reason`` (a short stable code) and ``error`` (the text for people), all valid UTF-8."""
+
+    __slots__ = ()
+
+    def __new__(cls, id: str, source: str, reason: str, error: str):
+        return super().__new__(cls, text(id), text(source), reason, text(error))
 
 
 class LayoutError(ValueError):
@@ -46,8 +70,18 @@ class LayoutError(ValueError):
 
 
 def relative_id(path: str, root: str) -> str:
-    """The record id of a file: its path under ``root``."""
-    return path[len(root) :].lstrip("/") if path.startswith(root) else path.rsplit("/", 1)[-1]
+    """The record id of a file: its path under ``root`` (escaped by :func:`text`)."""
+    return text(path[len(root) :].lstrip("/") if path.startswith(root) else path.rsplit("/", 1)[-1])
+
+
+def too_large(record_id: str, path: str, size: int | str, max_file_bytes: int) -> Unreadable:
+    """The dead letter of a file over ``--max-file-bytes`` (``size``: its bytes, or a description)."""
+    return Unreadable(
+        record_id,
+        path,
+        "file_too_large",
+        f"{path} holds {size} bytes, over --max-file-bytes {max_file_bytes}; raise --max-file-bytes to read it",
+    )
 
 
 def open_file(path: str, compressed: bool = True):
@@ -58,7 +92,7 @@ def open_file(path: str, compressed: bool = True):
 
 def make_record(record_id: str, label: str, image: bytes, source: str) -> dict:
     """A raw record (see the module docstring)."""
-    return {features.ID: record_id, features.LABEL: label, features.IMAGE: image, SOURCE: source}
+    return {features.ID: record_id, features.LABEL: label, features.IMAGE: image, SOURCE: text(source)}
 
 
 class Reader:
@@ -88,7 +122,11 @@ class Reader:
 
     def shapes(self, path: str) -> dict[tuple[int, int, bool], int] | None:
         """``{(height, width, has_colour): count}`` from the header alone, or None when the images
-        must be decoded to know (image files, TFRecord)."""
+        must be decoded to know (image files, TFRecord).
+
+        Raises:
+          Exception: the file cannot be read or used (the message is the reason the job gives).
+        """
         return None
 
     def file_error(self, path: str, error: Exception) -> Unreadable:

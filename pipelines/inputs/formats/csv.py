@@ -50,7 +50,10 @@ LABEL_COLUMNS = ("label", "labels", "y", "class", "target")
 
 
 def csv_layout(f: BinaryIO, label_key: str | None) -> CsvLayout:
-    """Reads the first line: a header when any cell is not a number.
+    """Reads the first line: a header when none of its cells is a number, or when a cell names the
+    label column (``label_key``, else one of ``LABEL_COLUMNS``). Any other first line is the first
+    row of data, so a row with a typo (``O`` for ``0``) is a ``bad_csv_row`` dead letter, not a
+    header that vanishes.
 
     ``label_key``: a column name (needs a header), an integer index (``-1`` is the last column),
     ``"none"`` for no label column, or None for the default: the first of ``LABEL_COLUMNS`` in the
@@ -64,7 +67,10 @@ def csv_layout(f: BinaryIO, label_key: str | None) -> CsvLayout:
     if not first.strip():
         raise ValueError("the CSV file is empty")
     cells = [c.strip().decode("utf-8", "replace") for c in first.split(b",")]
-    header = None if all(_is_number(c) for c in cells) else tuple(cells)
+    by_name = label_key not in (None, "none") and not re.fullmatch(r"-?\d+", label_key)
+    label_names = (label_key,) if by_name else LABEL_COLUMNS
+    names_label = any(c in label_names for c in cells)
+    header = tuple(cells) if names_label or not any(_is_number(c) for c in cells) else None
     columns = len(cells)
     offset = len(first) if header else 0
     if label_key == "none":
@@ -193,12 +199,9 @@ class CsvReader(Reader):
         return make_record(record_id, label, array_to_png(values, pixel_max), unit.path)
 
     def shapes(self, path):
-        try:
-            with open_file(path) as f:
-                layout, shape = self._layout(f)
-                rows = sum(n for _, n in line_offsets(f, layout.data_offset, self.unit_records))
-        except Exception:
-            return {}
+        with open_file(path) as f:
+            layout, shape = self._layout(f)
+            rows = sum(n for _, n in line_offsets(f, layout.data_offset, self.unit_records))
         return {(shape[0], shape[1], len(shape) == 3): rows}
 
 

@@ -3,6 +3,7 @@
 Units are groups of up to ``FILES_PER_UNIT`` paths (fewer, larger elements for Beam to move); a
 record's id is its path under the input root (``7/00012.png``), its label the first folder of that
 path (``7``; none for files at the root). A file is recognised by its extension or its signature.
+Each file is read whole, up to ``--max-file-bytes`` (a larger one is a ``file_too_large`` dead letter).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
 from pipelines.config import IMAGES
-from pipelines.inputs.formats.base import Format, Reader, Unreadable, make_record, relative_id
+from pipelines.inputs.formats.base import Format, Reader, Unreadable, make_record, relative_id, too_large
 from pipelines.inputs.images import has_image_signature
 from transforms import features
 
@@ -59,9 +60,11 @@ class ImageFileReader(Reader):
         record_id = relative_id(path, self.root)
         try:
             with self._filesystem.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
-                data = f.read()
+                data = f.read(self.options.max_file_bytes + 1)  # the listing checks local sizes; others stop here
         except Exception as error:  # any filesystem's read error
             return self.file_error(path, error)
+        if len(data) > self.options.max_file_bytes:
+            return too_large(record_id, path, f"more than {self.options.max_file_bytes}", self.options.max_file_bytes)
         parts = record_id.split("/")
         return make_record(record_id, parts[0] if len(parts) > 1 else features.UNKNOWN_LABEL, data, path)
 

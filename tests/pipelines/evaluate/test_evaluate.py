@@ -66,3 +66,14 @@ def test_config_needs_exactly_one_data_source():
         EvaluateConfig("m", "out", data="d", input="builtin:mnist")
     with pytest.raises(ValueError, match="threshold_percentile"):
         EvaluateConfig("m", "out", data="d", threshold_percentile=100)
+
+
+def test_an_input_with_no_usable_image_fails_with_the_records_reasons(tmp_path):
+    from pipelines.evaluate.data import read_images
+
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "a.png").write_bytes(b"")
+    (tmp_path / "in" / "notes.txt").write_text("not read")
+    cfg = EvaluateConfig("unused", str(tmp_path / "out"), input=str(tmp_path / "in"))
+    with pytest.raises(ValueError, match=r"holds no usable image: a\.png: the file has zero bytes$"):
+        read_images(cfg, model=None)

@@ -333,3 +333,19 @@ def test_the_real_handler_shares_one_model_between_its_copies(trained):
     handler = HourglassModelHandler(trained[0].model_dir)
     copy = pickle.loads(pickle.dumps(handler))
     assert handler.load_model() is copy.load_model()
+
+
+def test_sidecar_files_are_counted_in_the_manifest_and_odd_names_reach_parquet(trained, tmp_path):
+    from tests.pipelines.inputs.test_listing import junk_folder
+
+    train_cfg, _ = trained
+    good = junk_folder(tmp_path / "in")
+    with open(os.path.join(os.fsencode(tmp_path / "in" / "cat"), b"n\xe4me.png"), "wb") as f:
+        f.write((tmp_path / "in" / "cat" / "000.png").read_bytes())
+    cfg = InferConfig(model_dir=train_cfg.model_dir, input=str(tmp_path / "in"), output=str(tmp_path / "out"))
+    result = run_infer(cfg)
+    table = _table(tmp_path / "out")
+    assert sorted(table.column("id").to_pylist()) == sorted(good | {"cat/n\\xe4me.png"})
+    assert result.manifest["skipped"] == {"by_extension": 4, "hidden": 7} and result.manifest["rejected"] == {}
+    assert result.manifest["records_read"] == len(good) + 1
+    assert "11 files skipped (by_extension 4, hidden 7)" in result.summary()

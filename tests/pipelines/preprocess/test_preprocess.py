@@ -165,12 +165,12 @@ def test_an_input_with_no_usable_record_fails_even_under_a_generous_limit():
 def test_make_stats_adds_up_counts_and_drops_the_empty_vocabulary_placeholder():
     analyzers = {"examples": 3, "label_vocabulary": ["49d0cd50-04bb-48c0-bc6f-5b575dce351a"]}
     counts = [(("train", ""), 3), (("eval", ""), 1)]
-    stats = make_stats({"input": "x"}, analyzers, counts, [("empty_file", 1), ("not_an_image", 2)])
+    stats = make_stats({"input": "x"}, analyzers, counts, [("empty_file", 1), ("not_an_image", 2)], read=7)
     assert stats["records"] == {"read": 7, "written": 4, "rejected": 3}
     assert stats["splits"]["train"] == {"records": 3, "labels": {"(unlabelled)": 3}}
     assert list(stats["rejected_by_reason"]) == ["not_an_image", "empty_file"]  # worst first
     assert stats["analyzers"]["label_vocabulary"] == [] and stats["analyzers"]["label_vocabulary_size"] == 0
-    labelled = make_stats({}, {"label_vocabulary": ["b", "a"]}, [(("train", "a"), 1), (("train", "b"), 2)], [])
+    labelled = make_stats({}, {"label_vocabulary": ["b", "a"]}, [(("train", "a"), 1), (("train", "b"), 2)], [], 3)
     assert labelled["analyzers"]["label_vocabulary"] == ["b", "a"]
 
 
