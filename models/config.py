@@ -94,6 +94,9 @@ class TrainConfig:
     reduce_lr_factor: float = option(0.5, "The factor of --reduce-lr-patience, in (0, 1).")
     min_delta: float = option(0.0, "The smallest eval-loss decrease that counts as an improvement.")
     warm_start: str | None = option(None, "Start from this model folder's export (same kind and shape).")
+    trust_model: bool = option(
+        False, "Load --warm-start's model without checking it first (its hash, signatures and graph)."
+    )
     cache_mb: int = option(1024, "Keep a split in memory after the first epoch when it takes at most this many MB.")
 
     def __post_init__(self):

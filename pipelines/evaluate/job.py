@@ -30,10 +30,11 @@ def run_evaluate(cfg: EvaluateConfig, beam_args: list[str] | None = None) -> Eva
     """Evaluates ``cfg.model_dir`` on ``cfg.data`` or ``cfg.input`` and writes the report to ``cfg.output``.
 
     Raises:
-      UserError: no exported model, ``data`` is not a preprocess output, a bad input spec, no
-        readable image, or a denoising model without its noise spec.
+      UserError: no exported model or one that fails its checks (``models.model_check``), ``data``
+        is not a preprocess output, a bad input spec, no readable image, or a denoising model
+        without its noise spec.
     """
-    model = ExportedModel(cfg.model_dir)
+    model = ExportedModel(cfg.model_dir, trust_model=cfg.trust_model)
     write_config(cfg, cfg.output)
     if cfg.data is not None:
         examples = read_split(cfg.data, EVAL, cfg.max_examples)
