@@ -234,16 +234,25 @@ def scan_graph(saved_model: saved_model_pb2.SavedModel) -> list[str]:
         denied, misused = {}, {}
         for scope, node in graph.nodes():
             if node.op in DENIED_OPS:
-                denied.setdefault(node.op, scope)
+                denied.setdefault(node.op, set()).add(scope)
             elif not graph.legitimate(scope, node):
-                misused.setdefault(node.op, scope)
+                misused.setdefault(node.op, set()).add(scope)
         if denied:
-            where = ", ".join(f"{op} (in {scope})" for op, scope in sorted(denied.items()))
-            problems.append(f"its graph holds ops that touch files, the network or run Python: {where}")
+            problems.append(f"its graph holds ops that touch files, the network or run Python: {_where(denied)}")
         if misused:
-            where = ", ".join(f"{op} (in {scope})" for op, scope in sorted(misused.items()))
+            where = _where(misused)
             problems.append(f"its graph uses file ops on paths other than its own variables and assets: {where}")
     return problems
+
+
+def _where(found: dict[str, set[str]], shown: int = 3) -> str:
+    """``Op (in f, g)`` per op, naming at most ``shown`` scopes of each."""
+    parts = []
+    for op, scopes in sorted(found.items()):
+        names = sorted(scopes)
+        more = f" and {len(names) - shown} more" if len(names) > shown else ""
+        parts.append(f"{op} (in {', '.join(names[:shown])}{more})")
+    return ", ".join(parts)
 
 
 _TOP = "the top-level graph"
