@@ -21,6 +21,10 @@ LOSSES = ("mse", "bce")
 STRATEGIES = ("auto", "default", "mirrored", "multi-worker")
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 LR_SCALINGS = ("none", "linear", "sqrt")
+TRUST_MODEL_HELP = (
+    "Load the model folder (--model-dir of infer and evaluate, --warm-start of train) without checking its "
+    "signatures, graph and hash first (models/model_check.py): only a folder you made."
+)
 
 
 def parse_param_args(pairs: Iterable[str]) -> dict[str, str]:
@@ -94,9 +98,7 @@ class TrainConfig:
     reduce_lr_factor: float = option(0.5, "The factor of --reduce-lr-patience, in (0, 1).")
     min_delta: float = option(0.0, "The smallest eval-loss decrease that counts as an improvement.")
     warm_start: str | None = option(None, "Start from this model folder's export (same kind and shape).")
-    trust_model: bool = option(
-        False, "Load --warm-start's model without checking it first (its hash, signatures and graph)."
-    )
+    trust_model: bool = option(False, TRUST_MODEL_HELP)
     cache_mb: int = option(1024, "Keep a split in memory after the first epoch when it takes at most this many MB.")
 
     def __post_init__(self):

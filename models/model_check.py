@@ -245,6 +245,11 @@ def scan_graph(saved_model: saved_model_pb2.SavedModel) -> list[str]:
     return problems
 
 
+def _relative(text: bytes) -> bool:
+    """A suffix that keeps a path where it is: not absolute, no ``..``, no scheme."""
+    return not text.startswith(b"/") and b".." not in text and b":" not in text
+
+
 def _where(found: dict[str, set[str]], shown: int = 3) -> str:
     """``Op (in f, g)`` per op, naming at most ``shown`` scopes of each."""
     parts = []
@@ -322,8 +327,9 @@ class _Graph:
         if scope == _TOP and name in self.asset_files:
             return {"asset"}
         if node.op == "Const" and not exact:
-            values = [v.decode("utf-8", "replace") for v in node.attr["value"].tensor.string_val]
-            return set() if all(not v.startswith("/") and ".." not in v and ":" not in v for v in values) else {"other"}
+            return set() if all(map(_relative, node.attr["value"].tensor.string_val)) else {"other"}
+        if node.op == "StringJoin" and not _relative(node.attr["separator"].s):
+            return {"other"}
         if node.op == "VarHandleOp" and scope == _TOP:
             assigned = [n for n in nodes.values() if n.op == "AssignVariableOp" and n.input[0] == name]
             return set().union(*(self._roots(scope, n.input[1], exact, seen) for n in assigned)) or {"other"}

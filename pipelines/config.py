@@ -17,7 +17,7 @@ import json
 import os
 import re
 
-from models.config import TrainConfig
+from models.config import TRUST_MODEL_HELP, TrainConfig
 from models.fields import option
 from models.model_info import OUTPUTS
 from transforms.errors import UserError
@@ -165,9 +165,7 @@ class InferConfig:
         "streaming (one unbounded pipeline, for streaming runners such as Dataflow and Flink).",
         choices=WATCH_MODES,
     )
-    trust_model: bool = option(
-        False, "Load --model-dir without checking it first (its hash, signatures and graph): only a model you made."
-    )
+    trust_model: bool = option(False, TRUST_MODEL_HELP)
 
     def __post_init__(self):
         if self.input is not None and self.watch is not None:
@@ -220,9 +218,7 @@ class EvaluateConfig:
     threshold_percentile: float = option(99.0, "The suggested anomaly threshold: this percentile of reference errors.")
     max_pixels: int = option(DEFAULT_MAX_PIXELS, "With --input: reject larger images.")
     seed: int = option(0, "Seed of the pairs interpolated, prior samples, noise and t-SNE.")
-    trust_model: bool = option(
-        False, "Load --model-dir without checking it first (its hash, signatures and graph): only a model you made."
-    )
+    trust_model: bool = option(False, TRUST_MODEL_HELP)
 
     def __post_init__(self):
         if (self.data is None) == (self.input is None):

@@ -184,26 +184,59 @@ def test_a_saver_op_on_another_path_is_refused(tmp_path):
     assert not list(tmp_path.glob("planted*"))
 
 
-def test_the_saver_and_the_vocabulary_of_a_real_export_are_allowed_in_their_form_only(trained):
-    """A real export holds SaveV2/RestoreV2/MergeV2Checkpoints and InitializeTableFromTextFileV2; turning
-    the vocabulary's asset into a constant path makes the table read another file: refused."""
-    export_dir = saved_model_path(trained[0].model_dir)
+def _real_graph(trained) -> saved_model_pb2.SavedModel:
     saved_model = saved_model_pb2.SavedModel()
-    saved_model.ParseFromString(tf.io.gfile.GFile(f"{export_dir}/saved_model.pb", "rb").read())
+    with tf.io.gfile.GFile(f"{saved_model_path(trained[0].model_dir)}/saved_model.pb", "rb") as f:
+        saved_model.ParseFromString(f.read())
+    return saved_model
+
+
+def _function_with(saved_model, op: str):
+    (function,) = [f for f in saved_model.meta_graphs[0].graph_def.library.function if op in str(f.node_def)]
+    return function, next(n for n in function.node_def if n.op == op)
+
+
+def test_a_real_export_holds_the_saver_and_vocabulary_file_ops_and_passes(trained):
+    saved_model = _real_graph(trained)
     ops = {node.op for f in saved_model.meta_graphs[0].graph_def.library.function for node in f.node_def}
     assert {"SaveV2", "RestoreV2", "MergeV2Checkpoints", "InitializeTableFromTextFileV2"} <= ops
     assert model_check.scan_graph(saved_model) == []
 
-    graph = saved_model.meta_graphs[0].graph_def
-    (initializer,) = [f for f in graph.library.function if "InitializeTableFromTextFileV2" in str(f.node_def)]
-    table_init = next(n for n in initializer.node_def if n.op == "InitializeTableFromTextFileV2")
-    planted = initializer.node_def.add(name="planted", op="Const")
+
+def _plant_vocabulary_path(saved_model):
+    """The vocabulary table reads /etc/passwd instead of its asset."""
+    function, table_init = _function_with(saved_model, "InitializeTableFromTextFileV2")
+    planted = function.node_def.add(name="planted", op="Const")
     planted.attr["dtype"].type = tf.string.as_datatype_enum
     planted.attr["value"].tensor.CopyFrom(tf.make_tensor_proto("/etc/passwd"))
     table_init.input[1] = "planted:output:0"
+    return ["InitializeTableFromTextFileV2"], function
+
+
+def _climb_out_of_variables(saved_model):
+    """The saver writes its shards to ``<variables>/../../../escaped`` instead of ``<variables>_temp/part``."""
+    function, _ = _function_with(saved_model, "SaveV2")
+    suffix = next(
+        n for n in function.node_def if n.op == "Const" and n.attr["value"].tensor.string_val == [b"_temp/part"]
+    )
+    suffix.attr["value"].tensor.string_val[0] = b"/../../../escaped"
+    return ["MergeV2Checkpoints", "SaveV2"], function
+
+
+def _join_with_a_separator(saved_model):
+    """The saver's path pieces joined by ``/../`` (a StringJoin attribute, not an input)."""
+    function, join = _function_with(saved_model, "StringJoin")
+    join.attr["separator"].s = b"/../"
+    return ["MergeV2Checkpoints", "SaveV2"], function
+
+
+@pytest.mark.parametrize("tamper", [_plant_vocabulary_path, _climb_out_of_variables, _join_with_a_separator])
+def test_file_ops_of_a_real_export_pass_in_their_own_form_only(trained, tamper):
+    saved_model = _real_graph(trained)
+    ops, function = tamper(saved_model)
+    where = ", ".join(f"{op} (in {function.signature.name})" for op in ops)
     assert model_check.scan_graph(saved_model) == [
-        "its graph uses file ops on paths other than its own variables and assets: "
-        f"InitializeTableFromTextFileV2 (in {initializer.signature.name})"
+        f"its graph uses file ops on paths other than its own variables and assets: {where}"
     ]
 
 
