@@ -13,7 +13,7 @@ and when it is called. So before ``tf.saved_model.load`` (or a warm start's read
    export holds are allowed in their legitimate form only: the saver's ``SaveV2``/``RestoreV2``/
    ``MergeV2Checkpoints`` when their path comes from the saver's own file name (what the loader
    passes: the export's ``variables/``), and ``InitializeTableFromTextFileV2`` (tf.Transform's
-   vocabularies) when its file is one of the export's own assets;
+   vocabularies) when its file is one of the export's own assets (named inside ``assets/``);
 3. the hash: ``model_hash`` is :func:`export_hash`, a SHA-256 over ``saved_model.pb``, ``variables/``,
    ``assets/`` and every other field of ``model_info.json``, so a changed file or a tampered
    ``kind``, ``image_shape``, ``latent_dim``, ... no longer matches. The hash detects changes;
@@ -239,6 +239,9 @@ def scan_graph(saved_model: saved_model_pb2.SavedModel) -> list[str]:
                 misused.setdefault(node.op, set()).add(scope)
         if denied:
             problems.append(f"its graph holds ops that touch files, the network or run Python: {_where(denied)}")
+        for asset in meta_graph.asset_file_def:  # the loader reads ASSETS_DIR/filename
+            if not _relative(asset.filename.encode()):
+                misused.setdefault(f"the asset {asset.filename!r}", set()).add("asset_file_def")
         if misused:
             where = _where(misused)
             problems.append(f"its graph uses file ops on paths other than its own variables and assets: {where}")
@@ -322,10 +325,8 @@ class _Graph:
         if name not in nodes:
             return self._argument_roots(scope, name, exact, seen) if scope != _TOP else {"other"}
         node = nodes[name]
-        if scope == _TOP and name == self.saver_file:
-            return {"saver"}
-        if scope == _TOP and name in self.asset_files:
-            return {"asset"}
+        if scope == _TOP and node.op == "Placeholder" and name in (self.saver_file, *self.asset_files):
+            return {"saver"} if name == self.saver_file else {"asset"}  # fed by the loader
         if node.op == "Const" and not exact:
             return set() if all(map(_relative, node.attr["value"].tensor.string_val)) else {"other"}
         if node.op == "StringJoin" and not _relative(node.attr["separator"].s):

@@ -210,7 +210,7 @@ def _plant_vocabulary_path(saved_model):
     planted.attr["dtype"].type = tf.string.as_datatype_enum
     planted.attr["value"].tensor.CopyFrom(tf.make_tensor_proto("/etc/passwd"))
     table_init.input[1] = "planted:output:0"
-    return ["InitializeTableFromTextFileV2"], function
+    return ["InitializeTableFromTextFileV2"], function.signature.name
 
 
 def _climb_out_of_variables(saved_model):
@@ -220,21 +220,29 @@ def _climb_out_of_variables(saved_model):
         n for n in function.node_def if n.op == "Const" and n.attr["value"].tensor.string_val == [b"_temp/part"]
     )
     suffix.attr["value"].tensor.string_val[0] = b"/../../../escaped"
-    return ["MergeV2Checkpoints", "SaveV2"], function
+    return ["MergeV2Checkpoints", "SaveV2"], function.signature.name
 
 
 def _join_with_a_separator(saved_model):
     """The saver's path pieces joined by ``/../`` (a StringJoin attribute, not an input)."""
     function, join = _function_with(saved_model, "StringJoin")
     join.attr["separator"].s = b"/../"
-    return ["MergeV2Checkpoints", "SaveV2"], function
+    return ["MergeV2Checkpoints", "SaveV2"], function.signature.name
 
 
-@pytest.mark.parametrize("tamper", [_plant_vocabulary_path, _climb_out_of_variables, _join_with_a_separator])
+def _point_the_asset_elsewhere(saved_model):
+    """The vocabulary asset names a file outside ``assets/``."""
+    saved_model.meta_graphs[0].asset_file_def[0].filename = "../../../../etc/passwd"
+    return ["the asset '../../../../etc/passwd'"], "asset_file_def"
+
+
+@pytest.mark.parametrize(
+    "tamper", [_plant_vocabulary_path, _climb_out_of_variables, _join_with_a_separator, _point_the_asset_elsewhere]
+)
 def test_file_ops_of_a_real_export_pass_in_their_own_form_only(trained, tamper):
     saved_model = _real_graph(trained)
-    ops, function = tamper(saved_model)
-    where = ", ".join(f"{op} (in {function.signature.name})" for op in ops)
+    ops, scope = tamper(saved_model)
+    where = ", ".join(f"{op} (in {scope})" for op in ops)
     assert model_check.scan_graph(saved_model) == [
         f"its graph uses file ops on paths other than its own variables and assets: {where}"
     ]
