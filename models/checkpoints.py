@@ -19,6 +19,7 @@ import tensorflow as tf
 
 from models.base import Autoencoder
 from models.config import TrainConfig
+from models.model_check import check_export
 from models.model_info import ModelInfo, saved_model_path
 from transforms.errors import UserError
 
@@ -140,7 +141,7 @@ def start(cfg: TrainConfig, saver: Checkpoints, progress: Progress, model, ident
         return {"epoch": progress.epoch, "step": progress.step, "global_step": progress.global_step}
     progress.data_fingerprint = data["fingerprint"]
     if cfg.warm_start:
-        _warm_start(model, cfg.warm_start, identity)
+        _warm_start(model, cfg.warm_start, identity, cfg.trust_model)
     if is_chief:
         tf.io.gfile.makedirs(saver.directory)
         with tf.io.gfile.GFile(os.path.join(saver.directory, IDENTITY_JSON), "w") as f:
@@ -187,9 +188,10 @@ def check_model_dir(model_dir: str, identity: dict) -> None:
             )
 
 
-def _warm_start(model: Autoencoder, source_dir: str, identity: dict) -> None:
-    """Loads every weight of ``model`` from the export in ``source_dir`` (same kind and shape)."""
-    mismatch = _identity_mismatch(ModelInfo.read(source_dir).identity(), identity)
+def _warm_start(model: Autoencoder, source_dir: str, identity: dict, trust_model: bool) -> None:
+    """Loads every weight of ``model`` from the export in ``source_dir`` (same kind and shape), once
+    ``model_check`` accepts it (unless ``trust_model``)."""
+    mismatch = _identity_mismatch(check_export(source_dir, trust_model).identity(), identity)
     if mismatch:
         raise UserError(
             f"--warm-start {source_dir} holds a different model ({mismatch}); "

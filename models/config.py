@@ -25,6 +25,10 @@ STRATEGIES = ("auto", "default", "mirrored", "multi-worker")
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 LR_SCALINGS = ("none", "linear", "sqrt")
 CONFIG_JSON = "config.json"
+TRUST_MODEL_HELP = (
+    "Load the model folder (--model-dir of infer and evaluate, --warm-start of train) without checking its "
+    "signatures, graph and hash first (models/model_check.py): only a folder you made."
+)
 
 
 def parse_param_args(pairs: Iterable[str]) -> dict[str, str]:
@@ -100,6 +104,7 @@ class TrainConfig:
     reduce_lr_factor: float = option(0.5, "The factor of --reduce-lr-patience, in (0, 1).")
     min_delta: float = option(0.0, "The smallest eval-loss decrease that counts as an improvement.")
     warm_start: str | None = option(None, "Start from this model folder's export (same kind and shape).", path=True)
+    trust_model: bool = option(False, TRUST_MODEL_HELP)
     cache_mb: int = option(1024, "Keep a split in memory after the first epoch when it takes at most this many MB.")
     restart: bool = option(
         False, "Delete the model folder's checkpoints and logs and train from scratch (e.g. on changed data)."

@@ -13,18 +13,20 @@ training):
   alphas: float32[steps])`` -> ``reconstruction`` ``(batch, steps, H, W, C)``, the images
   ``g((1 - a) f(x) + a f(x'))`` (see ``Autoencoder.interpolate``).
 ``model_info.json`` beside ``saved_model.pb`` is a :class:`~models.model_info.ModelInfo` (kind, latent
-size, parameters, loss, image shape, a hash of the weights, ``noise`` and ``variational``); the
-output names are ``models.model_info``'s.
+size, parameters, loss, image shape, ``noise``, ``variational`` and ``model_hash``, the hash of the saved
+files and those fields that ``models.model_check`` verifies before a model is loaded); the output
+names are ``models.model_info``'s.
 """
 
 from __future__ import annotations
 
-import hashlib
+import dataclasses
 
 import tensorflow as tf
 import tensorflow_transform as tft
 
 from models.base import Autoencoder
+from models.model_check import export_hash
 from models.model_info import DENOISED, LATENT, RECONSTRUCTION, RECONSTRUCTION_ERROR, ModelInfo, saved_model_path
 from transforms import features
 
@@ -98,17 +100,11 @@ def export_model(model: Autoencoder, tft_output: tft.TFTransformOutput, model_di
         image_shape=model.image_shape,
         loss=model.loss_name,
         params=params,
-        model_hash=_weights_hash(model),
+        model_hash="",  # set below, once the files it covers are written
         noise=str(model.noise) if model.noise is not None else None,
         denoising=model.noise is not None,
         variational=model.variational,
     )
+    info = dataclasses.replace(info, model_hash=export_hash(path, info))
     info.write(path)
     return path
-
-
-def _weights_hash(model: Autoencoder) -> str:
-    digest = hashlib.sha256()
-    for weight in model.weights:
-        digest.update(weight.numpy().tobytes())
-    return digest.hexdigest()[:16]

@@ -42,7 +42,7 @@ class ModelInfo:
       kind, latent_dim, params: the registered kind, its code size and its resolved parameters.
       image_shape: ``(H, W, C)`` the embedded transform brings every image to.
       loss: the reconstruction loss it was trained with.
-      model_hash: a hash of the weights (16 hex digits).
+      model_hash: SHA-256 (hex) of the saved files and the other fields (``model_check.export_hash``).
       noise: the corruption it was trained on (``KIND:AMOUNT``), or None.
       denoising: trained with noise: ``serving_default`` also returns ``DENOISED``.
       variational: a VAE (its ``encode`` is the posterior mean; it has ``interpolate``).
@@ -96,6 +96,11 @@ class ModelInfo:
 
         path = os.path.join(saved_model_path(model_dir), MODEL_INFO)
         if not tf.io.gfile.exists(path):
+            if tf.io.gfile.exists(os.path.join(saved_model_path(model_dir), "saved_model.pb")):
+                raise UserError(
+                    f"{path} not found: {saved_model_path(model_dir)} is a SavedModel that Hourglass did not export; "
+                    "pass the folder of a model `hourglass train` exported"
+                )
             raise UserError(f"{path} not found: {model_dir} holds no exported model; run `hourglass train` first")
         fix = "re-export the model with `hourglass train`, or pass the folder of a model Hourglass exported"
         with tf.io.gfile.GFile(path) as f:

@@ -16,7 +16,7 @@ import dataclasses
 import re
 from typing import NamedTuple
 
-from models.config import CONFIG_JSON, TrainConfig, write_config  # noqa: F401  (every stage's config.json)
+from models.config import CONFIG_JSON, TRUST_MODEL_HELP, TrainConfig, write_config  # noqa: F401  (every stage's config.json)
 from models.fields import option
 from models.model_info import OUTPUTS
 from transforms.errors import UserError
@@ -191,6 +191,7 @@ class InferConfig:
         "streaming (one unbounded pipeline, for streaming runners such as Dataflow and Flink).",
         choices=WATCH_MODES,
     )
+    trust_model: bool = option(False, TRUST_MODEL_HELP)
 
     def __post_init__(self):
         if self.input is not None and self.watch is not None:
@@ -244,6 +245,7 @@ class EvaluateConfig:
     max_pixels: int = option(DEFAULT_MAX_PIXELS, "With --input: reject larger images.")
     max_decoded_bytes: int = option(DEFAULT_MAX_DECODED_BYTES, "With --input: " + _MAX_DECODED_HELP)
     seed: int = option(0, "Seed of the pairs interpolated, prior samples, noise and t-SNE.")
+    trust_model: bool = option(False, TRUST_MODEL_HELP)
 
     def __post_init__(self):
         if (self.data is None) == (self.input is None):

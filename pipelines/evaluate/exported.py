@@ -12,21 +12,23 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from models.model_info import DENOISED, LATENT, RECONSTRUCTION, ModelInfo, saved_model_path
+from models.model_check import check_export
+from models.model_info import DENOISED, LATENT, RECONSTRUCTION, saved_model_path
 from transforms import features
 from transforms.errors import UserError
 from transforms.noise import NoiseSpec, parse_noise
 
 
 class ExportedModel:
-    """Loads ``MODEL_DIR/saved_model`` once and calls its signatures in batches of ``batch_size``.
+    """Loads ``MODEL_DIR/saved_model`` once, after ``models.model_check`` accepts it (unless
+    ``trust_model``), and calls its signatures in batches of ``batch_size``.
 
     Raises:
-      UserError: ``model_dir`` holds no export (names the fix).
+      UserError: ``model_dir`` holds no export, or it fails its checks (names the fix).
     """
 
-    def __init__(self, model_dir: str, batch_size: int = 256):
-        self.info = ModelInfo.read(model_dir)
+    def __init__(self, model_dir: str, batch_size: int = 256, trust_model: bool = False):
+        self.info = check_export(model_dir, trust_model)
         self._loaded = tf.saved_model.load(saved_model_path(model_dir))
         self._batch_size = batch_size
 

@@ -35,11 +35,12 @@ def run_evaluate(cfg: EvaluateConfig, beam_args: list[str] | None = None) -> Eva
     """Evaluates ``cfg.model_dir`` on ``cfg.data`` or ``cfg.input`` and writes the report to ``cfg.output``.
 
     Raises:
-      UserError: no exported model, ``data`` is not a preprocess output, a bad input spec, no
-        readable image, a denoising model without its noise spec, or an output that overlaps an input.
+      UserError: no exported model or one that fails its checks (``models.model_check``), ``data``
+        is not a preprocess output, a bad input spec, no readable image, a denoising model without
+        its noise spec, or an output that overlaps an input.
       publishing.TargetBusy: another run is writing the same output.
     """
-    model = ExportedModel(cfg.model_dir)
+    model = ExportedModel(cfg.model_dir, trust_model=cfg.trust_model)
     inputs = {"--data": cfg.data, "--input": cfg.input, "--model-dir": cfg.model_dir}
     publishing.check_apart(cfg.output, "--output", inputs)
     with publishing.Publication(cfg.output, marker=METRICS_JSON, stage="evaluate") as publication:

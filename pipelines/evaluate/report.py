@@ -67,7 +67,7 @@ def render_report(metrics: dict, figures: list[Figure]) -> str:
     kind += "denoising " if model["denoising"] else ""
     shape = "x".join(str(d) for d in model.get("image_shape") or [])
     title = f"{model['kind']} autoencoder, {model['latent_dim']}-D codes"
-    about = f"{kind}{model['kind']} model (weights {model['model_hash']}), {model['loss']} loss, {shape} images"
+    about = f"{kind}{model['kind']} model (hash {model['model_hash'][:16]}), {model['loss']} loss, {shape} images"
     classification = m["classification"]
     cards = [
         _card(_metric(m, "reconstruction", "mse_mean"), "reconstruction MSE (mean)"),

@@ -111,7 +111,7 @@ class InferResult:
 def make_model_handler(cfg: InferConfig) -> HourglassModelHandler:
     """The handler for ``cfg``: the cheaper ``encode`` signature when only latents are written."""
     signature = "encode" if cfg.outputs == (LATENT,) else "serving_default"
-    return HourglassModelHandler(cfg.model_dir, cfg.batch_size_min, cfg.batch_size_max, signature)
+    return HourglassModelHandler(cfg.model_dir, cfg.batch_size_min, cfg.batch_size_max, signature, cfg.trust_model)
 
 
 def run_infer(
@@ -125,11 +125,12 @@ def run_infer(
       model_handler: defaults to :func:`make_model_handler` (tests pass their own).
 
     Raises:
-      UserError: the model folder holds no export; a bad input spec; ``denoised`` asked of a model
-        not trained to denoise; an output folder that exists and is not an infer output, or that
+      UserError: the model folder holds no export or fails its checks (``models.model_check``); a bad
+        input spec; ``denoised`` asked of a model not trained to denoise; an output folder that exists and is not an infer output, or that
         overlaps the input or the model folder.
       publishing.TargetBusy: another run is writing the same output (or partition).
     """
+    handler = model_handler or make_model_handler(cfg)  # checks the model folder first
     info = ModelInfo.read(cfg.model_dir)
     if cfg.outputs is not None and DENOISED in cfg.outputs and not info.denoising:
         raise UserError(
@@ -137,7 +138,6 @@ def run_infer(
             '(model_info.json has no "denoising": true); drop it from --outputs or train with --noise'
         )
     schema = parquet.prediction_schema(info, cfg.outputs or OUTPUTS, cfg.pixels)
-    handler = model_handler or make_model_handler(cfg)
     options = PipelineOptions(beam_args or [])
     if cfg.watch is not None:
         if cfg.watch_mode == "streaming":

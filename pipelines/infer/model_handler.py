@@ -11,6 +11,10 @@ The SavedModel is loaded once per worker process and shared by every thread and 
 RunInference step that uses a copy of the same handler (the main step and the per-element retry
 step): ``load_model`` goes through one Beam ``shared.Shared`` handle that is pickled with the
 handler.
+
+Nothing of the model runs before ``models.model_check`` accepts its folder: the handler checks it
+when it is built (on the launching machine, so a refused model stops the job before it starts) and
+again on each worker before it loads it (the folder may have changed since), unless ``trust_model``.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import tensorflow as tf
 from apache_beam.ml.inference.base import ModelHandler, PredictionResult
 from apache_beam.utils import shared
 
+from models.model_check import check_export
 from models.model_info import saved_model_path
 from pipelines.counters import NAMESPACE
 from transforms import features
@@ -33,8 +38,9 @@ SIGNATURES = ("serving_default", "encode")
 class _LoadedModel:
     """Holds the loaded SavedModel (``shared.Shared`` caches objects by weak reference)."""
 
-    def __init__(self, path: str):
-        self.module = tf.saved_model.load(path)
+    def __init__(self, model_dir: str, trust_model: bool):
+        check_export(model_dir, trust_model)
+        self.module = tf.saved_model.load(saved_model_path(model_dir))
 
 
 class HourglassModelHandler(ModelHandler[dict, PredictionResult, Any]):
@@ -44,22 +50,32 @@ class HourglassModelHandler(ModelHandler[dict, PredictionResult, Any]):
       model_dir: a training output folder.
       min_batch_size, max_batch_size: bounds for RunInference's batching.
       signature: ``serving_default`` (every output) or ``encode`` (latents only).
+      trust_model: load the model without ``models.model_check``'s checks.
+
+    Raises:
+      UserError: the folder holds no export, or the export fails its checks (``ModelCheckError``).
     """
 
     def __init__(
-        self, model_dir: str, min_batch_size: int = 32, max_batch_size: int = 1024, signature: str = "serving_default"
+        self,
+        model_dir: str,
+        min_batch_size: int = 32,
+        max_batch_size: int = 1024,
+        signature: str = "serving_default",
+        trust_model: bool = False,
     ):
         super().__init__()
         if signature not in SIGNATURES:
             raise ValueError(f"signature must be one of {', '.join(SIGNATURES)}, got {signature!r}")
-        self._path = saved_model_path(model_dir)
+        check_export(model_dir, trust_model)
+        self._model_dir, self._trust = model_dir, trust_model
         self._signature = signature
         self._batch = {"min_batch_size": min_batch_size, "max_batch_size": max_batch_size}
         self._shared = shared.Shared()
 
     def load_model(self) -> _LoadedModel:
-        path = self._path
-        return self._shared.acquire(lambda: _LoadedModel(path), tag=path)
+        model_dir, trust = self._model_dir, self._trust
+        return self._shared.acquire(lambda: _LoadedModel(model_dir, trust), tag=saved_model_path(model_dir))
 
     def run_inference(
         self, batch: Sequence[dict], model: _LoadedModel, inference_args: dict[str, Any] | None = None

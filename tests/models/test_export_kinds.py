@@ -11,6 +11,7 @@ import tensorflow as tf
 from models import export
 from models.config import ModelConfig
 from models.input_pipeline import load_transform_output
+from models.model_check import check_export
 from models.model_info import ModelInfo
 from models.registry import build_autoencoder, known_kinds
 from pipelines.inputs.images import encode_png
@@ -52,6 +53,7 @@ def test_export_round_trips_to_identical_outputs(kind, tft_output, tmp_path):
     )
 
     info = ModelInfo.read(str(tmp_path))
+    assert check_export(str(tmp_path)) == info  # its signatures, graph and hash pass the checks
     assert info.kind == kind and info.variational == model.variational
     assert info.denoising == (kind == "denoising") and ("denoised" in after) == (kind == "denoising")
     assert info.noise == ("gaussian:0.5" if kind == "denoising" else None)

@@ -3,6 +3,7 @@
 import glob
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -120,6 +121,24 @@ def test_infer_writes_a_run_partition_with_the_chosen_columns(trained, image_tre
     table = pq.read_table(glob.glob(str(tmp_path / "run_id=2026-02-01" / "*.parquet")))
     assert table.schema.names[:5] == ["id", "source", "label", "latent", "reconstruction"]
     assert str(table.schema.field("reconstruction").type) == "binary"
+
+
+def test_infer_refuses_a_tampered_model_without_a_traceback_unless_trusted(trained, image_tree, tmp_path):
+    root, images = image_tree
+    model_dir = tmp_path / "m"
+    shutil.copytree(os.path.join(trained[0].model_dir, "saved_model"), model_dir / "saved_model")
+    info_path = model_dir / "saved_model" / "model_info.json"
+    info_path.write_text(json.dumps({**json.loads(info_path.read_text()), "kind": "conv"}))
+    args = ["infer", "--model-dir", str(model_dir), "--input", str(root), "--output", str(tmp_path / "o")]
+    refused = CliRunner().invoke(cli, args)
+    assert refused.exit_code == 1 and "Traceback" not in refused.output
+    assert f"{model_dir}/saved_model is refused: its model_hash does not match" in refused.output
+    assert "pass --trust-model if you made this folder yourself" in refused.output
+    assert not (tmp_path / "o").exists()
+    trusted = CliRunner().invoke(cli, [*args, "--trust-model"])
+    assert trusted.exit_code == 0, trusted.output
+    table = pq.read_table(glob.glob(str(tmp_path / "o" / "*.parquet")))
+    assert table.num_rows == len(images) and table.schema.metadata[b"hourglass.model_kind"] == b"conv"
 
 
 @pytest.mark.parametrize(
