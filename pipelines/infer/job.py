@@ -126,8 +126,8 @@ def run_infer(
 
     Raises:
       UserError: the model folder holds no export or fails its checks (``models.model_check``); a bad
-        input spec; ``denoised`` asked of a model not trained to denoise; an output folder that exists and is not an infer output, or that
-        overlaps the input or the model folder.
+        input spec; ``denoised`` asked of a model not trained to denoise; an output folder that
+        exists and is not an infer output, or that overlaps the input or the model folder.
       publishing.TargetBusy: another run is writing the same output (or partition).
     """
     handler = model_handler or make_model_handler(cfg)  # checks the model folder first
