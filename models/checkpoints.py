@@ -149,6 +149,14 @@ def start(cfg: TrainConfig, saver: Checkpoints, progress: Progress, model, ident
     return None
 
 
+def delete(model_dir: str, *also: str) -> None:
+    """Deletes ``MODEL_DIR/checkpoints`` and the folders ``also`` (``--restart``)."""
+    for folder in (CHECKPOINT_DIR, *also):
+        if tf.io.gfile.exists(os.path.join(model_dir, folder)):
+            tf.io.gfile.rmtree(os.path.join(model_dir, folder))
+    log.info("--restart: deleted %s in %s", ", ".join((CHECKPOINT_DIR, *also)), model_dir)
+
+
 def _check_same_data(cfg: TrainConfig, progress: Progress, data: dict) -> None:
     if progress.data_fingerprint is None:  # checkpoints written before fingerprints were recorded
         log.warning(

@@ -245,10 +245,7 @@ def train(cfg: TrainConfig) -> TrainResult:
     held = publishing.Publication(cfg.model_dir, PUBLISHED, stage="train") if is_chief else contextlib.nullcontext()
     with held as publication:
         if cfg.restart and is_chief:
-            for folder in (checkpoints.CHECKPOINT_DIR, LOG_DIR):
-                if tf.io.gfile.exists(os.path.join(cfg.model_dir, folder)):
-                    tf.io.gfile.rmtree(os.path.join(cfg.model_dir, folder))
-            log.info("--restart: deleted the checkpoints and logs in %s", cfg.model_dir)
+            checkpoints.delete(cfg.model_dir, LOG_DIR)
         result = _train(cfg, strategy, is_chief, publication, tft_output, files)
         if publication is not None and not result.already_trained:
             write_config(requested, publication.staging)
@@ -296,23 +293,9 @@ def _train(cfg: TrainConfig, strategy, is_chief: bool, publication, tft_output, 
     resumed_from = checkpoints.start(cfg, saver, progress, model, identity, is_chief, data)
     finished = progress.epoch >= cfg.epochs or progress.stopped_early
     if resumed_from and finished and tf.io.gfile.exists(model_info.saved_model_path(cfg.model_dir)):
-        log.info(
-            "%s already holds %d epochs trained on this data (fingerprint %s) and their export: nothing to do "
-            "(raise --epochs to train more, or --restart to train again)",
-            cfg.model_dir,
-            progress.epoch,
-            data["fingerprint"],
-        )
-        return TrainResult(
-            model_info.saved_model_path(cfg.model_dir),
-            progress.history,
-            progress.epoch,
-            0.0,
-            resumed_from,
-            progress.stopped_early,
-            epochs_run=0,
-            already_trained=True,
-        )
+        log.info("nothing to do: %s holds its export (--epochs to train more, --restart to start over)", cfg.model_dir)
+        saved, epochs, stopped = model_info.saved_model_path(cfg.model_dir), progress.epoch, progress.stopped_early
+        return TrainResult(saved, progress.history, epochs, 0.0, resumed_from, stopped, already_trained=True)
 
     inputs = {}
     for split, split_files in files.items():
