@@ -24,7 +24,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipelines import counters
 from pipelines.config import PreprocessConfig, write_config
-from pipelines.inputs.dead_letters import WriteRejected
+from pipelines.inputs.dead_letters import WriteRejected, first_errors
 from pipelines.inputs.sources import Source, resolve_source
 from pipelines.inputs.validation import ReadValidImages, RereadValidImages
 from pipelines.preprocess.probe import resolve_image_spec
@@ -205,13 +205,15 @@ def run_preprocess(cfg: PreprocessConfig, beam_args: list[str] | None = None) ->
         counts = counters.counters(p.result)
     log.info("preprocess counters:\n%s", counters.format_counters(counts))
     result = PreprocessResult(cfg.output, spec, counts)
-    check_rejects(result.counts, cfg.max_reject_fraction, cfg.input)
+    rejected = os.path.join(cfg.output, REJECTED_DIR)
+    check_rejects(result.counts, cfg.max_reject_fraction, cfg.input, first_errors(rejected) if result.rejected else [])
     counters.check_accounting(counts, STAGE, sum(counts.get(split_counter(split), 0) for split in SPLITS))
     return result
 
 
-def check_rejects(counts: dict[str, int], max_fraction: float, source: str) -> None:
-    """Fails on an empty input, or when rejects exceed ``max_fraction`` of the records read.
+def check_rejects(counts: dict[str, int], max_fraction: float, source: str, examples: list[str] = ()) -> None:
+    """Fails on an empty input, or when rejects exceed ``max_fraction`` of the records read;
+    ``examples`` (``"<id>: <error>"`` of a few dead letters) give the records' own reasons.
 
     Raises:
       UserError: naming the input, the counts and the worst reasons.
@@ -222,14 +224,14 @@ def check_rejects(counts: dict[str, int], max_fraction: float, source: str) -> N
         raise UserError(f"input {source!r} holds no records{skipped}; check the path or pattern")
     reasons = collections.Counter(rejected_by_reason(counts, STAGE))
     rejected = sum(reasons.values())
+    worst = ", ".join(f"{reason} ({n})" for reason, n in reasons.most_common(3))
+    first = f" First: {'; '.join(examples)}." if examples else ""
     if rejected == read:
-        worst = ", ".join(f"{reason} ({n})" for reason, n in reasons.most_common(3))
         raise UserError(
-            f"none of the {read} records of {source!r} could be used; reasons: {worst}. See the rejected/ folder"
+            f"none of the {read} records of {source!r} could be used; reasons: {worst}.{first} See the rejected/ folder"
         )
     if rejected / read > max_fraction:
-        worst = ", ".join(f"{reason} ({n})" for reason, n in reasons.most_common(3))
         raise UserError(
             f"{rejected} of {read} records of {source!r} were rejected, over --max-reject-fraction {max_fraction}; "
-            f"worst reasons: {worst}. See the rejected/ folder for each record, fix the input or raise the limit"
+            f"worst reasons: {worst}.{first} See the rejected/ folder for each record, fix the input or raise the limit"
         )
