@@ -17,7 +17,6 @@ Two ways in, one contract out:
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import os
 import tempfile
@@ -31,13 +30,13 @@ from models.input_pipeline import load_transform_output, split_files
 from pipelines import counters
 from pipelines.config import EvaluateConfig, ImageLimits
 from pipelines.evaluate.exported import ExportedModel
-from pipelines.inputs.dead_letters import WriteRejected
+from pipelines.inputs.dead_letters import WriteRejected, first_errors
 from pipelines.inputs.images import encode_png
 from pipelines.inputs.sources import Source, no_images, resolve_source
 from pipelines.inputs.validation import ReadValidImages
 from transforms import features
 from transforms.errors import UserError
-from transforms.layout import REJECTED_DIR
+from transforms.layout import REJECTED_DIR, rejected_by_reason
 
 log = logging.getLogger(__name__)
 
@@ -104,16 +103,10 @@ def read_images(cfg: EvaluateConfig, model: ExportedModel, beam_args: list[str] 
         records = sorted(_read_records(tf.io.gfile.glob(prefix + "*")), key=lambda r: r[0])
     counters.check_accounting(counts, STAGE, len(records))
     if not records:
-        dead = [json.loads(line) for path in sorted(tf.io.gfile.glob(f"{rejected}/*.jsonl")) for line in _lines(path)]
-        raise no_images(cfg.input, [f"{d['id']}: {d['error']}" for d in dead], len(dead))
+        raise no_images(cfg.input, first_errors(rejected), sum(rejected_by_reason(counts, STAGE).values()))
     records = records[: cfg.max_examples]
     ids, labels, images = (list(column) for column in zip(*records, strict=True))
     return Examples(ids, labels, model.pixels(images), images)
-
-
-def _lines(path: str) -> list[str]:
-    with tf.io.gfile.GFile(path) as f:
-        return [line for line in f.read().splitlines() if line]
 
 
 def build_read_pipeline(

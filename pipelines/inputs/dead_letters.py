@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 
 import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
 from pipelines.counters import NAMESPACE
@@ -26,6 +27,22 @@ def rejection(record: dict, stage: str, reason: str, error: str) -> dict:
         "reason": reason,
         "error": error,
     }
+
+
+def first_errors(folder: str, n: int = 3) -> list[str]:
+    """``"<id>: <error>"`` of the first ``n`` dead letters in ``folder/*.jsonl`` (read line by line,
+    however many there are), for error messages that give the records' own reasons."""
+    found = []
+    for metadata in sorted(FileSystems.match([FileSystems.join(folder, "*.jsonl")])[0].metadata_list, key=_path):
+        with FileSystems.open(metadata.path) as f:
+            while len(found) < n and (line := f.readline()):
+                dead = json.loads(line)
+                found.append(f"{dead[features.ID]}: {dead['error']}")
+    return found
+
+
+def _path(metadata) -> str:
+    return metadata.path
 
 
 def from_unreadable(item: Unreadable, stage: str) -> dict:

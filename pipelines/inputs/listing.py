@@ -17,7 +17,7 @@ The rules, local files:
     folder is searched once (``repeated_folder``: a link back to an ancestor, or a second way to a
     folder already searched), so loops end and no file is read twice;
   - an input path that exists is taken literally, even with glob characters (``photos [2024]``);
-    a pattern that matches nothing is a glob (``*`` and ``?`` within a folder, ``**`` across).
+    one that does not is a glob (``*`` and ``?`` within a folder, ``**`` across, ``[...]`` a set).
 On other filesystems (``gs://``, ``s3://``) Beam's ``FileSystems.match`` lists, hidden names are
 skipped the same way, and the image reader stops reading at the size limit instead (``base.too_large``).
 """

@@ -27,7 +27,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipelines import counters
 from pipelines.config import ImageLimits, PreprocessConfig, write_config
-from pipelines.inputs.dead_letters import WriteRejected
+from pipelines.inputs.dead_letters import WriteRejected, first_errors
 from pipelines.inputs.sources import Source, resolve_source
 from pipelines.inputs.validation import ReadValidImages, RereadValidImages
 from pipelines.preprocess.probe import resolve_image_spec
@@ -212,8 +212,10 @@ def run_preprocess(cfg: PreprocessConfig, beam_args: list[str] | None = None) ->
                 build_preprocess_pipeline(p, staged, source, spec, temp_dir)
             counts = counters.counters(p.result)
         log.info("preprocess counters:\n%s", counters.format_counters(counts))
+        rejected = os.path.join(publication.staging, REJECTED_DIR)
+        examples = first_errors(rejected) if sum(rejected_by_reason(counts, STAGE).values()) else []
         try:
-            check_rejects(counts, cfg.max_reject_fraction, cfg.input)
+            check_rejects(counts, cfg.max_reject_fraction, cfg.input, examples)
         except UserError as error:
             kept = publication.keep_failed()
             raise UserError(
@@ -225,8 +227,9 @@ def run_preprocess(cfg: PreprocessConfig, beam_args: list[str] | None = None) ->
     return PreprocessResult(cfg.output, spec, counts)
 
 
-def check_rejects(counts: dict[str, int], max_fraction: float, source: str) -> None:
-    """Fails on an empty input, or when rejects exceed ``max_fraction`` of the records read.
+def check_rejects(counts: dict[str, int], max_fraction: float, source: str, examples: list[str] = ()) -> None:
+    """Fails on an empty input, or when rejects exceed ``max_fraction`` of the records read;
+    ``examples`` (``"<id>: <error>"`` of a few dead letters) give the records' own reasons.
 
     Raises:
       UserError: naming the input, the counts and the worst reasons.
@@ -237,12 +240,12 @@ def check_rejects(counts: dict[str, int], max_fraction: float, source: str) -> N
         raise UserError(f"input {source!r} holds no records{skipped}; check the path or pattern")
     reasons = collections.Counter(rejected_by_reason(counts, STAGE))
     rejected = sum(reasons.values())
+    worst = ", ".join(f"{reason} ({n})" for reason, n in reasons.most_common(3))
+    first = f" First: {'; '.join(examples)}." if examples else ""
     if rejected == read:
-        worst = ", ".join(f"{reason} ({n})" for reason, n in reasons.most_common(3))
-        raise UserError(f"none of the {read} records of {source!r} could be used; reasons: {worst}")
+        raise UserError(f"none of the {read} records of {source!r} could be used; reasons: {worst}.{first}")
     if rejected / read > max_fraction:
-        worst = ", ".join(f"{reason} ({n})" for reason, n in reasons.most_common(3))
         raise UserError(
             f"{rejected} of {read} records of {source!r} were rejected, over --max-reject-fraction {max_fraction}; "
-            f"worst reasons: {worst}. Fix the input or raise the limit"
+            f"worst reasons: {worst}.{first} Fix the input or raise the limit"
         )

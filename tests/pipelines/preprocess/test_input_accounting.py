@@ -83,6 +83,12 @@ def test_an_npz_without_the_image_key_fails_with_the_readers_reason(tmp_path):
     message = str(failure.value)
     assert "digits.npz: no image array named x or images; arrays: pictures; pass --image-key NAME" in message
     assert "rejected/" not in message and not (tmp_path / "out").exists()
+    # With the shape given there is no probe: the job runs, and its failure quotes the dead letter.
+    sized = PreprocessConfig(
+        input=str(tmp_path / "digits.npz"), output=str(tmp_path / "out"), image_size=(4, 4), channels=1
+    )
+    with pytest.raises(ValueError, match=r"unsupported_layout \(1\)\. First: digits\.npz: no image array named x or"):
+        run_preprocess(sized)
 
 
 def test_the_probe_gives_the_validations_reasons_when_no_image_is_usable(tmp_path):
