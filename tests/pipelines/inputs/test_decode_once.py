@@ -5,6 +5,7 @@ a rotated JPEG is trained and served upright."""
 import glob
 import io
 import os
+import traceback
 
 import numpy as np
 import tensorflow as tf
@@ -17,6 +18,7 @@ from models.registry import build_autoencoder
 from pipelines.config import EvaluateConfig, InferConfig, PreprocessConfig
 from pipelines.evaluate.data import read_images
 from pipelines.evaluate.exported import ExportedModel
+from pipelines.infer.encode import InferenceRejectionFn
 from pipelines.infer.job import run_infer
 from pipelines.preprocess.job import run_preprocess
 from tests.conftest import HEIGHT, WIDTH, write_image_tree
@@ -111,3 +113,14 @@ def test_an_exif_rotated_jpeg_is_preprocessed_and_served_upright(tmp_path):
     latent = serve(saved, [rotated, encode_image(Image.fromarray(upright), "PNG"), stored])["latent"]
     np.testing.assert_allclose(latent[0], latent[1], atol=0.05)
     assert np.abs(latent[0] - latent[2]).max() > 10 * np.abs(latent[0] - latent[1]).max()
+
+
+def test_an_inference_failure_keeps_the_exceptions_message():
+    try:
+        tf.io.decode_image(split_idat_png())
+    except tf.errors.InvalidArgumentError as error:
+        failure = (type(error), repr(error), traceback.format_exception(error))
+    assert failure[1] == "InvalidArgumentError()"  # what the dead letter used to carry
+    (letter,) = InferenceRejectionFn().process(([{"id": "a.png", "source": "/in/a.png"}], failure))
+    assert (letter["id"], letter["reason"]) == ("a.png", "inference_failed")
+    assert letter["error"].startswith("InvalidArgumentError: Invalid PNG data")
