@@ -1,7 +1,7 @@
 """The evaluate job: read the images, evaluate the export, write the report.
 
 ``run_evaluate`` reads the eval split of a preprocess output (or any input, ``data.read_images``),
-evaluates (``metrics.evaluate``), and writes ``OUTPUT/metrics.json``, the PNG figures
+reads the model card (``card``), evaluates (``metrics.evaluate``), and writes ``OUTPUT/metrics.json``, the PNG figures
 (``figures``), ``OUTPUT/index.html`` (``report``) and ``OUTPUT/config.json``.
 """
 
@@ -15,6 +15,7 @@ import tensorflow as tf
 
 from pipelines.config import EvaluateConfig, write_config
 from pipelines.evaluate import figures, report
+from pipelines.evaluate.card import read_card
 from pipelines.evaluate.data import read_images, read_split
 from pipelines.evaluate.exported import ExportedModel
 from pipelines.evaluate.metrics import evaluate
@@ -43,7 +44,8 @@ def run_evaluate(cfg: EvaluateConfig, beam_args: list[str] | None = None) -> Eva
         examples = read_images(cfg, model, beam_args)
         reference, source = None, cfg.input
     log.info("evaluating %s on %d images of %s", cfg.model_dir, len(examples), source)
-    evaluation = evaluate(model, examples, reference, cfg.threshold_percentile, cfg.seed, source)
+    card = read_card(cfg.model_dir, model.info, model.variational)
+    evaluation = evaluate(model, card, examples, reference, cfg.threshold_percentile, cfg.seed, source)
     drawn = figures.write_figures(evaluation, cfg.output)
     with tf.io.gfile.GFile(os.path.join(cfg.output, METRICS_JSON), "w") as f:
         json.dump(evaluation.metrics, f, indent=2, sort_keys=True)
