@@ -292,10 +292,7 @@ def loss_curves(history: dict[str, list[float]]) -> MplFigure:
     everything = [v for key in ("loss", "eval_loss") for v in history.get(key, []) if v > 0]
     if everything and max(everything) > 10 * min(everything):
         ax.set_yscale("log")
-    ax.set_xlabel("epoch", fontsize=8)
-    ax.set_ylabel("loss", fontsize=8)
-    ax.tick_params(labelsize=7)
-    ax.legend(fontsize=8)
+    _finish_plot(ax, "epoch", "loss")
     return fig
 
 
@@ -310,11 +307,16 @@ def probe(result: dict) -> MplFigure:
         ax.errorbar(sizes, means, yerr=spreads, marker="o", capsize=4, color=colour, label=f"on the {name}")
     ax.set_xscale("log")
     ax.set_xticks(sizes, [str(n) for n in sizes])
-    ax.set_xlabel("labelled train images", fontsize=8)
-    ax.set_ylabel("accuracy on the eval split", fontsize=8)
+    _finish_plot(ax, "labelled train images", "accuracy on the eval split")
+    return fig
+
+
+def _finish_plot(ax, xlabel: str, ylabel: str) -> None:
+    """Axis labels, small ticks and the legend of a line plot."""
+    ax.set_xlabel(xlabel, fontsize=8)
+    ax.set_ylabel(ylabel, fontsize=8)
     ax.tick_params(labelsize=7)
     ax.legend(fontsize=8)
-    return fig
 
 
 def errors(evaluation: Evaluation) -> MplFigure:

@@ -78,6 +78,7 @@ class EvaluateResult:
     metrics: dict
 
     def summary(self) -> str:
+        """One line of headline numbers, then one line per bad verdict."""
         m = self.metrics
         knn = m["classification"].get("knn", {}).get("autoencoder")
         return (
@@ -85,4 +86,5 @@ class EvaluateResult:
             f"anomaly threshold {m['anomaly']['threshold']:.5f}"
             + (f", k-NN accuracy on codes {knn:.3f}" if knn is not None else "")
             + f" -> {self.index_html}"
+            + "".join(f"\n  {name}: {v['says']}" for name, v in m["verdicts"].items() if not v["ok"])
         )

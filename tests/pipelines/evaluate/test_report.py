@@ -229,6 +229,7 @@ def test_report_of_a_constant_model_says_it_is_bad(constant_model, preprocessed,
     assert "✗ <b>reconstruction</b>: worse than PCA with as many dimensions" in text
     assert text.count('<div class="card bad">') >= 2
     assert json.loads((tmp_path / "metrics.json").read_text())["verdicts"] == metrics["verdicts"]
+    assert "\n  variance: reconstructions have almost no variance" in result.summary()  # the command says it too
 
 
 def test_page_is_self_contained(report):
