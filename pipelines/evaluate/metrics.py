@@ -19,18 +19,15 @@ import logging
 import numpy as np
 from scipy.stats import norm
 from sklearn.decomposition import PCA
-from sklearn.linear_model import LogisticRegression
 from sklearn.manifold import TSNE
 from sklearn.model_selection import StratifiedKFold, cross_val_score
 from sklearn.neighbors import KNeighborsClassifier
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
 from pipelines.evaluate.card import ModelCard
 from pipelines.evaluate.data import Examples
 from pipelines.evaluate.exported import ExportedModel
-from pipelines.evaluate.probe import few_label_probe
+from pipelines.evaluate.probe import few_label_probe, logistic_regression
 from pipelines.evaluate.restoration import restore
 from pipelines.evaluate.results import Evaluation, Interpolation, LatentWalk
 from pipelines.evaluate.scores import per_image_mse, psnr
@@ -221,7 +218,7 @@ def classification(
     neighbours = min(5, fit_size)
     models = {
         "knn": lambda: KNeighborsClassifier(n_neighbors=neighbours),
-        "logistic_regression": lambda: make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000)),
+        "logistic_regression": logistic_regression,
     }
     result = {
         "protocol": f"{folds}-fold cross-validation on the evaluated images"

@@ -37,7 +37,7 @@ def test_probe_figures_match_a_recomputation_with_scikit_learn():
             scores = []
             for pick in picks:
                 scaler = StandardScaler().fit(fit_x[pick])
-                classifier = LogisticRegression(max_iter=1000).fit(
+                classifier = LogisticRegression(max_iter=2000).fit(
                     scaler.transform(fit_x[pick]), np.array(reference_labels)[pick]
                 )
                 scores.append(np.mean(classifier.predict(scaler.transform(test_x)) == test_y))
