@@ -206,7 +206,7 @@ def _probe_table(m: dict) -> str:
     )
     return (
         "<table><tr><th>labels</th><th>accuracy on the codes</th><th>accuracy on the pixels</th></tr>"
-        f'{rows}</table><p class="note">{html.escape(probe["protocol"])}; mean ± standard deviation over '
+        f'{rows}</table><p class="note">{html.escape(probe["protocol"].capitalize())}; mean ± standard deviation over '
         f"{_metric(m, 'probe', 'draws')} draws.{left_out}</p>"
     )
 
