@@ -71,8 +71,9 @@ class ExportedModel:
         fn = self._loaded.signatures["decode"]
         return self._batched(lambda chunk: fn(latent=tf.constant(chunk, tf.float32)), latent)[RECONSTRUCTION]
 
-    def cleaned(self, images: list[bytes]) -> np.ndarray:
-        """What the model makes of (possibly noisy) images: ``denoised`` when exported, else ``reconstruction``."""
+    def restore(self, images: list[bytes]) -> np.ndarray:
+        """What the model makes of (possibly corrupted) images: its restoring output (``DENOISED``) when
+        exported, else ``reconstruction``."""
         outputs = self.serve(images)
         return outputs.get(DENOISED, outputs[RECONSTRUCTION])
 

@@ -19,7 +19,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure as MplFigure
 
 if TYPE_CHECKING:
-    from pipelines.evaluate.results import Denoising, Evaluation, LatentWalk
+    from pipelines.evaluate.results import Evaluation, LatentWalk, Restoration
 
 DPI = 100
 SHOWN = 8  # images per row of the example grids
@@ -38,7 +38,10 @@ class Figure:
 
 def write_figures(evaluation: Evaluation, output: str) -> list[Figure]:
     """Draws every figure that applies to the model and writes them under ``output``."""
-    drawn = [
+    drawn = []
+    if evaluation.history:
+        drawn.append(_save(loss_curves(evaluation.history), output, "loss.png"))
+    drawn += [
         _save(reconstructions(evaluation), output, "reconstructions.png"),
         _save(latent_space(evaluation), output, "latent.png"),
     ]
@@ -47,10 +50,18 @@ def write_figures(evaluation: Evaluation, output: str) -> list[Figure]:
     drawn.append(_save(interpolations(evaluation), output, "interpolation.png"))
     if evaluation.prior_samples is not None:
         drawn.append(_save(prior_samples(evaluation.prior_samples), output, "prior_samples.png"))
-    if evaluation.denoising is not None:
-        drawn.append(_save(denoising(evaluation.denoising), output, "denoising.png"))
+    if evaluation.restoration is not None:
+        drawn.append(_save(restoration(evaluation.restoration), output, "restoration.png"))
     drawn.append(_save(errors(evaluation), output, "errors.png"))
+    if evaluation.metrics["probe"].get("sizes"):
+        drawn.append(_save(probe(evaluation.metrics["probe"]), output, "probe.png"))
     titles = {
+        "loss.png": (
+            "Training",
+            "The loss per epoch on the train split (averaged over the epoch's steps) and on the eval split "
+            "(after the epoch), from training.json. A curve still going down at the last epoch means more "
+            "epochs would help; an eval loss rising while the train loss falls means overfitting.",
+        ),
         "reconstructions.png": (
             "Originals and reconstructions",
             "Best, typical (around the median) and worst reconstructed images of the evaluated set: each "
@@ -75,10 +86,16 @@ def write_figures(evaluation: Evaluation, output: str) -> list[Figure]:
             "Samples from the prior",
             "Codes drawn from N(0, I) and decoded: what the VAE generates from nothing.",
         ),
-        "denoising.png": (
-            "Denoising",
-            "Clean image, the same image corrupted with the model's training noise, and the model's output, "
-            "with PSNR against the clean image.",
+        "restoration.png": (
+            "Restoration",
+            "The input corrupted with the model's training corruption, the classical baseline's guess, the "
+            "model's restored output and the target (the clean image), each with its PSNR against the target.",
+        ),
+        "probe.png": (
+            "Learning from few labels",
+            "Accuracy on the eval split of a logistic regression fitted on n labelled train images, on the "
+            "codes and on the raw pixels (mean over the draws, bars: one standard deviation). Codes that "
+            "capture the classes let a classifier learn from fewer labels.",
         ),
         "errors.png": (
             "Reconstruction errors",
@@ -249,19 +266,57 @@ def prior_samples(samples: np.ndarray) -> MplFigure:
     return fig
 
 
-def denoising(result: Denoising) -> MplFigure:
-    """Clean / noisy / denoised columns of the first images, with PSNR."""
-    shown = min(SHOWN, len(result.clean))
-    fig = _new_figure(shown * _CELL + 1.0, 3 * _CELL * 1.2)
-    axes = fig.subplots(3, shown, squeeze=False)
-    for c in range(shown):
-        _show(axes[0, c], result.clean[c])
-        _show(axes[1, c], result.noisy[c], f"{result.psnr_noisy[c]:.1f} dB")
-        _show(axes[2, c], result.denoised[c], f"{result.psnr_denoised[c]:.1f} dB")
-    _row_label(axes[0, 0], "clean")
-    _row_label(axes[1, 0], f"noisy\n{result.noise}")
-    _row_label(axes[2, 0], "denoised")
+def restoration(result: Restoration) -> MplFigure:
+    """Input / baseline / restored / target rows of the first images, with PSNR against the target."""
+    shown = min(SHOWN, len(result.target))
+    rows = [("input\n" + result.corruption, result.corrupted, result.psnr_corrupted)]
+    if result.guessed is not None:
+        rows.append((f"baseline:\n{result.baseline}", result.guessed, result.psnr_baseline))
+    rows += [("restored", result.restored, result.psnr_restored), ("target", result.target, None)]
+    fig = _new_figure(shown * _CELL + 1.5, len(rows) * _CELL * 1.2)
+    axes = fig.subplots(len(rows), shown, squeeze=False)
+    for r, (name, images, scores) in enumerate(rows):
+        for c in range(shown):
+            _show(axes[r, c], images[c], None if scores is None else f"{scores[c]:.1f} dB")
+        _row_label(axes[r, 0], name)
     return fig
+
+
+def loss_curves(history: dict[str, list[float]]) -> MplFigure:
+    """Train and eval loss per epoch (log scale when they span more than a factor of 10)."""
+    fig = _new_figure(7.0, 3.6)
+    ax = fig.subplots()
+    for key, name, colour in (("loss", "train", "#1e88e5"), ("eval_loss", "eval", "#d81b60")):
+        values = history.get(key, [])
+        ax.plot(range(1, len(values) + 1), values, marker="o", markersize=3, color=colour, label=name)
+    everything = [v for key in ("loss", "eval_loss") for v in history.get(key, []) if v > 0]
+    if everything and max(everything) > 10 * min(everything):
+        ax.set_yscale("log")
+    _finish_plot(ax, "epoch", "loss")
+    return fig
+
+
+def probe(result: dict) -> MplFigure:
+    """Accuracy against the number of labels, codes and pixels, with one standard deviation."""
+    fig = _new_figure(6.0, 3.8)
+    ax = fig.subplots()
+    sizes = result["sizes"]
+    for name, colour in (("codes", "#1e88e5"), ("pixels", "#37474f")):
+        means = [result[name][str(n)]["mean"] for n in sizes]
+        spreads = [result[name][str(n)]["std"] for n in sizes]
+        ax.errorbar(sizes, means, yerr=spreads, marker="o", capsize=4, color=colour, label=f"on the {name}")
+    ax.set_xscale("log")
+    ax.set_xticks(sizes, [str(n) for n in sizes])
+    _finish_plot(ax, "labelled train images", "accuracy on the eval split")
+    return fig
+
+
+def _finish_plot(ax, xlabel: str, ylabel: str) -> None:
+    """Axis labels, small ticks and the legend of a line plot."""
+    ax.set_xlabel(xlabel, fontsize=8)
+    ax.set_ylabel(ylabel, fontsize=8)
+    ax.tick_params(labelsize=7)
+    ax.legend(fontsize=8)
 
 
 def errors(evaluation: Evaluation) -> MplFigure:

@@ -1,10 +1,10 @@
 """The evaluate job: read the images, evaluate the export, write the report.
 
 ``run_evaluate`` reads the eval split of a preprocess output (or any input, ``data.read_images``),
-evaluates (``metrics.evaluate``), and writes ``OUTPUT/metrics.json``, the PNG figures
-(``figures``), ``OUTPUT/index.html`` (``report``) and ``OUTPUT/config.json``, all into a staging
-folder that replaces ``OUTPUT`` only when the report is complete (``transforms.publishing``): a
-failed or killed run leaves the earlier report as it was.
+reads the model card (``card``), evaluates (``metrics.evaluate``), and writes ``OUTPUT/metrics.json``,
+the PNG figures (``figures``), ``OUTPUT/index.html`` (``report``) and ``OUTPUT/config.json``, all into
+a staging folder that replaces ``OUTPUT`` only when the report is complete (``transforms.publishing``):
+a failed or killed run leaves the earlier report as it was.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import tensorflow as tf
 
 from pipelines.config import EvaluateConfig, write_config
 from pipelines.evaluate import figures, report
+from pipelines.evaluate.card import read_card
 from pipelines.evaluate.data import read_images, read_split
 from pipelines.evaluate.exported import ExportedModel
 from pipelines.evaluate.metrics import evaluate
@@ -58,7 +59,8 @@ def run_evaluate(cfg: EvaluateConfig, beam_args: list[str] | None = None) -> Eva
                 raise UserError(f"{error} (the failed run's dead letters are kept in {kept}/)") from None
             reference, source = None, cfg.input
         log.info("evaluating %s on %d images of %s", cfg.model_dir, len(examples), source)
-        evaluation = evaluate(model, examples, reference, cfg.threshold_percentile, cfg.seed, source)
+        card = read_card(cfg.model_dir, model.info, model.variational)
+        evaluation = evaluate(model, card, examples, reference, cfg.threshold_percentile, cfg.seed, source)
         drawn = figures.write_figures(evaluation, staged.output)
         with tf.io.gfile.GFile(os.path.join(staged.output, METRICS_JSON), "w") as f:
             json.dump(evaluation.metrics, f, indent=2, sort_keys=True)

@@ -1,11 +1,13 @@
 """Evaluation of an exported autoencoder: the numbers and the arrays behind the report's figures.
 
-Input: an :class:`~pipelines.evaluate.exported.ExportedModel`, the evaluated
+Input: an :class:`~pipelines.evaluate.exported.ExportedModel` with its model card, the evaluated
 :class:`~pipelines.evaluate.data.Examples` and an optional reference set (the train split: it sets
-the anomaly threshold and fits the baselines). Output: an :class:`~pipelines.evaluate.results.Evaluation`.
+the anomaly threshold and fits the baselines). Output: an :class:`~pipelines.evaluate.results.Evaluation`,
+whose metrics also hold the few-label probe (``probe``), the restoration scores of a model trained
+with a corruption (``restoration``) and the verdicts (``verdicts``).
 
-One definition of error throughout: the per-image mean squared error between the model's output
-and the [0, 1] target pixels; PSNR is ``10 log10(1 / MSE)`` (pixels in [0, 1]). The PCA baseline
+One definition of error throughout (``scores``): the per-image mean squared error between the
+model's output and the [0, 1] target pixels; PSNR is ``10 log10(1 / MSE)``. The PCA baseline
 keeps as many components as the code has dimensions and is fitted on the same reference images.
 """
 
@@ -15,22 +17,21 @@ import itertools
 import logging
 
 import numpy as np
-import tensorflow as tf
 from scipy.stats import norm
 from sklearn.decomposition import PCA
-from sklearn.linear_model import LogisticRegression
 from sklearn.manifold import TSNE
 from sklearn.model_selection import StratifiedKFold, cross_val_score
 from sklearn.neighbors import KNeighborsClassifier
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
+from pipelines.evaluate.card import ModelCard
 from pipelines.evaluate.data import Examples
 from pipelines.evaluate.exported import ExportedModel
-from pipelines.evaluate.results import Denoising, Evaluation, Interpolation, LatentWalk
-from pipelines.inputs.images import encode_png
-from transforms.image_ops import corrupt
+from pipelines.evaluate.probe import few_label_probe, logistic_regression
+from pipelines.evaluate.restoration import restore
+from pipelines.evaluate.results import Evaluation, Interpolation, LatentWalk
+from pipelines.evaluate.scores import per_image_mse, psnr
+from pipelines.evaluate.verdicts import judge
 
 log = logging.getLogger(__name__)
 
@@ -41,17 +42,6 @@ WALK_SIZE = 12  # the 2-D latent walk decodes WALK_SIZE x WALK_SIZE codes
 PRIOR_SAMPLES = 64
 MAX_PROJECTED = 2000  # t-SNE is quadratic-ish: project at most this many codes
 MAX_CV_FOLDS = 5
-_MIN_MSE = 1e-10  # PSNR of a perfect reconstruction stays finite
-
-
-def per_image_mse(targets: np.ndarray, outputs: np.ndarray) -> np.ndarray:
-    """``(N, H, W, C)`` x 2 -> ``(N,)`` mean squared error per image."""
-    return np.mean(np.square(outputs.astype(np.float64) - targets), axis=(1, 2, 3))
-
-
-def psnr(mse: np.ndarray) -> np.ndarray:
-    """Peak signal-to-noise ratio in dB of [0, 1] images, from their MSE."""
-    return 10.0 * np.log10(1.0 / np.maximum(mse, _MIN_MSE))
 
 
 # The scikit-learn problems here are small; OpenMP/BLAS thread pools next to TensorFlow's on a busy
@@ -59,6 +49,7 @@ def psnr(mse: np.ndarray) -> np.ndarray:
 @threadpool_limits.wrap(limits=1)
 def evaluate(
     model: ExportedModel,
+    card: ModelCard,
     examples: Examples,
     reference: Examples | None,
     percentile: float,
@@ -69,6 +60,7 @@ def evaluate(
 
     Args:
       model: the exported model.
+      card: its model card (``card.read_card``): the ``model`` section, and the history the verdicts read.
       examples: the images evaluated.
       reference: images that set the threshold and fit the baselines (the train split), or None to
         use ``examples`` themselves (classifiers are then cross-validated).
@@ -90,11 +82,7 @@ def evaluate(
     pca_mse, pca_codes, ref_pca_codes, components = pca_baseline(ref.pixels, examples.pixels, model.latent_dim)
 
     metrics = {
-        "model": {
-            key: getattr(model.info, key)
-            for key in ("kind", "latent_dim", "loss", "model_hash", "image_shape", "noise")
-        }
-        | {"variational": model.variational, "denoising": model.denoising},
+        "model": card.fields,
         "data": {
             "source": source,
             "evaluated": len(examples),
@@ -119,13 +107,28 @@ def evaluate(
             seed=seed,
         ),
     }
-    denoising = denoise(model, examples, seed) if model.denoising else None
-    if denoising is not None:
-        metrics["denoising"] = {
-            "noise": denoising.noise,
-            "psnr_noisy": float(np.mean(denoising.psnr_noisy)),
-            "psnr_denoised": float(np.mean(denoising.psnr_denoised)),
+    metrics["probe"] = (
+        few_label_probe(
+            {"codes": ref_latent, "pixels": ref.pixels},
+            ref.labels,
+            {"codes": latent, "pixels": examples.pixels},
+            examples.labels,
+            seed,
+        )
+        if reference is not None
+        else {"skipped": "the probe needs a train split: evaluate a preprocess output with --data"}
+    )
+    restoration = restore(model, examples, seed) if model.denoising else None
+    if restoration is not None:
+        metrics["restoration"] = {
+            "corruption": restoration.corruption,
+            "baseline": restoration.baseline,
+            "psnr_corrupted": float(np.mean(restoration.psnr_corrupted)),
+            "psnr_restored": float(np.mean(restoration.psnr_restored)),
         }
+        if restoration.psnr_baseline is not None:
+            metrics["restoration"]["psnr_baseline"] = float(np.mean(restoration.psnr_baseline))
+    metrics["verdicts"] = judge(metrics, examples.pixels, reconstructions, card.history)
     projected = np.sort(rng.choice(len(examples), min(len(examples), MAX_PROJECTED), replace=False))
     return Evaluation(
         metrics=metrics,
@@ -143,7 +146,8 @@ def evaluate(
             if model.variational
             else None
         ),
-        denoising=denoising,
+        restoration=restoration,
+        history=card.history,
     )
 
 
@@ -214,7 +218,7 @@ def classification(
     neighbours = min(5, fit_size)
     models = {
         "knn": lambda: KNeighborsClassifier(n_neighbors=neighbours),
-        "logistic_regression": lambda: make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000)),
+        "logistic_regression": logistic_regression,
     }
     result = {
         "protocol": f"{folds}-fold cross-validation on the evaluated images"
@@ -236,11 +240,13 @@ def classification(
 
 
 def project_codes(latent: np.ndarray, seed: int) -> dict[str, np.ndarray]:
-    """2-D views of the codes: the codes themselves when ``latent_dim <= 2``, else PCA and t-SNE."""
+    """2-D views of the codes: the codes themselves when ``latent_dim <= 2``, else PCA and (given at least
+    five distinct codes) t-SNE."""
     if latent.shape[1] <= 2:
         return {"codes": np.pad(latent, ((0, 0), (0, 2 - latent.shape[1])))}
     views = {"PCA": PCA(n_components=2).fit_transform(latent)}
-    if len(latent) >= 5:
+    # t-SNE needs a few distinct codes: on identical ones (a collapsed model) sklearn's Barnes-Hut crashes.
+    if len(np.unique(latent, axis=0)) >= 5:
         log.info("t-SNE of %d codes", len(latent))
         perplexity = min(30.0, (len(latent) - 1) / 3)
         views["t-SNE"] = TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(
@@ -286,20 +292,3 @@ def latent_walk(model: ExportedModel, latent: np.ndarray) -> LatentWalk:
     grid = np.array([(x, y) for y in ys for x in xs], dtype=np.float32)
     images = model.decode(grid)
     return LatentWalk(xs, ys, images.reshape(WALK_SIZE, WALK_SIZE, *images.shape[1:]))
-
-
-def denoise(model: ExportedModel, examples: Examples, seed: int) -> Denoising:
-    """Corrupts every image with the model's noise, sends it as 8-bit PNG, and scores what comes back."""
-    spec = model.noise()
-    noisy = corrupt(tf.constant(examples.pixels), spec, seed=seed).numpy()
-    noisy = np.round(noisy * 255) / 255  # exactly what the model decodes from the PNG
-    encoded = [encode_png((image * 255).astype(np.uint8)) for image in noisy]
-    denoised = model.cleaned(encoded)
-    return Denoising(
-        noise=str(spec),
-        clean=examples.pixels,
-        noisy=noisy.astype(np.float32),
-        denoised=denoised,
-        psnr_noisy=psnr(per_image_mse(examples.pixels, noisy)),
-        psnr_denoised=psnr(per_image_mse(examples.pixels, denoised)),
-    )

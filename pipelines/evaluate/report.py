@@ -37,6 +37,12 @@ th, td { border: 1px solid #d0d7de; padding: 4px 10px; text-align: right; }
 th:first-child, td:first-child { text-align: left; }
 th { background: #f6f8fa; }
 .note { color: #57606a; font-size: 13.5px; }
+.card.bad { border-color: #cf222e; background: #fff5f5; }
+.card .verdict { font-size: 12.5px; margin-top: 4px; }
+.good { color: #1a7f37; }
+.bad { color: #cf222e; }
+ul.verdicts { padding-left: 0; list-style: none; margin: 14px 0 0; }
+ul.verdicts li { margin: 3px 0; }
 footer { margin-top: 36px; color: #57606a; font-size: 13px; }
 """
 
@@ -56,8 +62,27 @@ def _metric(metrics: dict, *path: str) -> str:
     return f"<span data-metric='{html.escape(json.dumps(list(path)), quote=True)}'>{format_number(value)}</span>"
 
 
-def _card(value_html: str, label: str) -> str:
-    return f'<div class="card"><div class="v">{value_html}</div><div class="k">{html.escape(label)}</div></div>'
+def _card(value_html: str, label: str, verdict: dict | None = None) -> str:
+    """A headline number; with a verdict, marked good or bad against its baseline."""
+    if verdict is None:
+        return f'<div class="card"><div class="v">{value_html}</div><div class="k">{html.escape(label)}</div></div>'
+    mark = "good" if verdict["ok"] else "bad"
+    return (
+        f'<div class="card {mark}"><div class="v">{value_html}</div><div class="k">{html.escape(label)}</div>'
+        f'<div class="verdict {mark}">{"✓" if verdict["ok"] else "✗"} {html.escape(verdict["says"].split(":")[0])}'
+        "</div></div>"
+    )
+
+
+def _verdict_list(m: dict) -> str:
+    """Every verdict with its number: the bad ones first."""
+    items = sorted(m["verdicts"].items(), key=lambda item: item[1]["ok"])
+    rows = "".join(
+        f'<li class="{"good" if v["ok"] else "bad"}">{"✓" if v["ok"] else "✗"} <b>{html.escape(name)}</b>: '
+        f"{html.escape(v['says'])} ({html.escape(v['measure'])}: {_metric(m, 'verdicts', name, 'value')})</li>"
+        for name, v in items
+    )
+    return f'<ul class="verdicts">{rows}</ul>'
 
 
 def render_report(metrics: dict, figures: list[Figure]) -> str:
@@ -68,20 +93,32 @@ def render_report(metrics: dict, figures: list[Figure]) -> str:
     shape = "x".join(str(d) for d in model.get("image_shape") or [])
     title = f"{model['kind']} autoencoder, {model['latent_dim']}-D codes"
     about = f"{kind}{model['kind']} model (hash {model['model_hash'][:16]}), {model['loss']} loss, {shape} images"
-    classification = m["classification"]
+    classification, verdicts = m["classification"], m["verdicts"]
     cards = [
-        _card(_metric(m, "reconstruction", "mse_mean"), "reconstruction MSE (mean)"),
-        _card(_metric(m, "reconstruction", "psnr_mean"), "reconstruction PSNR, dB"),
+        _card(_metric(m, "reconstruction", "mse_mean"), "reconstruction MSE (mean)", verdicts["reconstruction"]),
+        _card(_metric(m, "reconstruction", "psnr_mean"), "reconstruction PSNR, dB", verdicts["variance"]),
         _card(_metric(m, "pca", "mse_mean"), "PCA MSE (as many dimensions)"),
         _card(_metric(m, "anomaly", "threshold"), "suggested anomaly threshold"),
     ]
     if "knn" in classification:
-        cards.append(_card(_metric(m, "classification", "knn", "autoencoder"), "k-NN accuracy on the codes"))
+        cards.append(
+            _card(
+                _metric(m, "classification", "knn", "autoencoder"),
+                "k-NN accuracy on the codes",
+                verdicts["classification"],
+            )
+        )
         cards.append(
             _card(_metric(m, "classification", "logistic_regression", "autoencoder"), "logistic regression on codes")
         )
-    if "denoising" in m:
-        cards.append(_card(_metric(m, "denoising", "psnr_denoised"), "denoised PSNR, dB"))
+    if "probe" in verdicts:
+        fewest = str(m["probe"]["sizes"][0])
+        label = f"accuracy from {fewest} labels, on the codes"
+        cards.append(_card(_metric(m, "probe", "codes", fewest, "mean"), label, verdicts["probe"]))
+    if "restoration" in m:
+        cards.append(
+            _card(_metric(m, "restoration", "psnr_restored"), "restored PSNR, dB", verdicts.get("restoration"))
+        )
     parts = [
         "<!doctype html>",
         '<html lang="en"><head><meta charset="utf-8">',
@@ -96,6 +133,9 @@ def render_report(metrics: dict, figures: list[Figure]) -> str:
         '<h2>At a glance</h2><div class="cards">',
         *cards,
         "</div>",
+        _verdict_list(m),
+        "<h2>The model</h2>",
+        _model_card(m),
         "<h2>Compared with PCA</h2>",
         _comparison_table(m),
     ]
@@ -107,8 +147,12 @@ def render_report(metrics: dict, figures: list[Figure]) -> str:
         ]
         if figure.file == "errors.png":
             parts += [_anomaly_paragraph(m), _per_label_table(m)]
-        if figure.file == "denoising.png":
-            parts.append(_denoising_table(m))
+        if figure.file == "restoration.png":
+            parts.append(_restoration_table(m))
+        if figure.file == "probe.png":
+            parts.append(_probe_table(m))
+    if "skipped" in m["probe"]:
+        parts.append(f'<h2>Learning from few labels</h2><p class="note">{html.escape(m["probe"]["skipped"])}.</p>')
     parts += [
         '<footer>All numbers: <a href="metrics.json">metrics.json</a>; how this report was made: '
         '<a href="config.json">config.json</a>. Errors are per-image mean squared errors of [0, 1] pixels; '
@@ -136,13 +180,65 @@ def _per_label_table(m: dict) -> str:
     return f"<table><tr><th>label</th><th>images</th><th>mean MSE</th></tr>{rows}</table>"
 
 
-def _denoising_table(m: dict) -> str:
-    return (
-        "<table><tr><th>images</th><th>PSNR, dB</th></tr>"
-        f"<tr><td>noisy ({html.escape(m['denoising']['noise'])})</td>"
-        f"<td>{_metric(m, 'denoising', 'psnr_noisy')}</td></tr>"
-        f"<tr><td>denoised</td><td>{_metric(m, 'denoising', 'psnr_denoised')}</td></tr></table>"
+def _restoration_table(m: dict) -> str:
+    r = m["restoration"]
+    rows = [(f"input ({html.escape(r['corruption'])})", "psnr_corrupted")]
+    if "psnr_baseline" in r:
+        rows.append((f"baseline: {html.escape(r['baseline'])}", "psnr_baseline"))
+    rows.append(("restored", "psnr_restored"))
+    body = "".join(f"<tr><td>{name}</td><td>{_metric(m, 'restoration', key)}</td></tr>" for name, key in rows)
+    note = (
+        "" if "psnr_baseline" in r else f'<p class="note">No classical baseline for {html.escape(r["corruption"])}.</p>'
     )
+    return f"<table><tr><th>images</th><th>mean PSNR, dB</th></tr>{body}</table>{note}"
+
+
+def _probe_table(m: dict) -> str:
+    probe = m["probe"]
+    cell = lambda name, n: (  # noqa: E731
+        f"{_metric(m, 'probe', name, str(n), 'mean')} ± {_metric(m, 'probe', name, str(n), 'std')}"
+    )
+    rows = "".join(
+        f"<tr><td>{n}</td><td>{cell('codes', n)}</td><td>{cell('pixels', n)}</td></tr>" for n in probe["sizes"]
+    )
+    left_out = "".join(
+        f" {html.escape(n)} labels: left out, {html.escape(why)}." for n, why in probe["left_out"].items()
+    )
+    return (
+        "<table><tr><th>labels</th><th>accuracy on the codes</th><th>accuracy on the pixels</th></tr>"
+        f'{rows}</table><p class="note">{html.escape(probe["protocol"].capitalize())}; mean ± standard deviation over '
+        f"{_metric(m, 'probe', 'draws')} draws.{left_out}</p>"
+    )
+
+
+def _model_card(m: dict) -> str:
+    """Kind, parameters, training, data, shape, hash and size of the evaluated model."""
+    model = m["model"]
+    params = ", ".join(
+        f"{html.escape(key)}={_metric(m, 'model', 'params', key) if _is_number(value) else html.escape(str(value))}"
+        for key, value in sorted(model["params"].items())
+    )
+    epochs = _metric(m, "model", "epochs") if model["epochs"] is not None else "not recorded (no training.json)"
+    trained_on = html.escape(model["trained_on"]) if model["trained_on"] is not None else "not recorded"
+    rows = [
+        ("kind", html.escape(model["kind"]) + (" (variational)" if model["variational"] else "")),
+        ("parameters", params or "none"),
+        ("code size", _metric(m, "model", "latent_dim")),
+        ("loss", html.escape(model["loss"])),
+        ("trained with corruption", html.escape(model["noise"] or "none")),
+        ("weights", _metric(m, "model", "weights")),
+        ("epochs", epochs),
+        ("data", trained_on),
+        ("image shape (H x W x C)", "x".join(str(d) for d in model["image_shape"])),
+        ("weights hash", html.escape(model["model_hash"])),
+        ("export size, bytes", _metric(m, "model", "size_bytes")),
+    ]
+    body = "".join(f"<tr><td>{name}</td><td>{value}</td></tr>" for name, value in rows)
+    return f"<table>{body}</table>"
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def _comparison_table(m: dict) -> str:

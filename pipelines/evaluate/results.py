@@ -34,15 +34,20 @@ class LatentWalk:
 
 
 @dataclasses.dataclass(frozen=True)
-class Denoising:
-    """Clean / noisy (as the model saw it) / denoised images, with each image's PSNR."""
+class Restoration:
+    """Per image: the corrupted input (as the model saw it), the classical baseline's guess, the model's
+    restored output and the clean target, each ``(N, H, W, C)``, with the PSNR ``(N,)`` of each against the
+    target. ``baseline`` names the baseline; it and its arrays are None for a corruption without one."""
 
-    noise: str
-    clean: np.ndarray
-    noisy: np.ndarray
-    denoised: np.ndarray
-    psnr_noisy: np.ndarray
-    psnr_denoised: np.ndarray
+    corruption: str
+    baseline: str | None
+    target: np.ndarray
+    corrupted: np.ndarray
+    guessed: np.ndarray | None
+    restored: np.ndarray
+    psnr_corrupted: np.ndarray
+    psnr_baseline: np.ndarray | None
+    psnr_restored: np.ndarray
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,7 +65,8 @@ class Evaluation:
     interpolations: list[Interpolation]
     latent_walk: LatentWalk | None
     prior_samples: np.ndarray | None
-    denoising: Denoising | None
+    restoration: Restoration | None  # models trained with a corruption
+    history: dict[str, list[float]] | None  # training.json's per-epoch losses, None when not recorded
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,6 +78,7 @@ class EvaluateResult:
     metrics: dict
 
     def summary(self) -> str:
+        """One line of headline numbers, then one line per bad verdict."""
         m = self.metrics
         knn = m["classification"].get("knn", {}).get("autoencoder")
         return (
@@ -79,4 +86,5 @@ class EvaluateResult:
             f"anomaly threshold {m['anomaly']['threshold']:.5f}"
             + (f", k-NN accuracy on codes {knn:.3f}" if knn is not None else "")
             + f" -> {self.index_html}"
+            + "".join(f"\n  {name}: {v['says']}" for name, v in m["verdicts"].items() if not v["ok"])
         )

@@ -1,5 +1,6 @@
 """The report as a person sees it: every figure there, decodable and not blank; the numbers on the
-page equal ``metrics.json`` and the model's own outputs; the page loads in a real headless Chromium."""
+page equal ``metrics.json`` and the model's own outputs; the model card, the loss curves, the
+verdicts and the restoration triplets; the page loads in a real headless Chromium."""
 
 import html.parser
 import json
@@ -22,6 +23,8 @@ from tests.helpers import serve
 
 EVAL_PERCENT = 25  # as in conftest's `preprocessed`
 PLAIN_FIGURES = {"reconstructions.png", "latent.png", "interpolation.png", "errors.png"}
+# A model `hourglass train` made (training.json: loss curves) evaluated on a preprocess output (the probe).
+TRAINED_FIGURES = PLAIN_FIGURES | {"loss.png", "probe.png"}
 
 
 class _PageParser(html.parser.HTMLParser):
@@ -112,7 +115,7 @@ def variational_denoiser(preprocessed, tmp_path_factory):
 
 def test_every_figure_exists_decodes_and_is_not_blank(report):
     page = _parse(report)
-    assert set(page.images) == PLAIN_FIGURES
+    assert set(page.images) == TRAINED_FIGURES
     assert set(page.images) == {p.name for p in report.glob("*.png")}  # nothing drawn but not shown
     for name in page.images:
         pixels = _pixels(report / name)
@@ -153,6 +156,82 @@ def test_metrics_agree_with_the_model_and_the_data(report, trained, image_tree):
     assert set(metrics["classification"]["knn"]) == {"autoencoder", "pca"}
 
 
+def test_model_card_and_loss_curves_come_from_the_model_folder(report, trained, preprocessed):
+    import keras
+
+    from models.config import ModelConfig
+    from models.registry import build_autoencoder
+
+    train_cfg, result = trained
+    metrics = json.loads((report / "metrics.json").read_text())
+    card = metrics["model"]
+    keras.utils.set_random_seed(0)
+    same_kind = build_autoencoder(ModelConfig("dense", latent_dim=4), (12, 10, 1))
+    same_kind.build((None, 12, 10, 1))
+    export = pathlib.Path(train_cfg.model_dir) / "saved_model"
+    info = json.loads((export / "model_info.json").read_text())
+    assert card | {"params": None} == {
+        "kind": "dense",
+        "latent_dim": 4,
+        "params": None,
+        "loss": info["loss"],
+        "noise": None,
+        "image_shape": [12, 10, 1],
+        "model_hash": info["model_hash"],
+        "variational": False,
+        "denoising": False,
+        "weights": same_kind.count_params(),
+        "size_bytes": sum(f.stat().st_size for f in export.rglob("*") if f.is_file()),
+        "epochs": 10,
+        "trained_on": preprocessed.output,
+    }
+    assert card["params"] == info["params"]
+    text = (report / "index.html").read_text()
+    assert "<h2>The model</h2>" in text and info["model_hash"] in text and preprocessed.output in text
+    # The loss curves are the figure of training.json's history; its verdict reads the same history.
+    assert '<img src="loss.png"' in text
+    history = json.loads((pathlib.Path(train_cfg.model_dir) / "training.json").read_text())["history"]
+    assert len(history["eval_loss"]) == 10 and history == result.history
+    drop = (history["eval_loss"][-2] - history["eval_loss"][-1]) / history["eval_loss"][-2]
+    assert metrics["verdicts"]["training"]["value"] == pytest.approx(drop)
+    # The probe: 10 labels fit in the few train images; 100 and 1,000 do not, and the page says so.
+    assert metrics["probe"]["sizes"] == [10] and set(metrics["probe"]["left_out"]) == {"100", "1000"}
+    assert f"1000 labels: left out, only {metrics['data']['reference']} labelled train images." in text
+
+
+@pytest.fixture(scope="module")
+def constant_model(preprocessed, tmp_path_factory):
+    """A real dense model exported with every weight zero: sigmoid(0) = 0.5 for every pixel of every image."""
+
+    from models.config import ModelConfig
+    from models.export import export_model
+    from models.input_pipeline import image_shape, load_transform_output
+    from models.registry import build_autoencoder
+
+    tft_output = load_transform_output(preprocessed.output)
+    shape = image_shape(tft_output)
+    model = build_autoencoder(ModelConfig("dense", latent_dim=4, loss="mse"), shape)
+    model.build((None, *shape))
+    model.set_weights([np.zeros_like(w) for w in model.get_weights()])
+    model_dir = str(tmp_path_factory.mktemp("constant"))
+    export_model(model, tft_output, model_dir, {"negative_slope": 0.2})
+    return model_dir
+
+
+def test_report_of_a_constant_model_says_it_is_bad(constant_model, preprocessed, tmp_path):
+    result = run_evaluate(EvaluateConfig(constant_model, str(tmp_path), data=preprocessed.output))
+    metrics = result.metrics
+    assert metrics["verdicts"]["variance"]["ok"] is False and metrics["verdicts"]["variance"]["value"] == 0.0
+    assert metrics["verdicts"]["reconstruction"]["ok"] is False
+    assert metrics["verdicts"]["reconstruction"]["value"] > 1  # a flat grey square loses to PCA
+    text = (tmp_path / "index.html").read_text()
+    assert "✗ <b>variance</b>: reconstructions have almost no variance" in text
+    assert "✗ <b>reconstruction</b>: worse than PCA with as many dimensions" in text
+    assert text.count('<div class="card bad">') >= 2
+    assert json.loads((tmp_path / "metrics.json").read_text())["verdicts"] == metrics["verdicts"]
+    assert "\n  variance: reconstructions have almost no variance" in result.summary()  # the command says it too
+
+
 def test_page_is_self_contained(report):
     page = _parse(report)
     text = (report / "index.html").read_text()
@@ -171,16 +250,28 @@ def test_input_source_vae_and_denoising_sections(variational_denoiser, image_tre
     assert result.exit_code == 0, result.output
     assert str(out / "index.html") in result.output
     page = _parse(out)
-    assert set(page.images) == PLAIN_FIGURES | {"latent_walk.png", "prior_samples.png", "denoising.png"}
+    assert set(page.images) == PLAIN_FIGURES | {"latent_walk.png", "prior_samples.png", "restoration.png"}
     for name in page.images:
         assert _pixels(out / name).std() > 20, name
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["model"]["variational"] and metrics["model"]["denoising"]
-    assert metrics["denoising"]["noise"] == "mask:0.3"
+    restoration = metrics["restoration"]
+    assert restoration["corruption"] == "mask:0.3" and restoration["baseline"] == "the noisy input"
     # mask:0.3 zeroes 30% of the pixels: expected MSE of a noisy image is 0.3 * mean(pixels^2).
     expected = [10 * np.log10(1 / (0.3 * np.mean((p / 255.0) ** 2))) for p in images.values()]
-    assert metrics["denoising"]["psnr_noisy"] == pytest.approx(np.mean(expected), abs=0.75)
-    assert np.isfinite(metrics["denoising"]["psnr_denoised"])
+    assert restoration["psnr_corrupted"] == pytest.approx(np.mean(expected), abs=0.75)
+    assert restoration["psnr_baseline"] == restoration["psnr_corrupted"]  # denoising's baseline: the input
+    assert np.isfinite(restoration["psnr_restored"])
+    verdict = metrics["verdicts"]["restoration"]
+    assert verdict["value"] == pytest.approx(restoration["psnr_restored"] - restoration["psnr_baseline"])
+    assert verdict["ok"] == (verdict["value"] > 0)
+    # The triplets' table: input, baseline and restored PSNR, each traced to metrics.json.
+    shown = {path for path, _ in page.metrics}
+    assert {("restoration", key) for key in ("psnr_corrupted", "psnr_baseline", "psnr_restored")} <= shown
+    assert "baseline: the noisy input" in (out / "index.html").read_text()
+    # Exported without `hourglass train`: no training.json, so no loss curves and no epoch count.
+    assert metrics["model"]["epochs"] is None and "training" not in metrics["verdicts"]
+    assert metrics["probe"] == {"skipped": "the probe needs a train split: evaluate a preprocess output with --data"}
     assert metrics["data"] | {"source": None} == {
         "source": None,
         "evaluated": len(images),
@@ -221,7 +312,7 @@ def test_page_loads_in_headless_chromium(report, chromium, tmp_path):
     page = load_page(chromium, (report / "index.html").as_uri())
     assert page.failed == [] and page.errors == []
     assert page.requests and all(url.startswith("file://") for url in page.requests)
-    assert sorted(src for src, _, _ in page.images) == sorted(PLAIN_FIGURES)
+    assert sorted(src for src, _, _ in page.images) == sorted(TRAINED_FIGURES)
     assert all(complete and width > 0 for _, complete, width in page.images)
     (tmp_path / "screenshot.png").write_bytes(page.screenshot)
     shot = _pixels(tmp_path / "screenshot.png")
