@@ -9,7 +9,8 @@ MultiWorkerMirroredStrategy, keras-team/keras#20585.)
 Reads ``DATA/{train,eval}-*.tfrecord.gz`` and ``DATA/transform_output``. Writes, under MODEL_DIR:
 ``checkpoints/`` (see ``models.checkpoints``; saved at every epoch end and every
 ``checkpoint_every_steps`` steps), ``logs/{train,eval}`` (TensorBoard), ``saved_model/`` (see
-``models.export``) and ``training.json``. A run started again with the same config resumes from the
+``models.export``; calibrated for anomalies on the eval split, see ``models.calibration``) and
+``training.json``. A run started again with the same config resumes from the
 last checkpoint, mid-epoch included: the epoch's records come in an order fixed by the seed and the
 epoch, and the ones already trained on are skipped.
 
@@ -33,7 +34,7 @@ import keras
 import tensorflow as tf
 
 import models.kinds  # noqa: F401  (registers every kind)
-from models import checkpoints, export, input_pipeline, model_info, registry, strategies
+from models import calibration, checkpoints, export, input_pipeline, model_info, registry, strategies
 from models.base import Autoencoder
 from models.config import TrainConfig
 from models.registry import build_autoencoder
@@ -272,7 +273,7 @@ def train(cfg: TrainConfig) -> TrainResult:
         examples += loop.run_epoch()
     wall = time.time() - started
 
-    saved = _export(model, cfg, shape, tft_output, is_chief)
+    saved = _export(model, cfg, shape, tft_output, is_chief, inputs["eval"].files)
     result = TrainResult(
         saved_model=saved,
         history=progress.history,
@@ -386,10 +387,11 @@ def _write_summaries(writers: dict, step: int, loss: float, eval_loss: float, lr
         writer.flush()
 
 
-def _export(model: Autoencoder, cfg: TrainConfig, shape, tft_output, is_chief: bool) -> str:
-    """Exports a plain float32 copy of ``model`` (chief only; every worker reads the weights).
+def _export(model: Autoencoder, cfg: TrainConfig, shape, tft_output, is_chief: bool, eval_files: list[str]) -> str:
+    """Calibrates and exports a plain float32 copy of ``model`` (chief only; every worker reads the weights).
 
-    The copy makes the export independent of the strategy and of the compute precision.
+    The copy makes the export independent of the strategy and of the compute precision; the
+    calibration scores the eval split with it, as the export will.
     """
     with _dtype_policy("float32"):
         plain = build_autoencoder(cfg.model, shape)
@@ -397,7 +399,17 @@ def _export(model: Autoencoder, cfg: TrainConfig, shape, tft_output, is_chief: b
     plain.set_weights(model.get_weights())  # reads the distributed variables: every worker takes part
     if not is_chief:
         return model_info.saved_model_path(cfg.model_dir)
-    return export.export_model(plain, tft_output, cfg.model_dir, cfg.model.params)
+    eval_batches = input_pipeline.make_dataset(eval_files, tft_output, cfg.batch_size, shuffle=False)
+    calibrated = calibration.calibrate(plain, eval_batches, cfg.anomaly_fpr)
+    log.info(
+        "anomaly threshold %.5g (%s, %d eval images, target FPR %g, %.2f%% of them flagged)",
+        calibrated.threshold,
+        calibrated.method,
+        calibrated.examples,
+        calibrated.fpr,
+        100 * calibrated.flagged_fraction,
+    )
+    return export.export_model(plain, tft_output, cfg.model_dir, cfg.model.params, calibrated)
 
 
 def _write_training_json(
