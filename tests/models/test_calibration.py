@@ -60,7 +60,6 @@ def test_training_stores_the_calibration_and_the_export_serves_it(trained, prepr
     assert info.outputs[-2:] == ("anomaly_score", "is_anomaly")
 
     images = [encode_png(known_pixels(c, i)) for c in range(3) for i in range(8)]
-    images.append(encode_png(np.full((12, 10), 255, np.uint8)))  # far from every training image
     out = serve(result.saved_model, images)
     error, score = out["reconstruction_error"], out["anomaly_score"]
     table = np.array(cal.error_percentiles, np.float32)
@@ -69,4 +68,15 @@ def test_training_stores_the_calibration_and_the_export_serves_it(trained, prepr
     assert np.all(np.diff(score[order]) >= 0)
     assert score.min() >= 0 and score.max() <= 1
     np.testing.assert_array_equal(out["is_anomaly"], error > np.float32(cal.threshold))
-    assert error[-1] > table[-1] and score[-1] == 1.0
+
+
+def test_percentile_rank_is_linear_between_points_and_flat_outside():
+    from models.export import percentile_rank
+
+    table = np.concatenate([np.linspace(0.0, 1.0, 50), np.full(2, 1.0), np.linspace(1.0, 2.0, 49)]).astype(np.float32)
+    values = np.array([-1.0, 0.0, table[10] / 2 + table[11] / 2, 1.0, 1.5, 2.0, 3.0], np.float32)
+    ranks = percentile_rank(values, table).numpy()
+    np.testing.assert_allclose(ranks[[0, 1, 5, 6]], [0.0, 0.0, 1.0, 1.0])
+    assert ranks[2] == pytest.approx(0.105)
+    assert ranks[3] == pytest.approx(0.52)  # at the top of the tie (points 49..52 all hold 1.0)
+    assert ranks[4] == pytest.approx(np.interp(1.5, table, np.linspace(0, 1, 101)), abs=1e-5)
