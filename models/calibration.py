@@ -81,6 +81,10 @@ def build_calibration(errors: np.ndarray, latents: np.ndarray, fpr: float) -> Ca
     threshold, method = threshold_at_fpr(errors, fpr)
     table = np.percentile(errors.astype(np.float64), np.linspace(0, 100, PERCENTILE_POINTS))
     deciles = np.quantile(latents.astype(np.float64), LATENT_DECILES, axis=0).T
+    bins = latent_bins(latents, deciles)
+    shares = [
+        np.bincount(bins[:, dim], minlength=len(LATENT_DECILES) + 1) / len(latents) for dim in range(len(deciles))
+    ]
     return Calibration(
         error=ERROR,
         fpr=fpr,
@@ -92,7 +96,14 @@ def build_calibration(errors: np.ndarray, latents: np.ndarray, fpr: float) -> Ca
         latent_mean=_floats(latents.mean(axis=0)),
         latent_std=_floats(latents.std(axis=0)),
         latent_quantiles=tuple(_floats(row) for row in deciles),
+        latent_bin_shares=tuple(_floats(row) for row in shares),
     )
+
+
+def latent_bins(latents: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    """The bin (0..9) of each latent value ``(n, d)`` among its dimension's deciles ``edges`` ``(d, 9)``:
+    how many of the edges are at or below it."""
+    return np.sum(np.asarray(latents, np.float64)[:, :, None] >= edges[None, :, :], axis=2)
 
 
 def calibrate(model: Autoencoder, batches: tf.data.Dataset, fpr: float) -> Calibration:

@@ -14,6 +14,7 @@ eval split to set those two (``models.calibration`` computes it).
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import os
 from typing import Any
@@ -58,6 +59,8 @@ class Calibration:
         percentile rank in this table, linear between points, and it is the drift reference of the errors).
       latent_mean, latent_std: per latent dimension.
       latent_quantiles: per latent dimension, its deciles (10%..90%: the edges of the PSI bins).
+      latent_bin_shares: per latent dimension, the share of the calibration latents in each of the
+        10 bins those edges make (about 10% each; tied deciles make empty bins and fuller ones).
     """
 
     error: str
@@ -70,15 +73,19 @@ class Calibration:
     latent_mean: tuple[float, ...]
     latent_std: tuple[float, ...]
     latent_quantiles: tuple[tuple[float, ...], ...]
+    latent_bin_shares: tuple[tuple[float, ...], ...]
 
     def __post_init__(self):
         table = self.error_percentiles
-        if len(table) != PERCENTILE_POINTS or any(b < a for a, b in zip(table, table[1:], strict=False)):
+        if len(table) != PERCENTILE_POINTS or any(b < a for a, b in itertools.pairwise(table)):
             raise UserError(f"error_percentiles must be {PERCENTILE_POINTS} non-decreasing values")
         if not 0 < self.fpr < 1:
             raise UserError(f"fpr must be in (0, 1), got {self.fpr}")
-        if len(self.latent_mean) != len(self.latent_std) or len(self.latent_mean) != len(self.latent_quantiles):
-            raise UserError("latent_mean, latent_std and latent_quantiles must have one entry per latent dimension")
+        per_dim = (self.latent_std, self.latent_quantiles, self.latent_bin_shares)
+        if any(len(values) != len(self.latent_mean) for values in per_dim):
+            raise UserError(
+                "latent_mean, latent_std, latent_quantiles and latent_bin_shares need one entry per latent dimension"
+            )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -110,7 +117,8 @@ class ModelInfo:
 
     def __post_init__(self):
         if self.calibration is not None and len(self.calibration.latent_mean) != self.latent_dim:
-            raise UserError(f"calibration has {len(self.calibration.latent_mean)} latent dimensions, not {self.latent_dim}")
+            dims = len(self.calibration.latent_mean)
+            raise UserError(f"calibration has {dims} latent dimensions, not {self.latent_dim}")
         if self.latent_dim <= 0 or min(self.image_shape) <= 0:
             raise UserError(f"latent_dim and image_shape must be positive, got {self.latent_dim}, {self.image_shape}")
         if self.denoising != (self.noise is not None):

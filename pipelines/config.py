@@ -20,7 +20,7 @@ import re
 from models.config import TrainConfig
 from models.fields import option
 from models.model_info import OUTPUTS
-from transforms.errors import UserError
+from transforms.errors import DriftDetected, UserError
 from transforms.image_spec import NORMALIZATIONS, RESIZE_POLICIES
 
 CONFIG_JSON = "config.json"
@@ -83,9 +83,17 @@ class ReaderOptions:
     pixel_max: float | None = option(
         None, "The value meaning white in arrays and CSV (default by dtype: 255, 65535 for uint16, 1.0 for floats)."
     )
+    keep_labels: tuple[str, ...] | None = option(
+        None,
+        "Read only the records with these labels (comma-separated, e.g. 1,5,6); the others are skipped and "
+        "counted (records_skipped_label), not rejected.",
+        metavar="LABELS",
+    )
 
     def __post_init__(self):
         _choice("format", self.format, ("auto", *FORMATS))
+        if self.keep_labels is not None and not any(label.strip() for label in self.keep_labels):
+            raise UserError("keep_labels must name at least one label, e.g. --keep-labels 1,5,6")
         if self.pixel_max is not None and not self.pixel_max > 0:
             raise UserError(f"pixel_max must be positive, got {self.pixel_max}")
 
@@ -158,6 +166,11 @@ class InferConfig:
     poll_seconds: float = option(5.0, "With --watch: how often the folder is listed.")
     watch_seconds: float | None = option(
         None, "With --watch: stop after this long (default: run until SIGTERM or SIGINT)."
+    )
+    fail_on_drift: bool = option(
+        False,
+        f"Publish the run (or watch window), then exit with code {DriftDetected.exit_code} when its manifest's "
+        "drift section says detected: true.",
     )
     watch_mode: str = option(
         "micro-batch",

@@ -13,3 +13,10 @@ class UserError(ValueError):
     """A mistake in the input or the options; the message names the fix."""
 
     exit_code = 1
+
+
+class DriftDetected(UserError):
+    """``infer --fail-on-drift``: the run was published and its manifest's ``drift`` section says
+    ``detected: true`` (see ``pipelines.infer.drift``)."""
+
+    exit_code = 3

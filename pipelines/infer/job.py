@@ -5,7 +5,9 @@ reads, then validation) and the sinks (``parquet.write_predictions``) to ``Encod
 ``run_infer`` writes that into a staging folder with ``_config.json`` and ``_manifest.json`` and
 publishes it (``publish``) only when the run succeeded, as ``output/`` or, with a run id, the Hive
 partition ``output/run_id=RUN_ID/``, which also gets its keys index (``keys``); with
-``skip_existing`` only the records not already in another partition are encoded. With ``watch``
+``skip_existing`` only the records not already in another partition are encoded. The manifest's
+``drift`` section compares the run with the model's calibration (``drift``); with ``fail_on_drift``
+a run whose drift is detected is published, then fails with ``transforms.errors.DriftDetected``. With ``watch``
 it runs ``watch.run_watch`` (micro-batches, the default) or ``streaming.run_streaming`` instead.
 The model handler is a parameter of each, so tests inject their own.
 """
@@ -21,10 +23,10 @@ import pyarrow as pa
 from apache_beam.ml.inference.base import ModelHandler
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from models.model_info import DENOISED, LATENT, OUTPUTS, ModelInfo
+from models.model_info import ANOMALY_OUTPUTS, DENOISED, LATENT, OUTPUTS, Calibration, ModelInfo
 from pipelines import counters
 from pipelines.config import InferConfig, write_config
-from pipelines.infer import keys, manifest, parquet, publish
+from pipelines.infer import drift, keys, manifest, parquet, publish
 from pipelines.infer.encode import STAGE, EncodeImages
 from pipelines.infer.model_handler import HourglassModelHandler
 from pipelines.infer.streaming import run_streaming
@@ -45,9 +47,11 @@ def build_infer_pipeline(
     schema: pa.Schema,
     output: str,
     index: keys.KeysIndex | None = None,
+    calibration: Calibration | None = None,
 ) -> dict:
     """Adds read ``source`` -> validate -> encode -> write (under ``output``) to ``p``; returns the
-    PCollections by name (``tables``, ``retried``, ``rejected``).
+    PCollections by name (``tables``, ``retried``, ``rejected``). With ``calibration`` (the model's)
+    the drift bins are counted.
 
     With a run id the keys of the records written go to ``output/_keys/``; with ``index`` only the
     records not in it are validated and encoded (``--skip-existing``).
@@ -59,7 +63,7 @@ def build_infer_pipeline(
     if index is not None:
         records = records | "SkipExisting" >> beam.ParDo(keys.SkipExistingFn(index))
     checked = validate_read({"records": records, "rejected": read["rejected"]}, STAGE, cfg.max_pixels)
-    encoded = checked["valid"] | "EncodeImages" >> EncodeImages(model_handler, schema)
+    encoded = checked["valid"] | "EncodeImages" >> EncodeImages(model_handler, schema, calibration)
     written = parquet.write_predictions(encoded, checked["rejected"], output, schema, cfg.compression)
     if cfg.run_id is not None:
         model_hash = schema.metadata[(parquet.META_PREFIX + "model_hash").encode()].decode()
@@ -123,13 +127,21 @@ def run_infer(
 
     Raises:
       UserError: the model folder holds no export; a bad input spec; ``denoised`` asked of a model
-        not trained to denoise; an output folder that exists and is not an infer output.
+        not trained to denoise, or an anomaly output of a model without calibration; an output
+        folder that exists and is not an infer output.
+      transforms.errors.DriftDetected: ``fail_on_drift`` and the published run's drift is detected.
     """
     info = ModelInfo.read(cfg.model_dir)
     if cfg.outputs is not None and DENOISED in cfg.outputs and not info.denoising:
         raise UserError(
             f"--outputs asks for {DENOISED!r} but the model in {cfg.model_dir} was not trained to denoise "
             '(model_info.json has no "denoising": true); drop it from --outputs or train with --noise'
+        )
+    asked = sorted(set(cfg.outputs or ()) & set(ANOMALY_OUTPUTS))
+    if asked and info.calibration is None:
+        raise UserError(
+            f"--outputs asks for {', '.join(asked)} but the model in {cfg.model_dir} has no anomaly calibration "
+            "(it was exported before calibration existed); train it again, or drop them from --outputs"
         )
     schema = parquet.prediction_schema(info, cfg.outputs or OUTPUTS, cfg.pixels)
     handler = model_handler or make_model_handler(cfg)
@@ -139,7 +151,7 @@ def run_infer(
             counts, windows = run_streaming(cfg, options, handler, schema, info), ()
         else:
             counts, windows = run_watch(cfg, options, handler, schema, info)
-        log.info("infer counters:\n%s", counters.format_counters(counts))
+        log.info("infer counters:\n%s", counters.format_counters(drift.without_drift_counters(counts)))
         return InferResult(cfg.output, counts, windows=tuple(windows))
 
     source = resolve_source(cfg.input, cfg.reader, cfg.limit)  # fails early on a bad input, before staging
@@ -150,10 +162,10 @@ def run_infer(
     try:
         write_config(cfg, staging, parquet.CONFIG_NAME)
         with beam.Pipeline(options=options) as p:
-            build_infer_pipeline(p, cfg, source, handler, schema, staging, index)
+            build_infer_pipeline(p, cfg, source, handler, schema, staging, index, info.calibration)
         counts = counters.counters(p.result)
         fields = {"run_id": cfg.run_id, "input": cfg.input, **manifest.output_fields(cfg, info, schema)}
-        fields.update(manifest.count_fields(counts))
+        fields.update(manifest.count_fields(counts, info.calibration))
         fields["metrics"]["distributions"] = counters.distributions(p.result)
         if index is not None:
             fields.update({"compared_with": list(index.partitions), **_incremental(counts)})
@@ -163,7 +175,9 @@ def run_infer(
     except BaseException:
         publish.discard(staging)
         raise
-    log.info("infer counters:\n%s", counters.format_counters(counts))
+    log.info("infer counters:\n%s", counters.format_counters(drift.without_drift_counters(counts)))
+    if cfg.fail_on_drift:
+        drift.check(written["drift"], target)
     return InferResult(target, counts, written)
 
 

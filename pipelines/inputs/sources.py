@@ -23,13 +23,17 @@ import re
 import apache_beam as beam
 from apache_beam.io import fileio
 from apache_beam.io.filesystems import FileSystems
+from apache_beam.metrics import Metrics
 
 from pipelines import config
 from pipelines.config import BUILTIN_MNIST, ReaderOptions
+from pipelines.counters import NAMESPACE
 from pipelines.inputs import formats
 from pipelines.inputs.formats.base import Reader, Unreadable
 from pipelines.inputs.formats.image_files import FILES_PER_UNIT
+from transforms import features
 from transforms.errors import UserError
+from transforms.layout import SKIPPED_LABEL
 
 log = logging.getLogger(__name__)
 
@@ -144,10 +148,18 @@ class PlanUnitsFn(beam.DoFn):
 
 
 class ReadUnitFn(beam.DoFn):
-    """Unit -> raw records, and ``rejected`` ``Unreadable`` items."""
+    """Unit -> raw records, and ``rejected`` ``Unreadable`` items.
 
-    def __init__(self, source: Source):
+    With the reader option ``keep_labels``, records with other labels (or none) are skipped and
+    counted in ``records_skipped_label`` (unless ``counted`` is False: a second pass over the same
+    units): they are not rejected, and not counted as read.
+    """
+
+    def __init__(self, source: Source, counted: bool = True):
         self._source = source
+        keep = source.options.keep_labels
+        self._keep = frozenset(label.strip() for label in keep) if keep is not None else None
+        self._skipped = Metrics.counter(NAMESPACE, SKIPPED_LABEL) if counted else None
 
     def setup(self):
         self._reader = self._source.reader()
@@ -155,7 +167,12 @@ class ReadUnitFn(beam.DoFn):
 
     def process(self, unit):
         for item in self._reader.read(unit):
-            yield beam.pvalue.TaggedOutput(REJECTED, item) if isinstance(item, Unreadable) else item
+            if isinstance(item, Unreadable):
+                yield beam.pvalue.TaggedOutput(REJECTED, item)
+            elif self._keep is None or (item[features.LABEL] or "") in self._keep:
+                yield item
+            elif self._skipped is not None:
+                self._skipped.inc()
 
 
 class LimitUnits(beam.PTransform):
@@ -211,14 +228,16 @@ class PlanReads(beam.PTransform):
 
 
 class ReadUnits(beam.PTransform):
-    """Units -> ``{"records", "rejected"}``."""
+    """Units -> ``{"records", "rejected"}`` (``counted``: see :class:`ReadUnitFn`)."""
 
-    def __init__(self, source: Source):
+    def __init__(self, source: Source, counted: bool = True):
         super().__init__()
         self._source = source
+        self._counted = counted
 
     def expand(self, units):
-        read = units | "ReadUnits" >> beam.ParDo(ReadUnitFn(self._source)).with_outputs(REJECTED, main="records")
+        read_fn = ReadUnitFn(self._source, self._counted)
+        read = units | "ReadUnits" >> beam.ParDo(read_fn).with_outputs(REJECTED, main="records")
         return {"records": read.records, "rejected": read[REJECTED]}
 
 

@@ -130,5 +130,5 @@ class RereadValidImages(beam.PTransform):
         self._source, self._stage, self._max_pixels = source, stage, max_pixels
 
     def expand(self, units):
-        read = units | "ReadUnits" >> ReadUnits(self._source)
+        read = units | "ReadUnits" >> ReadUnits(self._source, counted=False)
         return validate_read(read, self._stage, self._max_pixels, counted=False)

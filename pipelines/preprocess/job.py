@@ -35,6 +35,7 @@ from transforms.layout import (
     EVAL,
     RECORDS_READ,
     REJECTED_DIR,
+    SKIPPED_LABEL,
     SPLITS,
     STATS_JSON,
     TFRECORD_SUFFIX,
@@ -168,7 +169,9 @@ class PreprocessResult:
 
     def summary(self) -> str:
         train, eval_ = (self.counts.get(split_counter(split), 0) for split in (TRAIN, EVAL))
-        return f"wrote {train} train + {eval_} eval records, {self.rejected} rejected -> {self.output}"
+        skipped = self.counts.get(SKIPPED_LABEL, 0)
+        kept = f" ({skipped} skipped by --keep-labels)" if skipped else ""
+        return f"wrote {train} train + {eval_} eval records, {self.rejected} rejected{kept} -> {self.output}"
 
     @property
     def stats(self) -> dict:
@@ -206,6 +209,11 @@ def check_rejects(counts: dict[str, int], max_fraction: float, source: str) -> N
       UserError: naming the input, the counts and the worst reasons.
     """
     read = counts.get(RECORDS_READ, 0)
+    if read == 0 and counts.get(SKIPPED_LABEL):
+        raise UserError(
+            f"all {counts[SKIPPED_LABEL]} records of {source!r} were skipped by --keep-labels; "
+            "pass labels the input holds (stats.json of a run without it lists them)"
+        )
     if read == 0:
         raise UserError(f"input {source!r} holds no records; check the path or pattern")
     reasons = collections.Counter(rejected_by_reason(counts, STAGE))
