@@ -228,6 +228,12 @@ class EvaluateConfig:
     reader: ReaderOptions = option(help="How to read --input.", factory=ReaderOptions)
     max_examples: int = option(10_000, "Images used per split, at most (the first ones read).")
     threshold_percentile: float = option(99.0, "The suggested anomaly threshold: this percentile of reference errors.")
+    normal_labels: tuple[str, ...] | None = option(
+        None,
+        "Labels of normal images (comma-separated, e.g. 1,7); images with other labels are anomalies: reports "
+        "AUROC, AUPR, F1 at the model's stored threshold and its FPR on normal images.",
+        metavar="LABELS",
+    )
     max_pixels: int = option(DEFAULT_MAX_PIXELS, "With --input: reject larger images.")
     seed: int = option(0, "Seed of the pairs interpolated, prior samples, noise and t-SNE.")
 

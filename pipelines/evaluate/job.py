@@ -43,7 +43,7 @@ def run_evaluate(cfg: EvaluateConfig, beam_args: list[str] | None = None) -> Eva
         examples = read_images(cfg, model, beam_args)
         reference, source = None, cfg.input
     log.info("evaluating %s on %d images of %s", cfg.model_dir, len(examples), source)
-    evaluation = evaluate(model, examples, reference, cfg.threshold_percentile, cfg.seed, source)
+    evaluation = evaluate(model, examples, reference, cfg.threshold_percentile, cfg.seed, source, cfg.normal_labels)
     drawn = figures.write_figures(evaluation, cfg.output)
     with tf.io.gfile.GFile(os.path.join(cfg.output, METRICS_JSON), "w") as f:
         json.dump(evaluation.metrics, f, indent=2, sort_keys=True)

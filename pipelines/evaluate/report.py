@@ -82,6 +82,8 @@ def render_report(metrics: dict, figures: list[Figure]) -> str:
         )
     if "denoising" in m:
         cards.append(_card(_metric(m, "denoising", "psnr_denoised"), "denoised PSNR, dB"))
+    if "auroc" in m["anomaly"].get("labelled", {}):
+        cards.append(_card(_metric(m, "anomaly", "labelled", "auroc"), "anomaly AUROC"))
     parts = [
         "<!doctype html>",
         '<html lang="en"><head><meta charset="utf-8">',
@@ -109,6 +111,10 @@ def render_report(metrics: dict, figures: list[Figure]) -> str:
             parts += [_anomaly_paragraph(m), _per_label_table(m)]
         if figure.file == "denoising.png":
             parts.append(_denoising_table(m))
+        if figure.file == "anomalies.png":
+            parts.append(_stored_threshold_paragraph(m))
+        if figure.file == "roc.png":
+            parts.append(_labelled_table(m))
     parts += [
         '<footer>All numbers: <a href="metrics.json">metrics.json</a>; how this report was made: '
         '<a href="config.json">config.json</a>. Errors are per-image mean squared errors of [0, 1] pixels; '
@@ -125,6 +131,32 @@ def _anomaly_paragraph(m: dict) -> str:
         f". Above it: {_metric(m, 'anomaly', 'flagged')} of the evaluated images "
         f"(fraction {_metric(m, 'anomaly', 'flagged_fraction')}).</p>"
     )
+
+
+def _stored_threshold_paragraph(m: dict) -> str:
+    method = html.escape(m["anomaly"]["stored"]["method"])
+    return (
+        f'<p class="note">The model\'s stored threshold: {_metric(m, "anomaly", "stored", "threshold")}, set '
+        f"on {_metric(m, 'anomaly', 'stored', 'calibration_examples')} eval-split images for a target "
+        f"false-positive rate of {_metric(m, 'anomaly', 'stored', 'fpr')} ({method}). "
+        f"is_anomaly flags {_metric(m, 'anomaly', 'stored', 'flagged')} of the evaluated images "
+        f"(fraction {_metric(m, 'anomaly', 'stored', 'flagged_fraction')}).</p>"
+    )
+
+
+def _labelled_table(m: dict) -> str:
+    rows = [
+        ("AUROC (reconstruction error)", "auroc"),
+        ("AUPR (average precision)", "aupr"),
+        ("F1 at the stored threshold", "f1"),
+        ("precision at the stored threshold", "precision"),
+        ("recall at the stored threshold", "recall"),
+        ("FPR on normal images", "fpr"),
+        ("normal images", "normal"),
+        ("anomalies", "anomalous"),
+    ]
+    body = "".join(f"<tr><td>{name}</td><td>{_metric(m, 'anomaly', 'labelled', key)}</td></tr>" for name, key in rows)
+    return f"<table><tr><th>with --normal-labels</th><th>value</th></tr>{body}</table>"
 
 
 def _per_label_table(m: dict) -> str:

@@ -61,6 +61,8 @@ class Evaluation:
     latent_walk: LatentWalk | None
     prior_samples: np.ndarray | None
     denoising: Denoising | None
+    anomaly_scores: np.ndarray | None = None  # the export's anomaly_score (a calibrated model)
+    roc: dict[str, np.ndarray] | None = None  # "fpr", "tpr" with --normal-labels
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,9 +76,11 @@ class EvaluateResult:
     def summary(self) -> str:
         m = self.metrics
         knn = m["classification"].get("knn", {}).get("autoencoder")
+        auroc = m["anomaly"].get("labelled", {}).get("auroc")
         return (
             f"reconstruction MSE {m['reconstruction']['mse_mean']:.5f} (PCA {m['pca']['mse_mean']:.5f}), "
             f"anomaly threshold {m['anomaly']['threshold']:.5f}"
             + (f", k-NN accuracy on codes {knn:.3f}" if knn is not None else "")
+            + (f", anomaly AUROC {auroc:.3f}" if auroc is not None else "")
             + f" -> {self.index_html}"
         )
