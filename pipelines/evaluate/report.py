@@ -113,8 +113,8 @@ def render_report(metrics: dict, figures: list[Figure]) -> str:
             parts.append(_denoising_table(m))
         if figure.file == "anomalies.png":
             parts.append(_stored_threshold_paragraph(m))
-        if figure.file == "roc.png":
-            parts.append(_labelled_table(m))
+            if "labelled" in m["anomaly"]:
+                parts.append(_labelled_table(m))
     parts += [
         '<footer>All numbers: <a href="metrics.json">metrics.json</a>; how this report was made: '
         '<a href="config.json">config.json</a>. Errors are per-image mean squared errors of [0, 1] pixels; '
@@ -154,8 +154,16 @@ def _labelled_table(m: dict) -> str:
         ("FPR on normal images", "fpr"),
         ("normal images", "normal"),
         ("anomalies", "anomalous"),
+        ("unlabelled images (left out)", "unlabelled"),
     ]
-    body = "".join(f"<tr><td>{name}</td><td>{_metric(m, 'anomaly', 'labelled', key)}</td></tr>" for name, key in rows)
+    labelled = m["anomaly"]["labelled"]
+    body = "".join(
+        f"<tr><td>{name}</td><td>{_metric(m, 'anomaly', 'labelled', key)}</td></tr>"
+        for name, key in rows
+        if key in labelled
+    )
+    if "skipped" in labelled:
+        body += f'<tr><td colspan="2">{html.escape(labelled["skipped"])}</td></tr>'
     return f"<table><tr><th>with --normal-labels</th><th>value</th></tr>{body}</table>"
 
 

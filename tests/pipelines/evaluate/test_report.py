@@ -22,6 +22,8 @@ from tests.helpers import serve
 
 EVAL_PERCENT = 25  # as in conftest's `preprocessed`
 PLAIN_FIGURES = {"reconstructions.png", "latent.png", "interpolation.png", "errors.png"}
+# A model exported by `train` is calibrated: its report also shows the most and least anomalous images.
+CALIBRATED_FIGURES = PLAIN_FIGURES | {"anomalies.png"}
 
 
 class _PageParser(html.parser.HTMLParser):
@@ -112,7 +114,7 @@ def variational_denoiser(preprocessed, tmp_path_factory):
 
 def test_every_figure_exists_decodes_and_is_not_blank(report):
     page = _parse(report)
-    assert set(page.images) == PLAIN_FIGURES
+    assert set(page.images) == CALIBRATED_FIGURES
     assert set(page.images) == {p.name for p in report.glob("*.png")}  # nothing drawn but not shown
     for name in page.images:
         pixels = _pixels(report / name)
@@ -221,7 +223,7 @@ def test_page_loads_in_headless_chromium(report, chromium, tmp_path):
     page = load_page(chromium, (report / "index.html").as_uri())
     assert page.failed == [] and page.errors == []
     assert page.requests and all(url.startswith("file://") for url in page.requests)
-    assert sorted(src for src, _, _ in page.images) == sorted(PLAIN_FIGURES)
+    assert sorted(src for src, _, _ in page.images) == sorted(CALIBRATED_FIGURES)
     assert all(complete and width > 0 for _, complete, width in page.images)
     (tmp_path / "screenshot.png").write_bytes(page.screenshot)
     shot = _pixels(tmp_path / "screenshot.png")
