@@ -10,7 +10,7 @@ aligned to the epoch, in UTC). The files of the open window are encoded by bound
 sinks): one whenever ``BATCH_FILES`` files are waiting and
 one when the window ends, each writing into the window's hidden staging folder. When the window
 has ended, the loop writes the window's ``_manifest.json`` (``window_start``, ``window_end``,
-``files_read``, ``files_vanished``, rows, rejects by reason, the model's identity, the batches) and
+``files_read``, ``files_vanished``, rows, rejects by reason, ``drift``, the model's identity, the batches) and
 publishes the folder by one rename (``publish``) as the Hive partition
 ``OUTPUT/window_start=2026-12-01T20%3A54%3A00Z/`` (``:`` escaped as Spark writes it; pandas,
 pyarrow, DuckDB and Spark read the value back as ``2026-12-01T20:54:00Z``). A window in which no
