@@ -109,6 +109,9 @@ class TrainConfig:
     restart: bool = option(
         False, "Delete the model folder's checkpoints and logs and train from scratch (e.g. on changed data)."
     )
+    anomaly_fpr: float = option(
+        0.01, "The share of normal images is_anomaly may flag: the threshold set on the eval split, in (0, 1)."
+    )
 
     def __post_init__(self):
         for name in ("epochs", "batch_size", "learning_rate"):
@@ -125,6 +128,8 @@ class TrainConfig:
         counts = (self.checkpoint_every_steps, self.early_stopping_patience, self.reduce_lr_patience, self.cache_mb)
         if min(*counts, self.min_delta) < 0:
             raise UserError("checkpoint_every_steps, the patiences, cache_mb and min_delta must not be negative")
+        if not 0 < self.anomaly_fpr < 1:
+            raise UserError(f"anomaly_fpr must be between 0 and 1, got {self.anomaly_fpr}")
         if not 0 < self.reduce_lr_factor < 1:
             raise UserError(f"reduce_lr_factor must be between 0 and 1, got {self.reduce_lr_factor}")
 

@@ -6,16 +6,19 @@ training):
   ``reconstruction`` float32 ``(batch, H, W, C)`` in [0, 1], ``reconstruction_error`` float32
   ``(batch,)`` (per-image MSE against the model's own [0, 1] input pixels), and for a model
   trained with noise also ``denoised`` float32 ``(batch, H, W, C)``: the reconstruction of the
-  given (possibly noisy) images, which such a model has learned to clean;
+  given (possibly noisy) images, which such a model has learned to clean; with a calibration
+  (``models.calibration``) also ``anomaly_score`` float32 ``(batch,)``, the percentile rank of the
+  error in the calibration's table (0 to 1, linear between its points, monotone in the error), and
+  ``is_anomaly`` bool ``(batch,)``, the error above the calibration's threshold;
   ``encode(images: string[batch])`` -> ``latent`` (for the VAEs: the posterior mean);
   ``decode(latent: float32[batch, latent_dim])`` -> ``reconstruction`` (any codes, e.g. samples);
   for the VAEs also ``interpolate(images_a: string[batch], images_b: string[batch],
   alphas: float32[steps])`` -> ``reconstruction`` ``(batch, steps, H, W, C)``, the images
   ``g((1 - a) f(x) + a f(x'))`` (see ``Autoencoder.interpolate``).
 ``model_info.json`` beside ``saved_model.pb`` is a :class:`~models.model_info.ModelInfo` (kind, latent
-size, parameters, loss, image shape, ``noise``, ``variational`` and ``model_hash``, the hash of the saved
-files and those fields that ``models.model_check`` verifies before a model is loaded); the output
-names are ``models.model_info``'s.
+size, parameters, loss, image shape, ``noise``, ``variational``, the ``calibration`` and
+``model_hash``, the hash of the saved files and those fields that ``models.model_check`` verifies
+before a model is loaded); the output names are ``models.model_info``'s.
 """
 
 from __future__ import annotations
@@ -26,18 +29,33 @@ import tensorflow as tf
 import tensorflow_transform as tft
 
 from models.base import Autoencoder
+from models.calibration import per_image_error
 from models.model_check import export_hash
-from models.model_info import DENOISED, LATENT, RECONSTRUCTION, RECONSTRUCTION_ERROR, ModelInfo, saved_model_path
+from models.model_info import (
+    ANOMALY_SCORE,
+    DENOISED,
+    IS_ANOMALY,
+    LATENT,
+    RECONSTRUCTION,
+    RECONSTRUCTION_ERROR,
+    Calibration,
+    ModelInfo,
+    saved_model_path,
+)
 from transforms import features
 
 
 class ServingModule(tf.Module):
     """Wraps the transform layer and the autoencoder behind one ``tf.function``."""
 
-    def __init__(self, model: Autoencoder, tft_output: tft.TFTransformOutput):
+    def __init__(self, model: Autoencoder, tft_output: tft.TFTransformOutput, calibration: Calibration | None = None):
         super().__init__()
         self.model = model
         self.transform = tft_output.transform_features_layer()
+        self.calibration = calibration
+        if calibration is not None:
+            self.percentiles = tf.constant(calibration.error_percentiles, tf.float32)
+            self.threshold = tf.constant(calibration.threshold, tf.float32)
 
         latent_spec = tf.TensorSpec([None, model.latent_dim], tf.float32, name="latent")
         self.decode = tf.function(self._decode, input_signature=[latent_spec])
@@ -63,10 +81,13 @@ class ServingModule(tf.Module):
         transformed = self.transform({features.IMAGE: images})
         latent = self.model.encode(transformed[features.INPUTS])
         reconstruction = self.model.decode(latent)
-        error = tf.reduce_mean(tf.square(reconstruction - transformed[features.PIXELS]), axis=[1, 2, 3])
+        error = per_image_error(reconstruction, transformed[features.PIXELS])
         outputs = {LATENT: latent, RECONSTRUCTION: reconstruction, RECONSTRUCTION_ERROR: error}
         if self.model.noise is not None:
             outputs[DENOISED] = tf.identity(reconstruction)
+        if self.calibration is not None:
+            outputs[ANOMALY_SCORE] = percentile_rank(error, self.percentiles)
+            outputs[IS_ANOMALY] = error > self.threshold
         return outputs
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="images")])
@@ -83,16 +104,37 @@ class ServingModule(tf.Module):
         return {RECONSTRUCTION: self.model.interpolate(inputs_a, inputs_b, alphas)}
 
 
-def export_model(model: Autoencoder, tft_output: tft.TFTransformOutput, model_dir: str, params: dict) -> str:
+def percentile_rank(values, table):
+    """The rank of each of ``values`` ``(batch,)`` in the percentile ``table`` (101 non-decreasing
+    values at 0..100%), from 0 to 1: ``(i + f) / 100`` between points ``i`` and ``i + 1``, where ``f``
+    is the linear position between them; 0 below the table, 1 above it."""
+    points = tf.shape(table)[0]
+    upper = tf.clip_by_value(tf.searchsorted(table, values, side="right"), 1, points - 1)
+    low, high = tf.gather(table, upper - 1), tf.gather(table, upper)
+    width = high - low
+    fraction = tf.clip_by_value(tf.math.divide_no_nan(values - low, width), 0.0, 1.0)
+    # Where points tie (width 0), a value equal to them ranks at the tie's top.
+    fraction = tf.where((width == 0) & (values >= high), 1.0, fraction)
+    return (tf.cast(upper - 1, tf.float32) + fraction) / tf.cast(points - 1, tf.float32)
+
+
+def export_model(
+    model: Autoencoder,
+    tft_output: tft.TFTransformOutput,
+    model_dir: str,
+    params: dict,
+    calibration: Calibration | None = None,
+) -> str:
     """Writes ``MODEL_DIR/saved_model`` with its ``model_info.json``; ``params`` are the kind's
-    resolved parameters. Training passes its staging folder as ``model_dir`` and publishes it
-    (``transforms.publishing``), so a failed export leaves the last good one.
+    resolved parameters, ``calibration`` sets the anomaly outputs. Training passes its staging
+    folder as ``model_dir`` and publishes it (``transforms.publishing``), so a failed export leaves
+    the last good one.
 
     Returns:
       the SavedModel path.
     """
     path = saved_model_path(model_dir)
-    module = ServingModule(model, tft_output)
+    module = ServingModule(model, tft_output, calibration)
     tf.saved_model.save(module, path, signatures=module.signatures())
     info = ModelInfo(
         kind=model.kind,
@@ -104,6 +146,7 @@ def export_model(model: Autoencoder, tft_output: tft.TFTransformOutput, model_di
         noise=str(model.noise) if model.noise is not None else None,
         denoising=model.noise is not None,
         variational=model.variational,
+        calibration=calibration,
     )
     info = dataclasses.replace(info, model_hash=export_hash(path, info))
     info.write(path)

@@ -4,14 +4,17 @@ The one writer (``models.export``) and every reader (infer, evaluate, warm start
 :class:`ModelInfo`, so the file's fields are typed and checked in one place. Pure Python (the file
 is read with ``tf.io.gfile`` when it is read), so the command line can import the output names fast.
 
-``serving_default`` returns ``LATENT``, ``RECONSTRUCTION``, ``RECONSTRUCTION_ERROR`` and, for a
-model trained with noise, ``DENOISED``; ``encode`` returns ``LATENT``; ``decode`` and
-``interpolate`` return ``RECONSTRUCTION``.
+``serving_default`` returns ``LATENT``, ``RECONSTRUCTION``, ``RECONSTRUCTION_ERROR``, for a
+model trained with noise ``DENOISED``, and for a calibrated model (every export since calibration
+exists) ``ANOMALY_SCORE`` and ``IS_ANOMALY``; ``encode`` returns ``LATENT``; ``decode`` and
+``interpolate`` return ``RECONSTRUCTION``. :class:`Calibration` is what ``train`` measured on the
+eval split to set those two (``models.calibration`` computes it).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import os
 from typing import Any
@@ -26,12 +29,63 @@ LATENT = "latent"
 RECONSTRUCTION = "reconstruction"
 DENOISED = "denoised"
 RECONSTRUCTION_ERROR = "reconstruction_error"
-OUTPUTS = (LATENT, RECONSTRUCTION, DENOISED, RECONSTRUCTION_ERROR)
+ANOMALY_SCORE = "anomaly_score"
+IS_ANOMALY = "is_anomaly"
+OUTPUTS = (LATENT, RECONSTRUCTION, DENOISED, RECONSTRUCTION_ERROR, ANOMALY_SCORE, IS_ANOMALY)
+ANOMALY_OUTPUTS = (ANOMALY_SCORE, IS_ANOMALY)
+# The error percentile table has a point at every percent, 0 to 100.
+PERCENTILE_POINTS = 101
 
 
 def saved_model_path(model_dir: str) -> str:
     """``MODEL_DIR/saved_model``."""
     return os.path.join(model_dir, SAVED_MODEL_DIR)
+
+
+@dataclasses.dataclass(frozen=True)
+class Calibration:
+    """The anomaly calibration: what the eval split (held out from the weights) looked like to the model.
+
+    Attributes:
+      error: which per-image error is scored (``mse``: the mean squared error over pixels).
+      fpr: the target false-positive rate the threshold was set for (``--anomaly-fpr``).
+      threshold: ``is_anomaly`` is ``error > threshold``.
+      method: how the threshold was set: ``conformal`` (the ``ceil((1 - fpr)(n + 1))``-th smallest
+        of the n calibration errors, when n is large enough for it) or ``lognormal`` (a log-normal
+        fitted to the errors, its ``1 - fpr`` quantile, for fewer errors). Never a minimum.
+      examples: how many eval images were scored.
+      flagged_fraction: the share of the calibration errors above the threshold.
+      error_percentiles: the error at each percent 0..100 (101 values; ``anomaly_score`` is the
+        percentile rank in this table, linear between points, and it is the drift reference of the errors).
+      latent_mean, latent_std: per latent dimension.
+      latent_quantiles: per latent dimension, its deciles (10%..90%: the edges of the PSI bins).
+      latent_bin_shares: per latent dimension, the share of the calibration latents in each of the
+        10 bins those edges make (about 10% each; tied deciles make empty bins and fuller ones).
+    """
+
+    error: str
+    fpr: float
+    threshold: float
+    method: str
+    examples: int
+    flagged_fraction: float
+    error_percentiles: tuple[float, ...]
+    latent_mean: tuple[float, ...]
+    latent_std: tuple[float, ...]
+    latent_quantiles: tuple[tuple[float, ...], ...]
+    latent_bin_shares: tuple[tuple[float, ...], ...]
+
+    def __post_init__(self):
+        table = self.error_percentiles
+        if len(table) != PERCENTILE_POINTS or any(b < a for a, b in itertools.pairwise(table)):
+            raise UserError(f"error_percentiles must be {PERCENTILE_POINTS} non-decreasing values")
+        if not 0 < self.fpr < 1:
+            raise UserError(f"fpr must be in (0, 1), got {self.fpr}")
+        per_dim = (self.latent_std, self.latent_quantiles, self.latent_bin_shares)
+        if any(len(values) != len(self.latent_mean) for values in per_dim):
+            raise UserError(
+                "latent_mean, latent_std, latent_quantiles and latent_bin_shares need one entry per latent dimension"
+            )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,6 +100,8 @@ class ModelInfo:
       noise: the corruption it was trained on (``KIND:AMOUNT``), or None.
       denoising: trained with noise: ``serving_default`` also returns ``DENOISED``.
       variational: a VAE (its ``encode`` is the posterior mean; it has ``interpolate``).
+      calibration: the anomaly calibration; None for exports made before it existed (they return
+        no ``ANOMALY_SCORE`` and ``IS_ANOMALY``).
     """
 
     kind: str
@@ -57,8 +113,12 @@ class ModelInfo:
     noise: str | None = None
     denoising: bool = False
     variational: bool = False
+    calibration: Calibration | None = None
 
     def __post_init__(self):
+        if self.calibration is not None and len(self.calibration.latent_mean) != self.latent_dim:
+            dims = len(self.calibration.latent_mean)
+            raise UserError(f"calibration has {dims} latent dimensions, not {self.latent_dim}")
         if self.latent_dim <= 0 or min(self.image_shape) <= 0:
             raise UserError(f"latent_dim and image_shape must be positive, got {self.latent_dim}, {self.image_shape}")
         if self.denoising != (self.noise is not None):
@@ -67,7 +127,11 @@ class ModelInfo:
     @property
     def outputs(self) -> tuple[str, ...]:
         """The names ``serving_default`` returns."""
-        return tuple(name for name in OUTPUTS if name != DENOISED or self.denoising)
+        return tuple(
+            name
+            for name in OUTPUTS
+            if (name != DENOISED or self.denoising) and (name not in ANOMALY_OUTPUTS or self.calibration is not None)
+        )
 
     def identity(self) -> dict[str, Any]:
         """What a model folder, its checkpoints and a warm start must agree on (as JSON reads it back)."""

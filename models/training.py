@@ -10,8 +10,8 @@ Reads ``DATA/{train,eval}-*.tfrecord.gz`` and ``DATA/transform_output``. Writes,
 ``checkpoints/`` (see ``models.checkpoints``; saved at every epoch end and every
 ``checkpoint_every_steps`` steps), ``logs/{train,eval}`` (TensorBoard), and, published together
 only when the run succeeded (``transforms.publishing``: a failed or killed run leaves the previous
-ones), ``saved_model/`` (see ``models.export``), ``training.json`` (with the data's fingerprint) and
-``config.json``. A run started again with the same config resumes from the last checkpoint,
+ones), ``saved_model/`` (see ``models.export``; calibrated for anomalies on the eval split, see
+``models.calibration``), ``training.json`` (with the data's fingerprint) and ``config.json``. A run started again with the same config resumes from the last checkpoint,
 mid-epoch included: the epoch's records come in an order fixed by the seed and the epoch, and the
 ones already trained on are skipped. The checkpoints record the data's fingerprint, so a resumption
 on changed data is refused (``--restart`` starts over), and a finished run does nothing.
@@ -36,7 +36,7 @@ import keras
 import tensorflow as tf
 
 import models.kinds  # noqa: F401  (registers every kind)
-from models import checkpoints, export, input_pipeline, model_info, registry, strategies
+from models import calibration, checkpoints, export, input_pipeline, model_info, registry, strategies
 from models.base import Autoencoder
 from models.config import CONFIG_JSON, TrainConfig, write_config
 from models.registry import build_autoencoder
@@ -318,7 +318,7 @@ def _train(cfg: TrainConfig, strategy, is_chief: bool, publication, tft_output, 
         examples += loop.run_epoch()
     wall = time.time() - started
 
-    _export(model, cfg, shape, tft_output, publication)
+    _export(model, cfg, shape, tft_output, publication, inputs["eval"].files)
     result = TrainResult(
         saved_model=model_info.saved_model_path(cfg.model_dir),
         history=progress.history,
@@ -436,18 +436,22 @@ def _write_summaries(writers: dict, step: int, loss: float, eval_loss: float, lr
         writer.flush()
 
 
-def _export(model: Autoencoder, cfg: TrainConfig, shape, tft_output, publication) -> None:
-    """Exports a plain float32 copy of ``model`` into the staging folder (chief only; every worker
-    reads the weights).
+def _export(model: Autoencoder, cfg: TrainConfig, shape, tft_output, publication, eval_files: list[str]) -> None:
+    """Calibrates and exports a plain float32 copy of ``model`` into the staging folder (chief only;
+    every worker reads the weights).
 
-    The copy makes the export independent of the strategy and of the compute precision.
+    The copy makes the export independent of the strategy and of the compute precision; the
+    calibration scores the eval split with it, as the export will.
     """
     with _dtype_policy("float32"):
         plain = build_autoencoder(cfg.model, shape)
     plain.build((None, *shape))
     plain.set_weights(model.get_weights())  # reads the distributed variables: every worker takes part
-    if publication is not None:
-        export.export_model(plain, tft_output, publication.staging, cfg.model.params)
+    if publication is None:
+        return
+    eval_batches = input_pipeline.make_dataset(eval_files, tft_output, cfg.batch_size, shuffle=False)
+    calibrated = calibration.calibrate(plain, eval_batches, cfg.anomaly_fpr)
+    export.export_model(plain, tft_output, publication.staging, cfg.model.params, calibrated)
 
 
 def _write_training_json(

@@ -19,7 +19,7 @@ from typing import NamedTuple
 from models.config import CONFIG_JSON, TRUST_MODEL_HELP, TrainConfig, write_config  # noqa: F401  (every stage's config.json)
 from models.fields import option
 from models.model_info import OUTPUTS
-from transforms.errors import UserError
+from transforms.errors import DriftDetected, UserError
 from transforms.image_spec import NORMALIZATIONS, RESIZE_POLICIES
 
 BUILTIN_MNIST = "builtin:mnist"
@@ -102,11 +102,19 @@ class ReaderOptions:
         DEFAULT_MAX_FILE_BYTES,
         "Reject larger image files unread (file_too_large); containers are read in ranges and have no limit.",
     )
+    keep_labels: tuple[str, ...] | None = option(
+        None,
+        "Read only the records with these labels (comma-separated, e.g. 1,5,6); the others are skipped and "
+        "counted (records_skipped_label), not rejected.",
+        metavar="LABELS",
+    )
 
     def __post_init__(self):
         _choice("format", self.format, ("auto", *FORMATS))
         if self.max_file_bytes <= 0:
             raise UserError(f"max_file_bytes must be positive, got {self.max_file_bytes}")
+        if self.keep_labels is not None and not any(label.strip() for label in self.keep_labels):
+            raise UserError("keep_labels must name at least one label, e.g. --keep-labels 1,5,6")
         if self.pixel_max is not None and not self.pixel_max > 0:
             raise UserError(f"pixel_max must be positive, got {self.pixel_max}")
 
@@ -185,6 +193,11 @@ class InferConfig:
     watch_seconds: float | None = option(
         None, "With --watch: stop after this long (default: run until SIGTERM or SIGINT)."
     )
+    fail_on_drift: bool = option(
+        False,
+        f"Publish the run (or watch window), then exit with code {DriftDetected.exit_code} when its manifest's "
+        "drift section says detected: true.",
+    )
     watch_mode: str = option(
         "micro-batch",
         "With --watch: micro-batch (bounded Beam jobs, each window published as it closes, any runner) or "
@@ -242,6 +255,12 @@ class EvaluateConfig:
     reader: ReaderOptions = option(help="How to read --input.", factory=ReaderOptions)
     max_examples: int = option(10_000, "Images used per split, at most (the first ones read).")
     threshold_percentile: float = option(99.0, "The suggested anomaly threshold: this percentile of reference errors.")
+    normal_labels: tuple[str, ...] | None = option(
+        None,
+        "Labels of normal images (comma-separated, e.g. 1,7); images with other labels are anomalies: reports "
+        "AUROC, AUPR, F1 at the model's stored threshold and its FPR on normal images.",
+        metavar="LABELS",
+    )
     max_pixels: int = option(DEFAULT_MAX_PIXELS, "With --input: reject larger images.")
     max_decoded_bytes: int = option(DEFAULT_MAX_DECODED_BYTES, "With --input: " + _MAX_DECODED_HELP)
     seed: int = option(0, "Seed of the pairs interpolated, prior samples, noise and t-SNE.")

@@ -102,3 +102,10 @@ def error_text(error: BaseException) -> str:
     in-memory file it was given, ``<_io.BytesIO object at 0x...>``) becomes ``the data``."""
     message = _OBJECT_REPR.sub("the data", str(error)).strip()
     return f"{type(error).__name__}: {message}" if message else type(error).__name__
+
+
+class DriftDetected(UserError):
+    """``infer --fail-on-drift``: the run was published and its manifest's ``drift`` section says
+    ``detected: true`` (see ``pipelines.infer.drift``)."""
+
+    exit_code = 3

@@ -8,9 +8,10 @@
     stats.json                                 counts, rejects by reason, analyzer values
 
 and its Beam counters (namespace ``hourglass``) are ``records_read``, ``<split>_records``,
-``<stage>_rejected_<reason>`` and ``skipped_<reason>`` (input files skipped unread). The writer
-(``pipelines.preprocess``) and every reader (``models.input_pipeline``, ``pipelines.evaluate``, the
-jobs' summaries) import these names from here. Pure Python, so it sits at the bottom of the imports.
+``<stage>_rejected_<reason>``, ``skipped_<reason>`` (input files skipped unread) and
+``records_skipped_label`` (records a reader's ``keep_labels`` left out, not counted as read). The
+writer (``pipelines.preprocess``) and every reader (``models.input_pipeline``, ``pipelines.evaluate``,
+the jobs' summaries) import these names from here. Pure Python, so it sits at the bottom of the imports.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ REJECTED_DIR = "rejected"
 STATS_JSON = "stats.json"
 
 RECORDS_READ = "records_read"
+SKIPPED_LABEL = "records_skipped_label"
 
 
 def split_prefix(data_dir: str, split: str) -> str:

@@ -55,6 +55,10 @@ def write_figures(evaluation: Evaluation, output: str) -> list[Figure]:
     drawn.append(_save(errors(evaluation), output, "errors.png"))
     if evaluation.metrics["probe"].get("sizes"):
         drawn.append(_save(probe(evaluation.metrics["probe"]), output, "probe.png"))
+    if evaluation.anomaly_scores is not None:
+        drawn.append(_save(anomalous(evaluation), output, "anomalies.png"))
+    if evaluation.roc is not None:
+        drawn.append(_save(roc_curve(evaluation), output, "roc.png"))
     titles = {
         "loss.png": (
             "Training",
@@ -101,6 +105,17 @@ def write_figures(evaluation: Evaluation, output: str) -> list[Figure]:
             "Reconstruction errors",
             "Left: errors of the evaluated images and of the reference images, with the suggested anomaly "
             "threshold. Right: mean error per label.",
+        ),
+        "anomalies.png": (
+            "Most and least anomalous images",
+            "The evaluated images with the highest and the lowest anomaly score (the error's percentile rank "
+            "among the calibration errors; ties broken by the error), with label, score and, in red, "
+            "those is_anomaly flags (error above the stored threshold).",
+        ),
+        "roc.png": (
+            "ROC curve",
+            "True-positive rate (anomalies flagged) against false-positive rate (normal images flagged) as "
+            "the error threshold moves; the dot is the model's stored threshold (is_anomaly).",
         ),
     }
     return [Figure(name, *titles[name]) for name in drawn]
@@ -355,4 +370,39 @@ def errors(evaluation: Evaluation) -> MplFigure:
     bars.set_xlabel("label", fontsize=8)
     bars.set_ylabel("mean reconstruction error", fontsize=8)
     bars.tick_params(labelsize=7)
+    return fig
+
+
+def anomalous(evaluation: Evaluation) -> MplFigure:
+    """The most and the least anomalous images by ``anomaly_score`` (then error), flagged ones titled in red."""
+    order = np.lexsort((evaluation.errors, evaluation.anomaly_scores))
+    shown = min(SHOWN, len(order))
+    groups = {"most\nanomalous": order[::-1][:shown], "least\nanomalous": order[:shown]}
+    flagged = evaluation.errors > evaluation.metrics["anomaly"]["stored"]["threshold"]
+    fig = _new_figure(shown * _CELL + 1.0, 2.6 * _CELL)
+    axes = np.asarray(fig.subplots(2, shown, squeeze=False))
+    for row, (name, indices) in enumerate(groups.items()):
+        for c, i in enumerate(indices):
+            _show(axes[row, c], evaluation.examples.pixels[i])
+            title = f"{_label(evaluation.examples, i)} · {evaluation.anomaly_scores[i]:.3f}"
+            axes[row, c].set_title(title, fontsize=7, color="#c62828" if flagged[i] else "black")
+        _row_label(axes[row, 0], name)
+    return fig
+
+
+def roc_curve(evaluation: Evaluation) -> MplFigure:
+    """The ROC curve of the error with ``--normal-labels``, and the stored threshold's point."""
+    labelled = evaluation.metrics["anomaly"]["labelled"]
+    fig = _new_figure(4.6, 4.2)
+    ax = fig.subplots()
+    ax.plot(evaluation.roc["fpr"], evaluation.roc["tpr"], color="#1e88e5", label=f"AUROC {labelled['auroc']:.3f}")
+    ax.plot([0, 1], [0, 1], color="#9e9e9e", linestyle=":", linewidth=1)
+    ax.scatter(
+        [labelled["fpr"]], [labelled["recall"]], color="#d81b60", zorder=3, label="stored threshold (is_anomaly)"
+    )
+    ax.set_xlabel("false-positive rate (normal images flagged)", fontsize=8)
+    ax.set_ylabel("true-positive rate (anomalies flagged)", fontsize=8)
+    ax.set_title(f"normal labels: {', '.join(labelled['normal_labels'])}", fontsize=8)
+    ax.tick_params(labelsize=7)
+    ax.legend(fontsize=7, loc="lower right")
     return fig

@@ -60,7 +60,9 @@ def run_evaluate(cfg: EvaluateConfig, beam_args: list[str] | None = None) -> Eva
             reference, source = None, cfg.input
         log.info("evaluating %s on %d images of %s", cfg.model_dir, len(examples), source)
         card = read_card(cfg.model_dir, model.info, model.variational)
-        evaluation = evaluate(model, card, examples, reference, cfg.threshold_percentile, cfg.seed, source)
+        evaluation = evaluate(
+            model, card, examples, reference, cfg.threshold_percentile, cfg.seed, source, cfg.normal_labels
+        )
         drawn = figures.write_figures(evaluation, staged.output)
         with tf.io.gfile.GFile(os.path.join(staged.output, METRICS_JSON), "w") as f:
             json.dump(evaluation.metrics, f, indent=2, sort_keys=True)

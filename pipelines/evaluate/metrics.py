@@ -5,6 +5,7 @@ Input: an :class:`~pipelines.evaluate.exported.ExportedModel` with its model car
 the anomaly threshold and fits the baselines). Output: an :class:`~pipelines.evaluate.results.Evaluation`,
 whose metrics also hold the few-label probe (``probe``), the restoration scores of a model trained
 with a corruption (``restoration``) and the verdicts (``verdicts``).
+The stored anomaly threshold and the figures with anomaly labels are ``anomaly``'s.
 
 One definition of error throughout (``scores``): the per-image mean squared error between the
 model's output and the [0, 1] target pixels; PSNR is ``10 log10(1 / MSE)``. The PCA baseline
@@ -24,6 +25,8 @@ from sklearn.model_selection import StratifiedKFold, cross_val_score
 from sklearn.neighbors import KNeighborsClassifier
 from threadpoolctl import threadpool_limits
 
+from models.model_info import ANOMALY_SCORE, IS_ANOMALY, RECONSTRUCTION_ERROR
+from pipelines.evaluate import anomaly
 from pipelines.evaluate.card import ModelCard
 from pipelines.evaluate.data import Examples
 from pipelines.evaluate.exported import ExportedModel
@@ -32,6 +35,7 @@ from pipelines.evaluate.restoration import restore
 from pipelines.evaluate.results import Evaluation, Interpolation, LatentWalk
 from pipelines.evaluate.scores import per_image_mse, psnr
 from pipelines.evaluate.verdicts import judge
+from transforms.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +59,7 @@ def evaluate(
     percentile: float,
     seed: int,
     source: str,
+    normal_labels: tuple[str, ...] | None = None,
 ) -> Evaluation:
     """Runs the model over ``examples`` (and ``reference``) and computes every metric and figure input.
 
@@ -67,6 +72,10 @@ def evaluate(
       percentile: the anomaly threshold is this percentile of the reference errors.
       seed: for pairs, prior samples, noise and t-SNE.
       source: where ``examples`` came from (shown in the report).
+      normal_labels: images with these labels are normal, with others anomalies (see ``anomaly``).
+
+    Raises:
+      UserError: ``normal_labels`` given to a model without calibration, or naming no evaluated label.
     """
     rng = np.random.default_rng(seed)
     outputs = model.serve(examples.images)
@@ -80,6 +89,25 @@ def evaluate(
         ref_errors = per_image_mse(reference.pixels, ref_outputs["reconstruction"])
     threshold = float(np.percentile(ref_errors, percentile))
     pca_mse, pca_codes, ref_pca_codes, components = pca_baseline(ref.pixels, examples.pixels, model.latent_dim)
+    calibration, roc = model.info.calibration, None
+    anomaly_metrics = {
+        "percentile": percentile,
+        "threshold": threshold,
+        "flagged": int(np.sum(errors > threshold)),
+        "flagged_fraction": float(np.mean(errors > threshold)),
+    }
+    if calibration is not None:
+        anomaly_metrics["stored"] = anomaly.stored_threshold(calibration, outputs[IS_ANOMALY])
+    if normal_labels:
+        if calibration is None:
+            raise UserError(
+                "--normal-labels needs the model's anomaly calibration, which its model_info.json lacks "
+                "(exported before calibration existed); train the model again"
+            )
+        labelled, roc = anomaly.labelled_metrics(
+            examples.labels, outputs[RECONSTRUCTION_ERROR], outputs[IS_ANOMALY], normal_labels, source
+        )
+        anomaly_metrics["labelled"] = labelled
 
     metrics = {
         "model": card.fields,
@@ -91,12 +119,7 @@ def evaluate(
             "labels": len({label for label in examples.labels if label}),
         },
         "reconstruction": _error_summary(errors),
-        "anomaly": {
-            "percentile": percentile,
-            "threshold": threshold,
-            "flagged": int(np.sum(errors > threshold)),
-            "flagged_fraction": float(np.mean(errors > threshold)),
-        },
+        "anomaly": anomaly_metrics,
         "per_label": per_label_errors(examples.labels, errors),
         "pca": {"components": components} | _error_summary(pca_mse),
         "classification": classification(
@@ -148,6 +171,8 @@ def evaluate(
         ),
         restoration=restoration,
         history=card.history,
+        anomaly_scores=outputs.get(ANOMALY_SCORE),
+        roc=roc,
     )
 
 

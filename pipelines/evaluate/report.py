@@ -119,6 +119,8 @@ def render_report(metrics: dict, figures: list[Figure]) -> str:
         cards.append(
             _card(_metric(m, "restoration", "psnr_restored"), "restored PSNR, dB", verdicts.get("restoration"))
         )
+    if "auroc" in m["anomaly"].get("labelled", {}):
+        cards.append(_card(_metric(m, "anomaly", "labelled", "auroc"), "anomaly AUROC"))
     parts = [
         "<!doctype html>",
         '<html lang="en"><head><meta charset="utf-8">',
@@ -151,6 +153,10 @@ def render_report(metrics: dict, figures: list[Figure]) -> str:
             parts.append(_restoration_table(m))
         if figure.file == "probe.png":
             parts.append(_probe_table(m))
+        if figure.file == "anomalies.png":
+            parts.append(_stored_threshold_paragraph(m))
+            if "labelled" in m["anomaly"]:
+                parts.append(_labelled_table(m))
     if "skipped" in m["probe"]:
         parts.append(f'<h2>Learning from few labels</h2><p class="note">{html.escape(m["probe"]["skipped"])}.</p>')
     parts += [
@@ -169,6 +175,40 @@ def _anomaly_paragraph(m: dict) -> str:
         f". Above it: {_metric(m, 'anomaly', 'flagged')} of the evaluated images "
         f"(fraction {_metric(m, 'anomaly', 'flagged_fraction')}).</p>"
     )
+
+
+def _stored_threshold_paragraph(m: dict) -> str:
+    method = html.escape(m["anomaly"]["stored"]["method"])
+    return (
+        f'<p class="note">The model\'s stored threshold: {_metric(m, "anomaly", "stored", "threshold")}, set '
+        f"on {_metric(m, 'anomaly', 'stored', 'calibration_examples')} eval-split images for a target "
+        f"false-positive rate of {_metric(m, 'anomaly', 'stored', 'fpr')} ({method}). "
+        f"is_anomaly flags {_metric(m, 'anomaly', 'stored', 'flagged')} of the evaluated images "
+        f"(fraction {_metric(m, 'anomaly', 'stored', 'flagged_fraction')}).</p>"
+    )
+
+
+def _labelled_table(m: dict) -> str:
+    rows = [
+        ("AUROC (reconstruction error)", "auroc"),
+        ("AUPR (average precision)", "aupr"),
+        ("F1 at the stored threshold", "f1"),
+        ("precision at the stored threshold", "precision"),
+        ("recall at the stored threshold", "recall"),
+        ("FPR on normal images", "fpr"),
+        ("normal images", "normal"),
+        ("anomalies", "anomalous"),
+        ("unlabelled images (left out)", "unlabelled"),
+    ]
+    labelled = m["anomaly"]["labelled"]
+    body = "".join(
+        f"<tr><td>{name}</td><td>{_metric(m, 'anomaly', 'labelled', key)}</td></tr>"
+        for name, key in rows
+        if key in labelled
+    )
+    if "skipped" in labelled:
+        body += f'<tr><td colspan="2">{html.escape(labelled["skipped"])}</td></tr>'
+    return f"<table><tr><th>with --normal-labels</th><th>value</th></tr>{body}</table>"
 
 
 def _per_label_table(m: dict) -> str:

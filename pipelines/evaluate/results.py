@@ -67,6 +67,8 @@ class Evaluation:
     prior_samples: np.ndarray | None
     restoration: Restoration | None  # models trained with a corruption
     history: dict[str, list[float]] | None  # training.json's per-epoch losses, None when not recorded
+    anomaly_scores: np.ndarray | None = None  # the export's anomaly_score (a calibrated model)
+    roc: dict[str, np.ndarray] | None = None  # "fpr", "tpr" with --normal-labels
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,10 +83,12 @@ class EvaluateResult:
         """One line of headline numbers, then one line per bad verdict."""
         m = self.metrics
         knn = m["classification"].get("knn", {}).get("autoencoder")
+        auroc = m["anomaly"].get("labelled", {}).get("auroc")
         return (
             f"reconstruction MSE {m['reconstruction']['mse_mean']:.5f} (PCA {m['pca']['mse_mean']:.5f}), "
             f"anomaly threshold {m['anomaly']['threshold']:.5f}"
             + (f", k-NN accuracy on codes {knn:.3f}" if knn is not None else "")
+            + (f", anomaly AUROC {auroc:.3f}" if auroc is not None else "")
             + f" -> {self.index_html}"
             + "".join(f"\n  {name}: {v['says']}" for name, v in m["verdicts"].items() if not v["ok"])
         )

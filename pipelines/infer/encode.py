@@ -5,7 +5,8 @@
 ``ROW_GROUP_BYTES`` each, written as one row group) and dead letters (``inputs.dead_letters``) for
 the records the model failed on. A batch that fails is retried one record at a time (its good
 records come out in ``retried``), so only the bad records are dead-lettered (reason
-``inference_failed``). The model handler is a parameter, so tests inject their own.
+``inference_failed``). Given the model's calibration it also counts the drift bins of every result
+(``drift.CountDriftFn``). The model handler is a parameter, so tests inject their own.
 """
 
 from __future__ import annotations
@@ -16,8 +17,10 @@ from apache_beam.metrics import Metrics
 from apache_beam.ml.inference.base import ModelHandler, PredictionResult, RunInference
 from apache_beam.utils.windowed_value import WindowedValue
 
+from models.model_info import Calibration
 from pipelines.counters import NAMESPACE
 from pipelines.infer import parquet
+from pipelines.infer.drift import CountDriftFn
 from pipelines.infer.model_handler import OneAtATime, stack_outputs
 from pipelines.inputs.dead_letters import rejection
 from pipelines.inputs.formats.base import SOURCE
@@ -101,12 +104,14 @@ class EncodeImages(beam.PTransform):
       model_handler: yields one ``PredictionResult`` per record with numpy outputs named like the
         columns (see ``model_handler``).
       schema: from ``parquet.prediction_schema``.
+      calibration: the model's; when given, the results' drift bins are counted.
     """
 
-    def __init__(self, model_handler: ModelHandler, schema: pa.Schema):
+    def __init__(self, model_handler: ModelHandler, schema: pa.Schema, calibration: Calibration | None = None):
         super().__init__()
         self._handler = model_handler
         self._schema = schema
+        self._calibration = calibration
 
     def expand(self, records):
         run = RunInference(self._handler, metrics_namespace=NAMESPACE).with_exception_handling()
@@ -117,6 +122,9 @@ class EncodeImages(beam.PTransform):
             | "SplitFailedBatches" >> beam.FlatMap(lambda bad: bad[0])
             | "RetryOneByOne" >> retry
         )
+        if self._calibration is not None:
+            _ = results | "CountDrift" >> beam.ParDo(CountDriftFn(self._calibration))
+            _ = retried | "CountRetriedDrift" >> beam.ParDo(CountDriftFn(self._calibration))
         return {
             "tables": results | "ToArrow" >> beam.ParDo(ToArrowFn(self._schema)),
             "retried": retried | "RetriedToArrow" >> beam.ParDo(ToArrowFn(self._schema)),

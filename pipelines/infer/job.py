@@ -6,7 +6,9 @@ reads, then validation) and the sinks (``parquet.write_predictions``) to ``Encod
 and publishes it (``transforms.publishing``: locked, swapped in, restored on failure) only when the
 run succeeded, as ``output/`` or, with a run id, the Hive
 partition ``output/run_id=RUN_ID/``, which also gets its keys index (``keys``); with
-``skip_existing`` only the records not already in another partition are encoded. With ``watch``
+``skip_existing`` only the records not already in another partition are encoded. The manifest's
+``drift`` section compares the run with the model's calibration (``drift``); with ``fail_on_drift``
+a run whose drift is detected is published, then fails with ``transforms.errors.DriftDetected``. With ``watch``
 it runs ``watch.run_watch`` (micro-batches, the default) or ``streaming.run_streaming`` instead.
 The model handler is a parameter of each, so tests inject their own.
 """
@@ -22,10 +24,10 @@ import pyarrow as pa
 from apache_beam.ml.inference.base import ModelHandler
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from models.model_info import DENOISED, LATENT, OUTPUTS, ModelInfo
+from models.model_info import ANOMALY_OUTPUTS, DENOISED, LATENT, OUTPUTS, Calibration, ModelInfo
 from pipelines import counters
 from pipelines.config import ImageLimits, InferConfig, write_config
-from pipelines.infer import encode, keys, manifest, parquet, publish
+from pipelines.infer import drift, encode, keys, manifest, parquet, publish
 from pipelines.infer.encode import STAGE, EncodeImages
 from pipelines.infer.model_handler import HourglassModelHandler
 from pipelines.infer.streaming import run_streaming
@@ -47,9 +49,11 @@ def build_infer_pipeline(
     schema: pa.Schema,
     output: str,
     index: keys.KeysIndex | None = None,
+    calibration: Calibration | None = None,
 ) -> dict:
     """Adds read ``source`` -> validate -> encode -> write (under ``output``) to ``p``; returns the
-    PCollections by name (``tables``, ``retried``, ``rejected``).
+    PCollections by name (``tables``, ``retried``, ``rejected``). With ``calibration`` (the model's)
+    the drift bins are counted.
 
     With a run id the keys of the records written go to ``output/_keys/``; with ``index`` only the
     records not in it are validated and encoded (``--skip-existing``).
@@ -62,7 +66,7 @@ def build_infer_pipeline(
         records = records | "SkipExisting" >> beam.ParDo(keys.SkipExistingFn(index))
     checked = validate_read({"records": records, "rejected": read["rejected"]}, STAGE, ImageLimits.of(cfg))
     valid = checked["valid"] | "Progress" >> beam.ParDo(counters.LogProgressFn(STAGE, "validated"))
-    encoded = valid | "EncodeImages" >> EncodeImages(model_handler, schema)
+    encoded = valid | "EncodeImages" >> EncodeImages(model_handler, schema, calibration)
     written = parquet.write_predictions(encoded, checked["rejected"], output, schema, cfg.compression)
     if cfg.run_id is not None:
         model_hash = schema.metadata[(parquet.META_PREFIX + "model_hash").encode()].decode()
@@ -126,9 +130,11 @@ def run_infer(
 
     Raises:
       UserError: the model folder holds no export or fails its checks (``models.model_check``); a bad
-        input spec; ``denoised`` asked of a model not trained to denoise; an output folder that
-        exists and is not an infer output, or that overlaps the input or the model folder.
+        input spec; ``denoised`` asked of a model not trained to denoise, or an anomaly output of a
+        model without calibration; an output folder that exists and is not an infer output, or that
+        overlaps the input or the model folder.
       publishing.TargetBusy: another run is writing the same output (or partition).
+      transforms.errors.DriftDetected: ``fail_on_drift`` and the published run's drift is detected.
     """
     handler = model_handler or make_model_handler(cfg)  # checks the model folder first
     info = ModelInfo.read(cfg.model_dir)
@@ -137,6 +143,12 @@ def run_infer(
             f"--outputs asks for {DENOISED!r} but the model in {cfg.model_dir} was not trained to denoise "
             '(model_info.json has no "denoising": true); drop it from --outputs or train with --noise'
         )
+    asked = sorted(set(cfg.outputs or ()) & set(ANOMALY_OUTPUTS))
+    if asked and info.calibration is None:
+        raise UserError(
+            f"--outputs asks for {', '.join(asked)} but the model in {cfg.model_dir} has no anomaly calibration "
+            "(it was exported before calibration existed); train it again, or drop them from --outputs"
+        )
     schema = parquet.prediction_schema(info, cfg.outputs or OUTPUTS, cfg.pixels)
     options = PipelineOptions(beam_args or [])
     if cfg.watch is not None:
@@ -144,7 +156,7 @@ def run_infer(
             counts, windows = run_streaming(cfg, options, handler, schema, info), ()
         else:
             counts, windows = run_watch(cfg, options, handler, schema, info)
-        log.info("infer counters:\n%s", counters.format_counters(counts))
+        log.info("infer counters:\n%s", counters.format_counters(drift.without_drift_counters(counts)))
         return InferResult(cfg.output, counts, windows=tuple(windows))
 
     source = resolve_source(cfg.input, cfg.reader, cfg.limit)  # fails early on a bad input, before staging
@@ -156,18 +168,20 @@ def run_infer(
         staging = publication.staging
         write_config(cfg, staging, parquet.CONFIG_NAME)
         with beam.Pipeline(options=options) as p:
-            build_infer_pipeline(p, cfg, source, handler, schema, staging, index)
+            build_infer_pipeline(p, cfg, source, handler, schema, staging, index, info.calibration)
         counts = counters.counters(p.result)
         counters.check_accounting(counts, STAGE, counts.get(encode.PREDICTION_ROWS, 0))
         fields = {"run_id": cfg.run_id, "input": cfg.input, **manifest.output_fields(cfg, info, schema)}
-        fields.update(manifest.count_fields(counts))
+        fields.update(manifest.count_fields(counts, info.calibration))
         fields["metrics"]["distributions"] = counters.distributions(p.result)
         if index is not None:
             fields.update({"compared_with": list(index.partitions), **_incremental(counts)})
         fields["timing"] = manifest.timing(started, time.time())
         written = publish.write_manifest(staging, fields)
         publication.publish()
-    log.info("infer counters:\n%s", counters.format_counters(counts))
+    log.info("infer counters:\n%s", counters.format_counters(drift.without_drift_counters(counts)))
+    if cfg.fail_on_drift:
+        drift.check(written["drift"], target)
     return InferResult(target, counts, written)
 
 

@@ -3,8 +3,9 @@
 A batch run (``job``) and each published window of a watch (``watch``) write one manifest (see
 ``publish``, which adds ``rows`` and ``files`` from the Parquet footers). Both carry
 :func:`output_fields` (the model's identity, the columns, pixels and compression),
-:func:`count_fields` (records read, rejects and skipped files by reason, the Beam counters) and :func:`timing`
-(UTC start and end, seconds).
+:func:`count_fields` (records read, rejects and skipped files by reason, the Beam counters, and the
+``drift`` section computed from them against the model's calibration, see ``drift``) and
+:func:`timing` (UTC start and end, seconds).
 """
 
 from __future__ import annotations
@@ -13,9 +14,10 @@ import datetime
 
 import pyarrow as pa
 
-from models.model_info import ModelInfo
+from models.model_info import Calibration, ModelInfo
 from pipelines.config import InferConfig
 from pipelines.infer import publish
+from pipelines.infer.drift import drift_report
 from pipelines.infer.encode import STAGE
 from transforms.layout import RECORDS_READ, rejected_by_reason, skipped_by_reason
 
@@ -30,13 +32,14 @@ def output_fields(cfg: InferConfig, info: ModelInfo, schema: pa.Schema) -> dict:
     }
 
 
-def count_fields(counts: dict[str, int]) -> dict:
+def count_fields(counts: dict[str, int], calibration: Calibration | None) -> dict:
     """``records_read``, ``rejected`` (by reason), ``skipped`` (input files skipped unread, by
-    reason) and the ``hourglass`` counters."""
+    reason), ``drift`` and the ``hourglass`` counters."""
     return {
         "records_read": counts.get(RECORDS_READ, 0),
         "rejected": rejected_by_reason(counts, STAGE),
         "skipped": skipped_by_reason(counts),
+        "drift": drift_report(counts, calibration),
         "metrics": {"counters": dict(sorted(counts.items()))},
     }
 

@@ -3,8 +3,9 @@
 Element contract: ``run_inference`` takes a batch of valid raw records (dicts with ``image``
 encoded bytes, see ``inputs.formats.base``) and yields one ``PredictionResult(example=record,
 inference={name: numpy array})`` per record, in order. The names are the signature's outputs:
-``serving_default`` gives ``latent``, ``reconstruction``, ``reconstruction_error`` and, for models
-exported with ``"denoising": true`` in ``model_info.json``, ``denoised``; ``encode`` gives
+``serving_default`` gives ``latent``, ``reconstruction``, ``reconstruction_error``, for models
+exported with ``"denoising": true`` in ``model_info.json`` ``denoised``, and for calibrated models
+``anomaly_score`` and ``is_anomaly``; ``encode`` gives
 ``latent`` only (cheaper: no decoder) and is used when only latents are written.
 
 The SavedModel is loaded once per worker process and shared by every thread and every

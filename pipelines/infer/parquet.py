@@ -4,11 +4,14 @@ One row per input image:
   ``id`` string, ``source`` string, ``label`` string (null when unknown), then the selected outputs:
   ``latent`` list<float32> (latent_dim values), ``reconstruction`` and ``denoised`` (the image,
   row-major HWC: list<float32> in [0, 1] with ``pixels="float"``, PNG bytes with ``pixels="png"``;
-  ``denoised`` is null unless the model was trained to denoise) and ``reconstruction_error``
-  float32 (MSE against the model's own [0, 1] input).
+  ``denoised`` is null unless the model was trained to denoise), ``reconstruction_error``
+  float32 (MSE against the model's own [0, 1] input), ``anomaly_score`` float32 (the error's
+  percentile rank in the model's calibration, 0 to 1) and ``is_anomaly`` bool (the error above the
+  calibrated threshold); both null for a model exported without calibration.
 File key-value metadata: ``hourglass.image_shape`` ("H,W,C"), ``hourglass.model_kind``,
 ``hourglass.latent_dim``, ``hourglass.model_hash``, ``hourglass.denoising`` ("true"/"false"),
-``hourglass.pixels`` ("float"/"png").
+``hourglass.pixels`` ("float"/"png") and, for a calibrated model, ``hourglass.anomaly_threshold``,
+``hourglass.anomaly_fpr`` and ``hourglass.anomaly_method``.
 
 :func:`record_batch` turns one batch of model outputs (numpy arrays, one row per image) into an
 Arrow ``RecordBatch`` of that schema without going through per-row Python objects.
@@ -31,7 +34,16 @@ from apache_beam.io import filebasedsink
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
-from models.model_info import DENOISED, LATENT, OUTPUTS, RECONSTRUCTION, RECONSTRUCTION_ERROR, ModelInfo
+from models.model_info import (
+    ANOMALY_SCORE,
+    DENOISED,
+    IS_ANOMALY,
+    LATENT,
+    OUTPUTS,
+    RECONSTRUCTION,
+    RECONSTRUCTION_ERROR,
+    ModelInfo,
+)
 from pipelines.config import PIXEL_FORMATS, check_outputs
 from pipelines.inputs.dead_letters import WriteRejected
 from pipelines.inputs.images import encode_png
@@ -41,6 +53,7 @@ from transforms.layout import REJECTED_DIR
 ID, SOURCE, LABEL = "id", "source", "label"
 KEY_COLUMNS = (ID, SOURCE, LABEL)
 IMAGE_COLUMNS = (RECONSTRUCTION, DENOISED)
+SCALAR_COLUMNS = {RECONSTRUCTION_ERROR: np.float32, ANOMALY_SCORE: np.float32, IS_ANOMALY: np.bool_}
 
 META_PREFIX = "hourglass."
 PREDICTIONS = "predictions"
@@ -70,6 +83,8 @@ def prediction_schema(model_info: ModelInfo, outputs: Sequence[str] = OUTPUTS, p
         RECONSTRUCTION: (image_type, False),
         DENOISED: (image_type, True),
         RECONSTRUCTION_ERROR: (pa.float32(), False),
+        ANOMALY_SCORE: (pa.float32(), True),
+        IS_ANOMALY: (pa.bool_(), True),
     }
     fields = [
         pa.field(ID, pa.string(), nullable=False),
@@ -85,6 +100,10 @@ def prediction_schema(model_info: ModelInfo, outputs: Sequence[str] = OUTPUTS, p
         META_PREFIX + "denoising": str(model_info.denoising).lower(),
         META_PREFIX + "pixels": pixels,
     }
+    if model_info.calibration is not None:
+        metadata[META_PREFIX + "anomaly_threshold"] = repr(model_info.calibration.threshold)
+        metadata[META_PREFIX + "anomaly_fpr"] = repr(model_info.calibration.fpr)
+        metadata[META_PREFIX + "anomaly_method"] = model_info.calibration.method
     return pa.schema(fields, metadata=metadata)
 
 
@@ -95,8 +114,9 @@ def record_batch(schema: pa.Schema, keys: dict[str, list], outputs: dict[str, np
       schema: from :func:`prediction_schema`.
       keys: ``id``, ``source`` and ``label`` lists (label ``None`` when unknown).
       outputs: model outputs stacked over the batch (``latent`` (n, d), ``reconstruction`` and
-        ``denoised`` (n, H, W, C) in [0, 1], ``reconstruction_error`` (n,)); ``denoised`` may be
-        missing (a model not trained to denoise), which writes nulls.
+        ``denoised`` (n, H, W, C) in [0, 1], ``reconstruction_error``, ``anomaly_score`` and
+        ``is_anomaly`` (n,)); ``denoised`` and the anomaly outputs may be missing (a model not
+        trained to denoise, or not calibrated), which writes nulls.
     """
     rows = len(keys[ID])
     png = schema.metadata[(META_PREFIX + "pixels").encode()] == b"png"
@@ -106,8 +126,9 @@ def record_batch(schema: pa.Schema, keys: dict[str, list], outputs: dict[str, np
             arrays.append(pa.array(keys[field.name], field.type))
         elif field.name not in outputs:
             arrays.append(pa.nulls(rows, field.type))
-        elif field.name == RECONSTRUCTION_ERROR:
-            arrays.append(pa.array(np.asarray(outputs[field.name], np.float32).reshape(rows)))
+        elif field.name in SCALAR_COLUMNS:
+            values = np.asarray(outputs[field.name], SCALAR_COLUMNS[field.name]).reshape(rows)
+            arrays.append(pa.array(values, field.type))
         elif field.name in IMAGE_COLUMNS and png:
             arrays.append(pa.array([encode_png(image) for image in to_uint8(outputs[field.name])], pa.binary()))
         else:

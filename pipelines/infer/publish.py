@@ -14,7 +14,8 @@ one by one after the job succeeded, and readers should take a partition as compl
 Manifest (``_manifest.json``): ``run_id``, ``input``, ``model`` (kind, hash, latent size, image
 shape, denoising, path), ``columns``, ``pixels``, ``compression``, ``rows`` (from the Parquet
 footers), ``files`` (name, rows, bytes, row groups), ``records_read``, ``rejected`` (by reason),
-``metrics`` (Beam counters and distributions) and ``timing`` (UTC start and end, seconds).
+``drift`` (against the model's calibration, see ``drift``), ``metrics`` (Beam counters and
+distributions) and ``timing`` (UTC start and end, seconds).
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ aligned to the epoch, in UTC). The files of the open window are encoded by bound
 sinks): one whenever ``BATCH_FILES`` files are waiting and
 one when the window ends, each writing into the window's hidden staging folder. When the window
 has ended, the loop writes the window's ``_manifest.json`` (``window_start``, ``window_end``,
-``files_read``, ``files_vanished``, rows, rejects by reason, the model's identity, the batches) and
+``files_read``, ``files_vanished``, rows, rejects by reason, ``drift``, the model's identity, the batches) and
 publishes the folder by one rename (``publish``) as the Hive partition
 ``OUTPUT/window_start=2026-12-01T20%3A54%3A00Z/`` (``:`` escaped as Spark writes it; pandas,
 pyarrow, DuckDB and Spark read the value back as ``2026-12-01T20:54:00Z``). A window in which no
@@ -54,11 +54,11 @@ from apache_beam.metrics import Metrics
 from apache_beam.ml.inference.base import ModelHandler
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
-from models.model_info import ModelInfo
+from models.model_info import Calibration, ModelInfo
 from pipelines import counters
 from pipelines.config import ImageLimits, InferConfig, ReaderOptions, write_config
 from pipelines.counters import NAMESPACE
-from pipelines.infer import manifest, parquet, publish
+from pipelines.infer import drift, manifest, parquet, publish
 from pipelines.infer.bundle_files import WriteLinesFn, WriteTablesFn
 from pipelines.infer.encode import STAGE, EncodeImages
 from pipelines.inputs.formats.base import Unreadable
@@ -136,11 +136,13 @@ def build_files_pipeline(
     schema: pa.Schema,
     output: str,
     light: bool = True,
+    calibration: Calibration | None = None,
 ) -> dict:
     """Adds read ``paths`` (image files under ``root``) -> validate -> encode -> write (under
     ``output``) to ``p``; returns the PCollections by name (``tables``, ``retried``, ``rejected``).
 
-    ``light`` writes one file per bundle (``bundle_files``: the local runner), else Beam's file sinks.
+    ``light`` writes one file per bundle (``bundle_files``: the local runner), else Beam's file sinks;
+    ``calibration`` (the model's) counts the drift bins.
     """
     units = [FileUnit(tuple(paths[i : i + FILES_PER_UNIT])) for i in range(0, len(paths), FILES_PER_UNIT)]
     read = (
@@ -149,7 +151,7 @@ def build_files_pipeline(
         | "ReadFiles" >> beam.ParDo(ReadWatchedFilesFn(root)).with_outputs(UNREADABLE, main="records")
     )
     checked = validate_read({"records": read.records, "rejected": read[UNREADABLE]}, STAGE, ImageLimits.of(cfg))
-    encoded = checked["valid"] | "EncodeImages" >> EncodeImages(model_handler, schema)
+    encoded = checked["valid"] | "EncodeImages" >> EncodeImages(model_handler, schema, calibration)
     if not light:
         return parquet.write_predictions(encoded, checked["rejected"], output, schema, cfg.compression)
     prefix = posixpath.join(output, parquet.PREDICTIONS)
@@ -202,6 +204,7 @@ class _Watch:
 
     def __init__(self, cfg: InferConfig, options: PipelineOptions, handler, schema: pa.Schema, info: ModelInfo):
         self.cfg, self.options, self.handler, self.schema = cfg, options, handler, schema
+        self.calibration = info.calibration
         self.root, self.output = watch_root(cfg.watch), cfg.output.rstrip("/")
         self.fields = manifest.output_fields(cfg, info, schema)
         self.token = uuid.uuid4().hex[:8]  # keeps file names of this watch apart from earlier ones
@@ -239,7 +242,9 @@ class _Window:
         out = posixpath.join(self.staging, f".batch-{tag}")
         started = time.time()
         with beam.Pipeline(options=watch.options) as p:
-            build_files_pipeline(p, watch.cfg, watch.root, paths, watch.handler, watch.schema, out, watch.local)
+            build_files_pipeline(
+                p, watch.cfg, watch.root, paths, watch.handler, watch.schema, out, watch.local, watch.calibration
+            )
         counts = counters.counters(p.result)
         _move_outputs(out, self.staging, tag)
         if counts.get(VANISHED):
@@ -267,7 +272,7 @@ class _Window:
             "files_read": sorted(read),
             "files_vanished": counts.get(VANISHED, 0),
             **watch.fields,
-            **manifest.count_fields(counts),
+            **manifest.count_fields(counts, watch.calibration),
             "batches": previous.get("batches", []) + self.batches,
             "timing": manifest.timing(self.opened, now),
             "published_seconds_after_window_end": round(now - self.end, 3),
@@ -414,7 +419,9 @@ def run_watch(
             stop.staging = None
         done.add(window.read, posixpath.basename(window.target))
         totals = manifest.add_counts(totals, window.counts)
-        window = None
+        target, window = window.target, None
+        if cfg.fail_on_drift:
+            drift.check(published[-1]["drift"], target)
 
     with _StopSignals() as stop:
         try:

@@ -35,8 +35,9 @@ from pipelines.inputs import formats, listing
 from pipelines.inputs.formats.base import Reader, Unreadable, text
 from pipelines.inputs.formats.image_files import FILES_PER_UNIT
 from pipelines.inputs.listing import FILE, FOLDER, GLOB, Skipped
+from transforms import features
 from transforms.errors import UserError
-from transforms.layout import skipped_counter
+from transforms.layout import SKIPPED_LABEL, skipped_counter
 
 log = logging.getLogger(__name__)
 
@@ -239,10 +240,18 @@ class PlanUnitsFn(beam.DoFn):
 
 
 class ReadUnitFn(beam.DoFn):
-    """Unit -> raw records, and ``rejected`` ``Unreadable`` items."""
+    """Unit -> raw records, and ``rejected`` ``Unreadable`` items.
 
-    def __init__(self, source: Source):
+    With the reader option ``keep_labels``, records with other labels (or none) are skipped and
+    counted in ``records_skipped_label`` (unless ``counted`` is False: a second pass over the same
+    units): they are not rejected, and not counted as read.
+    """
+
+    def __init__(self, source: Source, counted: bool = True):
         self._source = source
+        keep = source.options.keep_labels
+        self._keep = frozenset(label.strip() for label in keep) if keep is not None else None
+        self._skipped = Metrics.counter(NAMESPACE, SKIPPED_LABEL) if counted else None
 
     def setup(self):
         self._reader = self._source.reader()
@@ -250,7 +259,12 @@ class ReadUnitFn(beam.DoFn):
 
     def process(self, unit):
         for item in self._reader.read(unit):
-            yield beam.pvalue.TaggedOutput(REJECTED, item) if isinstance(item, Unreadable) else item
+            if isinstance(item, Unreadable):
+                yield beam.pvalue.TaggedOutput(REJECTED, item)
+            elif self._keep is None or (item[features.LABEL] or "") in self._keep:
+                yield item
+            elif self._skipped is not None:
+                self._skipped.inc()
 
 
 class LimitUnits(beam.PTransform):
@@ -309,14 +323,16 @@ class PlanReads(beam.PTransform):
 
 
 class ReadUnits(beam.PTransform):
-    """Units -> ``{"records", "rejected"}``."""
+    """Units -> ``{"records", "rejected"}`` (``counted``: see :class:`ReadUnitFn`)."""
 
-    def __init__(self, source: Source):
+    def __init__(self, source: Source, counted: bool = True):
         super().__init__()
         self._source = source
+        self._counted = counted
 
     def expand(self, units):
-        read = units | "ReadUnits" >> beam.ParDo(ReadUnitFn(self._source)).with_outputs(REJECTED, main="records")
+        read_fn = ReadUnitFn(self._source, self._counted)
+        read = units | "ReadUnits" >> beam.ParDo(read_fn).with_outputs(REJECTED, main="records")
         return {"records": read.records, "rejected": read[REJECTED]}
 
 

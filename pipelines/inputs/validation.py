@@ -176,5 +176,5 @@ class RereadValidImages(beam.PTransform):
         self._source, self._stage, self._limits = source, stage, limits
 
     def expand(self, units):
-        read = units | "ReadUnits" >> ReadUnits(self._source)
+        read = units | "ReadUnits" >> ReadUnits(self._source, counted=False)
         return validate_read(read, self._stage, self._limits, counted=False)

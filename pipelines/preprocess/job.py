@@ -39,6 +39,7 @@ from transforms.layout import (
     EVAL,
     RECORDS_READ,
     REJECTED_DIR,
+    SKIPPED_LABEL,
     SPLITS,
     STATS_JSON,
     TFRECORD_SUFFIX,
@@ -180,8 +181,10 @@ class PreprocessResult:
 
     def summary(self) -> str:
         train, eval_ = (self.counts.get(split_counter(split), 0) for split in (TRAIN, EVAL))
+        skipped = self.counts.get(SKIPPED_LABEL, 0)
+        kept = f" ({skipped} skipped by --keep-labels)" if skipped else ""
         return (
-            f"wrote {train} train + {eval_} eval records, {self.rejected} rejected"
+            f"wrote {train} train + {eval_} eval records, {self.rejected} rejected{kept}"
             f"{counters.format_skipped(self.counts)} -> {self.output}"
         )
 
@@ -235,6 +238,11 @@ def check_rejects(counts: dict[str, int], max_fraction: float, source: str, exam
       UserError: naming the input, the counts and the worst reasons.
     """
     read = counts.get(RECORDS_READ, 0)
+    if read == 0 and counts.get(SKIPPED_LABEL):
+        raise UserError(
+            f"all {counts[SKIPPED_LABEL]} records of {source!r} were skipped by --keep-labels; "
+            "pass labels the input holds (stats.json of a run without it lists them)"
+        )
     if read == 0:
         skipped = counters.format_skipped(counts)
         raise UserError(f"input {source!r} holds no records{skipped}; check the path or pattern")

@@ -23,8 +23,9 @@ from tests.helpers import serve
 
 EVAL_PERCENT = 25  # as in conftest's `preprocessed`
 PLAIN_FIGURES = {"reconstructions.png", "latent.png", "interpolation.png", "errors.png"}
-# A model `hourglass train` made (training.json: loss curves) evaluated on a preprocess output (the probe).
-TRAINED_FIGURES = PLAIN_FIGURES | {"loss.png", "probe.png"}
+# A model `hourglass train` made (training.json: loss curves; a calibration: the most and least anomalous
+# images) evaluated on a preprocess output (the probe).
+TRAINED_FIGURES = PLAIN_FIGURES | {"loss.png", "probe.png", "anomalies.png"}
 
 
 class _PageParser(html.parser.HTMLParser):

@@ -73,3 +73,23 @@ def test_limit_reads_the_first_records_in_file_order(image_tree):
         expected = sorted(images)[: PER_CLASS + 2]
         assert_that(_ids_and_labels(read), equal_to([(i, i.split("/")[0]) for i in expected]))
     assert expected[-1].startswith(CLASSES[1])
+
+
+def test_keep_labels_skips_and_counts_the_other_records(image_tree):
+    from pipelines.counters import counters
+
+    root, images = image_tree
+    source = resolve_source(str(root), ReaderOptions(keep_labels=("cat", "emu")))
+    p = TestPipeline()
+    read = p | ReadImages(source)
+    expected = [(i, i.split("/")[0]) for i in images if not i.startswith("dog/")]
+    assert_that(_ids_and_labels(read), equal_to(expected))
+    assert_that(read["rejected"], equal_to([]), label="NoRejects")
+    result = p.run()
+    result.wait_until_finish()
+    assert counters(result)["records_skipped_label"] == PER_CLASS
+
+
+def test_keep_labels_needs_a_label():
+    with pytest.raises(ValueError, match="--keep-labels 1,5,6"):
+        ReaderOptions(keep_labels=(" ",))

@@ -1,0 +1,82 @@
+"""Anomaly calibration: the threshold methods, and the calibration a real training run stores and serves."""
+
+import numpy as np
+import pytest
+
+from models import calibration
+from models.model_info import ModelInfo
+from pipelines.inputs.images import encode_png
+from tests.conftest import known_pixels
+from tests.helpers import serve
+from transforms.errors import UserError
+
+
+@pytest.mark.parametrize(("calibration_size", "method"), [(2000, "conformal"), (60, "lognormal")])
+def test_threshold_flags_about_the_target_fpr_of_held_out_normal_errors(calibration_size, method):
+    rng = np.random.default_rng(0)
+    normal = rng.lognormal(-4.0, 0.5, size=calibration_size + 100_000).astype(np.float32)
+    threshold, used = calibration.threshold_at_fpr(normal[:calibration_size], 0.01)
+    held_out = normal[calibration_size:]
+    assert used == method
+    assert threshold > np.min(normal[:calibration_size])
+    assert 0.003 <= np.mean(held_out > threshold) <= 0.03
+
+
+def test_conformal_threshold_is_an_order_statistic():
+    errors = np.arange(1, 1001, dtype=np.float32)  # 1..1000
+    threshold, method = calibration.threshold_at_fpr(errors, 0.01)
+    # ceil(0.99 * 1001) = 991: the 991st smallest.
+    assert (threshold, method) == (991.0, "conformal")
+
+
+def test_calibration_needs_two_errors():
+    with pytest.raises(UserError, match="preprocess more images"):
+        calibration.threshold_at_fpr(np.array([0.1], np.float32), 0.01)
+
+
+def test_build_calibration_tables():
+    rng = np.random.default_rng(1)
+    errors = rng.random(500).astype(np.float32)
+    latents = rng.normal(size=(500, 3)).astype(np.float32)
+    cal = calibration.build_calibration(errors, latents, 0.05)
+    assert len(cal.error_percentiles) == 101
+    assert cal.error_percentiles[0] == pytest.approx(errors.min()) and cal.error_percentiles[-1] == pytest.approx(
+        errors.max()
+    )
+    assert cal.examples == 500 and cal.fpr == 0.05
+    assert cal.flagged_fraction == pytest.approx(np.mean(errors > np.float32(cal.threshold)))
+    np.testing.assert_allclose(cal.latent_mean, latents.mean(axis=0), rtol=1e-5)
+    np.testing.assert_allclose(np.array(cal.latent_quantiles)[:, 4], np.median(latents, axis=0), rtol=1e-5)
+
+
+def test_training_stores_the_calibration_and_the_export_serves_it(trained, preprocessed):
+    cfg, result = trained
+    info = ModelInfo.read(cfg.model_dir)
+    cal = info.calibration
+    assert cal is not None and cal.fpr == cfg.anomaly_fpr == 0.01
+    assert cal.examples == preprocessed.counts["eval_records"]
+    assert cal.method == "lognormal"  # a handful of eval images: too few for the order statistic at 1%
+    assert cal.threshold > max(cal.error_percentiles)  # the 99% tail lies beyond the few errors seen
+    assert info.outputs[-2:] == ("anomaly_score", "is_anomaly")
+
+    images = [encode_png(known_pixels(c, i)) for c in range(3) for i in range(8)]
+    out = serve(result.saved_model, images)
+    error, score = out["reconstruction_error"], out["anomaly_score"]
+    table = np.array(cal.error_percentiles, np.float32)
+    np.testing.assert_allclose(score, np.interp(error, table, np.linspace(0, 1, 101)), atol=1e-5)
+    order = np.argsort(error)
+    assert np.all(np.diff(score[order]) >= 0)
+    assert score.min() >= 0 and score.max() <= 1
+    np.testing.assert_array_equal(out["is_anomaly"], error > np.float32(cal.threshold))
+
+
+def test_percentile_rank_is_linear_between_points_and_flat_outside():
+    from models.export import percentile_rank
+
+    table = np.concatenate([np.linspace(0.0, 1.0, 50), np.full(2, 1.0), np.linspace(1.0, 2.0, 49)]).astype(np.float32)
+    values = np.array([-1.0, 0.0, table[10] / 2 + table[11] / 2, 1.0, 1.5, 2.0, 3.0], np.float32)
+    ranks = percentile_rank(values, table).numpy()
+    np.testing.assert_allclose(ranks[[0, 1, 5, 6]], [0.0, 0.0, 1.0, 1.0])
+    assert ranks[2] == pytest.approx(0.105)
+    assert ranks[3] == pytest.approx(0.52)  # at the top of the tie (points 49..52 all hold 1.0)
+    assert ranks[4] == pytest.approx(np.interp(1.5, table, np.linspace(0, 1, 101)), abs=1e-5)
