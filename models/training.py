@@ -11,9 +11,10 @@ Reads ``DATA/{train,eval}-*.tfrecord.gz`` and ``DATA/transform_output``. Writes,
 ``checkpoint_every_steps`` steps), ``logs/{train,eval}`` (TensorBoard), and, published together
 only when the run succeeded (``transforms.publishing``: a failed or killed run leaves the previous
 ones), ``saved_model/`` (see ``models.export``; calibrated for anomalies on the eval split, see
-``models.calibration``), ``training.json`` (with the data's fingerprint) and ``config.json``. A run started again with the same config resumes from the last checkpoint,
-mid-epoch included: the epoch's records come in an order fixed by the seed and the epoch, and the
-ones already trained on are skipped. The checkpoints record the data's fingerprint, so a resumption
+``models.calibration``), ``training.json`` (with the data's fingerprint) and ``config.json``. A run
+started again with the same config resumes from the last checkpoint, mid-epoch included: the
+epoch's records come in an order fixed by the seed and the epoch, and the ones already trained on
+are skipped. The checkpoints record the data's fingerprint, so a resumption
 on changed data is refused (``--restart`` starts over), and a finished run does nothing.
 
 Under MultiWorkerMirroredStrategy only the chief writes into MODEL_DIR (which every worker must be
