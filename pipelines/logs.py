@@ -18,7 +18,9 @@ How the noise is hidden, at each source:
   process that imports TensorFlow): :func:`native_stderr_filtered` drops exactly those from file
   descriptor 2, which Beam's worker processes share.
 - Python loggers (Beam, absl, TensorFlow, ``py.warnings``) pass a :class:`_Policy` filter: ours at
-  INFO and above, the others at ERROR and above.
+  INFO and above, the others at ERROR and above, cut to their first line: Beam logs the error of a
+  failing step with its traceback and then raises it, and the command shows the raised error once
+  (a message for a :class:`~transforms.errors.UserError`, the traceback for a bug).
 - Beam's multi-process runner relays each worker's log entry as protobuf text (``Worker: severity:
   WARN timestamp {...}``): :class:`_WorkerEntries` turns it back into ``worker: MESSAGE`` at its own
   level, so it passes the same policy as a log line of this process.
@@ -91,7 +93,8 @@ class _Handler(logging.StreamHandler):
 
 
 class _Policy(logging.Filter):
-    """Our loggers at INFO and above (quiet: ERROR), the others at ERROR (verbose: everything)."""
+    """Our loggers at INFO and above (quiet: ERROR), the others at ERROR and cut to their first line
+    (verbose: everything, whole)."""
 
     def __init__(self, level: str):
         super().__init__()
@@ -100,10 +103,13 @@ class _Policy(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if self.level == VERBOSE:
             return True
-        if self.level == QUIET:
-            return record.levelno >= logging.ERROR
-        own = record.name.split(".")[0] in OWN_LOGGERS
-        return record.levelno >= (logging.INFO if own else logging.ERROR)
+        if record.name.split(".")[0] in OWN_LOGGERS:
+            return record.levelno >= (logging.ERROR if self.level == QUIET else logging.INFO)
+        if record.levelno < logging.ERROR:
+            return False
+        record.msg, record.args = record.getMessage().split("\n", 1)[0], ()
+        record.exc_info = record.exc_text = record.stack_info = None
+        return True
 
 
 class _WorkerEntries(logging.Filter):

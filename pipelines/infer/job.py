@@ -136,7 +136,10 @@ def run_infer(
       publishing.TargetBusy: another run is writing the same output (or partition).
       transforms.errors.DriftDetected: ``fail_on_drift`` and the published run's drift is detected.
     """
-    handler = model_handler or make_model_handler(cfg)  # checks the model folder first
+    target = publish.target_dir(cfg.output, cfg.run_id)
+    if cfg.watch is None:
+        publishing.check_apart(target, "--output", {"--input": cfg.input, "--model-dir": cfg.model_dir})
+    handler = model_handler or make_model_handler(cfg)  # checks the model folder before anything of it runs
     info = ModelInfo.read(cfg.model_dir)
     if cfg.outputs is not None and DENOISED in cfg.outputs and not info.denoising:
         raise UserError(
@@ -160,8 +163,6 @@ def run_infer(
         return InferResult(cfg.output, counts, windows=tuple(windows))
 
     source = resolve_source(cfg.input, cfg.reader, cfg.limit)  # fails early on a bad input, before staging
-    target = publish.target_dir(cfg.output, cfg.run_id)
-    publishing.check_apart(target, "--output", {"--input": cfg.input, "--model-dir": cfg.model_dir})
     index = keys.KeysIndex.of_output(cfg.output, cfg.run_id, info.model_hash) if cfg.skip_existing else None
     started = time.time()
     with publishing.Publication(target, marker=publish.MANIFEST, stage=STAGE) as publication:
