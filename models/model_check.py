@@ -112,6 +112,9 @@ def check_export(model_dir: str, trust: bool = False) -> ModelInfo:
         return info
     saved_model = _parse(export_dir)
     problems = [*check_signatures(saved_model, info), *scan_graph(saved_model)]
+    if info.calibration is not None and len(info.calibration.latent_mean) != info.latent_dim:
+        dims = len(info.calibration.latent_mean)
+        problems.append(f"its calibration has {dims} latent dimensions, not latent_dim {info.latent_dim}")
     if not problems and export_hash(export_dir, info) != info.model_hash:
         problems.append(
             "its model_hash does not match its files and model_info.json: they changed since the export "
@@ -175,9 +178,8 @@ def expected_signatures(info: ModelInfo) -> dict[str, tuple[dict, dict]]:
     image = [-1, *info.image_shape]
     latent = [-1, info.latent_dim]
     images = {"images": [-1]}
-    serving = {LATENT: latent, RECONSTRUCTION: image, "reconstruction_error": [-1]}
-    if info.denoising:
-        serving[DENOISED] = image
+    shapes = {LATENT: latent, RECONSTRUCTION: image, DENOISED: image}  # the others: one value per image
+    serving = {name: shapes.get(name, [-1]) for name in info.outputs}
     signatures = {
         "serving_default": (images, serving),
         "encode": (images, {LATENT: latent}),

@@ -116,9 +116,6 @@ class ModelInfo:
     calibration: Calibration | None = None
 
     def __post_init__(self):
-        if self.calibration is not None and len(self.calibration.latent_mean) != self.latent_dim:
-            dims = len(self.calibration.latent_mean)
-            raise UserError(f"calibration has {dims} latent dimensions, not {self.latent_dim}")
         if self.latent_dim <= 0 or min(self.image_shape) <= 0:
             raise UserError(f"latent_dim and image_shape must be positive, got {self.latent_dim}, {self.image_shape}")
         if self.denoising != (self.noise is not None):

@@ -57,7 +57,20 @@ def test_resuming_on_changed_data_names_the_fix_and_restart_starts_over(make_dat
         train(_config(changed, model_dir, epochs=3))
     assert _published(model_dir) == before
     result = CliRunner().invoke(
-        cli, ["train", "--data", changed, "--model-dir", str(model_dir), "--epochs", "2", "--latent-dim", "3"]
+        cli,
+        [
+            "train",
+            "--data",
+            changed,
+            "--model-dir",
+            str(model_dir),
+            "--epochs",
+            "2",
+            "--kind",
+            "dense",
+            "--latent-dim",
+            "3",
+        ],
     )
     assert result.exit_code == 1 and "or --restart to start over in" in result.output
     restarted = train(_config(changed, model_dir, epochs=2, restart=True))
@@ -72,7 +85,20 @@ def test_a_finished_run_with_the_same_data_does_nothing_and_says_so(make_data, t
     train(_config(data, model_dir, epochs=2))
     before = _published(model_dir)
     result = CliRunner().invoke(
-        cli, ["train", "--data", data, "--model-dir", str(model_dir), "--epochs", "2", "--latent-dim", "3"]
+        cli,
+        [
+            "train",
+            "--data",
+            data,
+            "--model-dir",
+            str(model_dir),
+            "--epochs",
+            "2",
+            "--kind",
+            "dense",
+            "--latent-dim",
+            "3",
+        ],
     )
     assert result.exit_code == 0, result.output
     assert "nothing to do: already trained 2 epochs on this data" in result.output

@@ -239,7 +239,7 @@ def test_denoised_is_filled_only_for_a_denoising_model(image_tree, tmp_path):
 
 
 def test_denoised_asked_of_a_model_that_does_not_denoise_fails(tmp_path):
-    cfg = InferConfig(model_dir=_fake_model_dir(tmp_path / "m"), input=str(tmp_path), output=str(tmp_path / "o"))
+    cfg = InferConfig(model_dir=_fake_model_dir(tmp_path / "m"), input=str(tmp_path / "in"), output=str(tmp_path / "o"))
     with pytest.raises(ValueError, match="not trained to denoise"):
         run_infer(dataclasses.replace(cfg, outputs=("latent", "denoised")), model_handler=FakeHandler())
 
