@@ -26,6 +26,12 @@ def _config(data_dir, model_dir, **kwargs) -> TrainConfig:
     return TrainConfig(str(data_dir), str(model_dir), ModelConfig("dense", latent_dim=3), **kwargs)
 
 
+def _train_command(data_dir, model_dir: Path):
+    """``hourglass train`` for two epochs with the model of :func:`_config`."""
+    args = ["--data", str(data_dir), "--model-dir", str(model_dir), "--epochs", "2", "--kind", "dense"]
+    return CliRunner().invoke(cli, ["train", *args, "--latent-dim", "3"])
+
+
 def _published(model_dir: Path) -> dict[str, bytes]:
     """The files a run publishes (export, training.json, config.json), by path."""
     files = [model_dir / TRAINING_JSON, model_dir / "config.json", *(model_dir / "saved_model").rglob("*")]
@@ -56,22 +62,7 @@ def test_resuming_on_changed_data_names_the_fix_and_restart_starts_over(make_dat
     with pytest.raises(UserError, match=r"were trained on other data .*pass a new --model-dir to train on it, or "):
         train(_config(changed, model_dir, epochs=3))
     assert _published(model_dir) == before
-    result = CliRunner().invoke(
-        cli,
-        [
-            "train",
-            "--data",
-            changed,
-            "--model-dir",
-            str(model_dir),
-            "--epochs",
-            "2",
-            "--kind",
-            "dense",
-            "--latent-dim",
-            "3",
-        ],
-    )
+    result = _train_command(changed, model_dir)
     assert result.exit_code == 1 and "or --restart to start over in" in result.output
     restarted = train(_config(changed, model_dir, epochs=2, restart=True))
     assert restarted.resumed_from is None and restarted.epochs_run == 2
@@ -84,22 +75,7 @@ def test_a_finished_run_with_the_same_data_does_nothing_and_says_so(make_data, t
     data, model_dir = make_data(), tmp_path / "m"
     train(_config(data, model_dir, epochs=2))
     before = _published(model_dir)
-    result = CliRunner().invoke(
-        cli,
-        [
-            "train",
-            "--data",
-            data,
-            "--model-dir",
-            str(model_dir),
-            "--epochs",
-            "2",
-            "--kind",
-            "dense",
-            "--latent-dim",
-            "3",
-        ],
-    )
+    result = _train_command(data, model_dir)
     assert result.exit_code == 0, result.output
     assert "nothing to do: already trained 2 epochs on this data" in result.output
     assert _published(model_dir) == before
