@@ -45,7 +45,6 @@ _NOT_AN_IMAGE = "not a PNG, JPEG, GIF, BMP, TIFF or WebP image (no decoder recog
 _UNREADABLE_HEADER = "starts like an image but its header does not decode (truncated or damaged)"
 
 
-
 @tf.function(input_signature=[tf.TensorSpec([], tf.string)])
 def _decodes(data):
     """The decoder that counts, compiled once per process: run op by op, its EXIF parsing costs
