@@ -10,14 +10,14 @@ from PIL import Image
 
 from pipelines.config import ImageLimits
 from pipelines.inputs.images import encode_png
-from pipelines.inputs.validation import ValidateImageFn
+from pipelines.inputs.validation import ValidateImagesFn
 from tests.helpers import encode_image, flipped_jpeg, split_idat_png
 
 
 def _validate(data: bytes, max_pixels: int = 1_000_000):
     """(kept record or None, dead letter or None) for one image."""
     outputs = list(
-        ValidateImageFn("preprocess", ImageLimits(max_pixels)).process({"id": "x", "label": "", "image": data})
+        ValidateImagesFn("preprocess", ImageLimits(max_pixels)).process([{"id": "x", "label": "", "image": data}])
     )
     assert len(outputs) == 1
     out = outputs[0]
@@ -81,15 +81,15 @@ def test_images_tensorflow_refuses_are_corrupt_with_the_decoders_message(make):
 def test_decoded_bytes_are_bounded_before_decoding():
     rgba = encode_png(np.zeros((100, 100, 4), np.uint8))  # 10,000 pixels, 40,000 decoded bytes
     limits = ImageLimits(max_pixels=20_000, max_decoded_bytes=39_999)
-    validate = ValidateImageFn("preprocess", limits)
-    (out,) = validate.process({"id": "x", "label": "", "image": rgba})
+    validate = ValidateImagesFn("preprocess", limits)
+    (out,) = validate.process([{"id": "x", "label": "", "image": rgba}])
     assert (out.value["reason"], out.value["error"]) == (
         "too_many_pixels",
         "100x100 RGBA decodes to 40000 bytes, over --max-decoded-bytes 39999; shrink the image or raise "
         "--max-decoded-bytes",
     )
     grey = encode_png(np.zeros((100, 100), np.uint8))  # same pixels, a quarter of the bytes
-    (kept,) = validate.process({"id": "x", "label": "", "image": grey})
+    (kept,) = validate.process([{"id": "x", "label": "", "image": grey}])
     assert kept["image"] is grey
 
 
@@ -126,3 +126,15 @@ def test_error_text_drops_object_reprs():
     message = "cannot identify image file <_io.BytesIO object at 0x7f02c1d2a9d0>"
     assert error_text(UnidentifiedImageError(message)) == "UnidentifiedImageError: cannot identify image file the data"
     assert error_text(EOFError()) == "EOFError"
+
+
+def test_a_batch_keeps_its_good_images_and_dead_letters_only_the_one_the_decoder_refuses():
+    good = [encode_png(np.full((8, 8), v, np.uint8)) for v in range(5)]
+    records = [{"id": f"{i}.png", "label": "", "image": data} for i, data in enumerate(good)]
+    records.insert(2, {"id": "split.png", "label": "", "image": split_idat_png()})
+    outputs = list(ValidateImagesFn("preprocess").process(records))
+    kept = [out["id"] for out in outputs if not isinstance(out, TaggedOutput)]
+    dead = [out.value for out in outputs if isinstance(out, TaggedOutput)]
+    assert kept == [f"{i}.png" for i in range(5)]
+    assert [(d["id"], d["reason"]) for d in dead] == [("split.png", "corrupt_image")]
+    assert dead[0]["error"].startswith("TensorFlow's decoder: Invalid PNG data")
