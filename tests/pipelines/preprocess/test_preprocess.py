@@ -243,3 +243,18 @@ def test_float_arrays_through_the_cli_with_standardize_and_dead_letters(tmp_path
     stats = json.loads((out / "stats.json").read_text())
     assert stats["format"] == "npy" and stats["normalize"] == "standardize"
     assert stats["records"] == {"read": CONTAINER_COUNT, "written": CONTAINER_COUNT - 2, "rejected": 2}
+
+
+def test_shards_follow_the_data_size_and_hold_every_record_once(image_tree, tmp_path, monkeypatch):
+    import pipelines.preprocess.job as job
+
+    root, images = image_tree
+    record_bytes = 2 * 12 * 10 * 4  # pixels and inputs, float32: a record is larger than this
+    monkeypatch.setattr(job, "SHARD_BYTES", 3 * record_bytes)  # a few records per shard
+    result = run_preprocess(PreprocessConfig(input=str(root), output=str(tmp_path / "out"), eval_percent=25))
+    names = sorted(os.path.basename(f) for f in glob.glob(str(tmp_path / "out" / "train-*.tfrecord.gz")))
+    assert len(names) >= result.counts["train_records"] // 4  # a new file every few records
+    total = len(names)
+    assert names == [f"train-{i:05d}-of-{total:05d}.tfrecord.gz" for i in range(total)]
+    ids = [e["id"].decode() for split in ("train", "eval") for e in _read_split(tmp_path / "out", split)]
+    assert sorted(ids) == sorted(images)
