@@ -128,6 +128,19 @@ def test_exif_orientation_is_applied_as_pillow_exif_transpose_does(orientation):
     np.testing.assert_allclose(in_graph * 255, decoded, atol=1)
 
 
+def test_a_batch_mixing_jpegs_and_pngs_keeps_its_order_and_turns_only_the_jpegs():
+    rotated = _oriented_jpeg(6)  # stored 16x24, shown 24x16
+    upright = np.asarray(ImageOps.exif_transpose(Image.open(io.BytesIO(rotated))))
+    pngs = [np.full((24, 16, 3), v, np.uint8) for v in (10, 120, 250)]
+    batch = [encode_png(pngs[0]), rotated, encode_png(pngs[1]), rotated, encode_png(pngs[2])]
+    out = tf.function(lambda e: decode_images(e, ImageSpec(24, 16, 3)))(tf.constant(batch)).numpy()
+    assert out.shape == (5, 24, 16, 3)
+    for index, pixels in zip((0, 2, 4), pngs, strict=True):
+        np.testing.assert_allclose(out[index] * 255, pixels, atol=1e-3)
+    for index in (1, 3):
+        assert np.abs(out[index] * 255 - upright).max() <= 8  # two JPEG decoders: rounding differences only
+
+
 def test_damaged_or_missing_exif_means_upright():
     data = _oriented_jpeg(6)
     app1 = data.index(b"Exif")
