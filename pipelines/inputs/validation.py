@@ -42,8 +42,10 @@ from transforms.image_ops import decoded_shapes, decoder_message
 from transforms.layout import RECORDS_READ
 
 REJECTED = "rejected"
-# Records validated per call: one compiled decode proves them all.
-BATCH_SIZE = 256
+# Records validated per call (one compiled decode proves them all): at most 256 small images, and
+# about 16 MiB of encoded bytes (a record weighs one per 64 KiB), so large files do not pile up.
+BATCH_WEIGHT = 256
+_WEIGHT_BYTES = 64 * 1024
 DEFAULT_LIMITS = ImageLimits()
 _NOT_AN_IMAGE = "not a PNG, JPEG, GIF, BMP, TIFF or WebP image (no decoder recognises its first bytes)"
 _UNREADABLE_HEADER = "starts like an image but its header does not decode (truncated or damaged)"
@@ -138,10 +140,14 @@ class ValidateImages(beam.PTransform):
     def expand(self, records):
         outputs = (
             records
-            | "Batch" >> beam.BatchElements(min_batch_size=1, max_batch_size=BATCH_SIZE)
+            | "Batch" >> beam.BatchElements(min_batch_size=1, max_batch_size=BATCH_WEIGHT, element_size_fn=_weight)
             | "Validate" >> beam.ParDo(self._fn).with_outputs(REJECTED, main="valid")
         )
         return {"valid": outputs.valid, "rejected": outputs[REJECTED]}
+
+
+def _weight(record: dict) -> int:
+    return 1 + len(record[features.IMAGE]) // _WEIGHT_BYTES
 
 
 def _decode_errors(images: list[bytes]) -> list[PixelError | None]:
