@@ -12,7 +12,10 @@ with no 8/16-bit equivalent (``unsupported_mode``), plus everything the readers 
 Each image is decoded once here, after the header checks bound its size: images that pass as they
 are by the decoder that counts, ``transforms.image_ops.decode_pixels`` (the op of the transform
 graph and of the exported model, so a file it refuses is one ``corrupt_image`` dead letter with its
-message, never a failed batch later); the others by Pillow, which re-encodes them.
+message, never a failed batch later); the others by Pillow, which re-encodes them. With
+``decode=False`` the images that pass as they are get the header checks only: for a consumer that
+decodes them anyway with the same op, in batches, and dead-letters a refusal itself with
+:func:`check_decodes`' reason and message (infer: the model decodes in its graph).
 """
 
 from __future__ import annotations
@@ -52,14 +55,28 @@ def _decodes(data):
     return decode_pixels(data, tf.uint8)
 
 
-class ValidateImageFn(beam.DoFn):
-    """Checks each image's header against the limits, then decodes it once (see the module
-    docstring). With ``counted``, counts ``records_read`` and ``<stage>_valid_images``."""
+def check_decodes(data: bytes) -> None:
+    """Decodes ``data`` with the decoder that counts.
 
-    def __init__(self, stage: str, limits: ImageLimits = DEFAULT_LIMITS, counted: bool = True):
+    Raises:
+      PixelError: ``corrupt_image``, with the decoder's message.
+    """
+    try:
+        _decodes(tf.constant(data))
+    except tf.errors.InvalidArgumentError as error:
+        raise PixelError("corrupt_image", f"TensorFlow's decoder: {decoder_message(error)}") from error
+
+
+class ValidateImageFn(beam.DoFn):
+    """Checks each image's header against the limits, then decodes it once, or with ``decode=False``
+    only the images Pillow re-encodes (see the module docstring). With ``counted``, counts
+    ``records_read`` and ``<stage>_valid_images``."""
+
+    def __init__(self, stage: str, limits: ImageLimits = DEFAULT_LIMITS, counted: bool = True, decode: bool = True):
         self._stage = stage
         self._limits = limits
         self._counted = counted
+        self._decode = decode
         self._read = Metrics.counter(NAMESPACE, RECORDS_READ)
         self._valid = Metrics.counter(NAMESPACE, f"{stage}_valid_images")
 
@@ -93,10 +110,8 @@ class ValidateImageFn(beam.DoFn):
             raise PixelError(reason, error_text(error)) from error
         self._check_size(image)
         if passes_as_is(image):
-            try:
-                _decodes(tf.constant(data))
-            except tf.errors.InvalidArgumentError as error:
-                raise PixelError("corrupt_image", f"TensorFlow's decoder: {decoder_message(error)}") from error
+            if self._decode:
+                check_decodes(data)
             return data
         try:
             image.load()
@@ -124,9 +139,9 @@ class ValidateImageFn(beam.DoFn):
 class ValidateImages(beam.PTransform):
     """raw records -> ``{"valid": records, "rejected": dead letters}``."""
 
-    def __init__(self, stage: str, limits: ImageLimits = DEFAULT_LIMITS, counted: bool = True):
+    def __init__(self, stage: str, limits: ImageLimits = DEFAULT_LIMITS, counted: bool = True, decode: bool = True):
         super().__init__()
-        self._fn = ValidateImageFn(stage, limits, counted)
+        self._fn = ValidateImageFn(stage, limits, counted, decode)
 
     def expand(self, records):
         outputs = records | "Validate" >> beam.ParDo(self._fn).with_outputs(REJECTED, main="valid")
@@ -139,12 +154,13 @@ def count_items(pcolls, label: str):
     return ones | f"{label}Flatten" >> beam.Flatten() | f"{label}Sum" >> beam.CombineGlobally(sum)
 
 
-def validate_read(read: dict, stage: str, limits: ImageLimits, counted: bool = True) -> dict:
-    """Reader output ``{"records", "rejected"}`` -> validated ``{"valid", "rejected"}``, counted or not."""
+def validate_read(read: dict, stage: str, limits: ImageLimits, counted: bool = True, decode: bool = True) -> dict:
+    """Reader output ``{"records", "rejected"}`` -> validated ``{"valid", "rejected"}``, counted or not
+    (``decode``: see :class:`ValidateImageFn`)."""
     unreadable = read["rejected"]
     if counted:
         unreadable = unreadable | "CountUnreadable" >> count(RECORDS_READ)
-    checked = read["records"] | "Validate" >> ValidateImages(stage, limits, counted)
+    checked = read["records"] | "Validate" >> ValidateImages(stage, limits, counted, decode)
     dead = unreadable | "DeadLetters" >> beam.Map(from_unreadable, stage)
     rejected = (dead, checked["rejected"]) | "FlattenRejected" >> beam.Flatten()
     if counted:
