@@ -46,7 +46,7 @@ EPOCHS = 10  # the default of --epochs
 ROUNDS = 3
 # The scale row (``bench_scale``): a larger split, so fewer epochs and rounds.
 SCALE_EPOCHS = 2
-SCALE_ROUNDS = 2
+SCALE_ROUNDS = 3
 SEED = 0
 TARGET = 0.9
 CACHE_MB = 1024  # the default of --cache-mb
