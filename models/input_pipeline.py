@@ -166,6 +166,22 @@ def fits_in_memory(files: list[str], tft_output: tft.TFTransformOutput, budget_m
     return limit > 0 and count_records(files, limit) <= limit
 
 
+def read_records(files: list[str], *, num_shards: int = 1, shard_index: int = 0) -> tf.data.Dataset:
+    """One input pipeline's serialized ``tf.Example`` records, in a fixed order: its part of the
+    files (see :func:`shard_policy`) read up to ``_MAX_PARALLEL_READS`` at a time, each in its own
+    thread (a parallel interleave, one record from each file in turn), or every ``num_shards``-th
+    record of all of them."""
+    policy = shard_policy(len(files), num_shards)
+    if policy == ShardPolicy.FILE:
+        files = files[shard_index::num_shards]
+    dataset = tf.data.TFRecordDataset(
+        files, compression_type="GZIP", num_parallel_reads=min(len(files), _MAX_PARALLEL_READS)
+    )
+    if policy == ShardPolicy.DATA:
+        dataset = dataset.shard(num_shards, shard_index)
+    return dataset
+
+
 def read_examples(
     files: list[str],
     tft_output: tft.TFTransformOutput,
@@ -183,37 +199,41 @@ def read_examples(
       cache: keep the examples in memory after the first full pass (every later pass, and every
         dataset built on this one by :func:`make_batches`, reads them from there).
     """
-    policy = shard_policy(len(files), num_shards)
-    if policy == ShardPolicy.FILE:
-        files = files[shard_index::num_shards]
-    dataset = tf.data.TFRecordDataset(
-        files, compression_type="GZIP", num_parallel_reads=min(len(files), _MAX_PARALLEL_READS)
-    )
-    if policy == ShardPolicy.DATA:
-        dataset = dataset.shard(num_shards, shard_index)
-    spec = _spec(tft_output)
-    # Parsing whole batches of records is much faster than one record at a time.
-    dataset = dataset.batch(_PARSE_BATCH).map(
-        lambda records: tf.io.parse_example(records, spec), num_parallel_calls=tf.data.AUTOTUNE
-    )
-    dataset = dataset.unbatch()
+    records = read_records(files, num_shards=num_shards, shard_index=shard_index)
+    dataset = _parse(records.batch(_PARSE_BATCH), tft_output).unbatch()
     return dataset.cache() if cache else dataset
 
 
 def make_batches(
-    examples: tf.data.Dataset, batch_size: int, shuffle: bool, seed: int = 0, skip: int = 0
+    examples: tf.data.Dataset,
+    batch_size: int,
+    shuffle: bool,
+    seed: int = 0,
+    skip: int = 0,
+    parse_with: tft.TFTransformOutput | None = None,
 ) -> tf.data.Dataset:
     """Batches of ``examples``: shuffled in an order fixed by ``seed`` (one seed per epoch), without
-    the first ``skip`` examples of that order (to resume mid-epoch)."""
+    the first ``skip`` examples of that order (to resume mid-epoch).
+
+    ``examples`` are parsed examples (:func:`read_examples`), or serialized records
+    (:func:`read_records`) when ``parse_with`` gives their transform output: those are shuffled as
+    records and parsed a whole batch at a time, in parallel, which keeps a feed read from disk
+    every epoch up with the training step (no per-example parsing or unbatching). Both give the same
+    batches in the same order: the shuffle buffer holds the same number of examples either way.
+    """
     if shuffle:
-        buffer = max(1, min(SHUFFLE_BUFFER, _SHUFFLE_BUFFER_BYTES // _nbytes(examples.element_spec.values())))
+        example_bytes = record_bytes(parse_with) if parse_with else _nbytes(examples.element_spec.values())
+        buffer = max(1, min(SHUFFLE_BUFFER, _SHUFFLE_BUFFER_BYTES // example_bytes))
         examples = examples.shuffle(buffer, seed=seed, reshuffle_each_iteration=False)
     if skip:
         examples = examples.skip(skip)
+    batches = examples.batch(batch_size)
+    if parse_with is not None:
+        batches = _parse(batches, parse_with)
     options = tf.data.Options()
-    # Sharded by read_examples, explicitly; tf.distribute must not shard again.
+    # Sharded by read_records, explicitly; tf.distribute must not shard again.
     options.experimental_distribute.auto_shard_policy = ShardPolicy.OFF
-    return examples.batch(batch_size).with_options(options).prefetch(tf.data.AUTOTUNE)
+    return batches.with_options(options).prefetch(tf.data.AUTOTUNE)
 
 
 def make_dataset(
@@ -229,10 +249,16 @@ def make_dataset(
 ) -> tf.data.Dataset:
     """Batched, parsed dataset of the transformed features used in training (one pass, no cache).
 
-    See :func:`read_examples` and :func:`make_batches` for the arguments.
+    See :func:`read_records` and :func:`make_batches` for the arguments.
     """
-    examples = read_examples(files, tft_output, num_shards=num_shards, shard_index=shard_index)
-    return make_batches(examples, batch_size, shuffle, seed, skip)
+    records = read_records(files, num_shards=num_shards, shard_index=shard_index)
+    return make_batches(records, batch_size, shuffle, seed, skip, parse_with=tft_output)
+
+
+def _parse(batches: tf.data.Dataset, tft_output: tft.TFTransformOutput) -> tf.data.Dataset:
+    """Batches of serialized records -> batches of parsed features, several batches at once (in order)."""
+    spec = _spec(tft_output)
+    return batches.map(lambda records: tf.io.parse_example(records, spec), num_parallel_calls=tf.data.AUTOTUNE)
 
 
 def _spec(tft_output: tft.TFTransformOutput) -> dict:

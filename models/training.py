@@ -181,8 +181,9 @@ class SplitInput:
 
     Each worker's input pipeline reads its shard (see ``input_pipeline.shard_policy``); when
     ``cache`` is set the parsed examples stay in memory after the first epoch and later epochs read
-    them from there. Each epoch's order is fixed by ``seed`` and the epoch, so a resumed epoch can
-    skip the steps already done.
+    them from there, else every epoch shuffles the records read from disk and parses them a batch at
+    a time (``input_pipeline.make_batches``). Each epoch's order is fixed by ``seed`` and the epoch
+    (the same with or without the cache), so a resumed epoch can skip the steps already done.
     """
 
     def __init__(self, strategy, files: list[str], tft_output, global_batch: int, cache: bool):
@@ -202,10 +203,16 @@ class SplitInput:
                 shuffle,
                 seed=seed * 100_003 + epoch,
                 skip=skip_steps * self.global_batch // ctx.num_input_pipelines,
+                parse_with=None if self.cache else self.tft_output,
             )
         )
 
     def _pipeline_examples(self, ctx: tf.distribute.InputContext) -> tf.data.Dataset:
+        """The input pipeline's parsed examples when cached, else its records (parsed batch by batch)."""
+        if not self.cache:
+            return input_pipeline.read_records(
+                self.files, num_shards=ctx.num_input_pipelines, shard_index=ctx.input_pipeline_id
+            )
         # One dataset per input pipeline, reused by every epoch, so that its cache is too.
         if ctx.input_pipeline_id not in self._examples:
             self._examples[ctx.input_pipeline_id] = input_pipeline.read_examples(
@@ -213,7 +220,7 @@ class SplitInput:
                 self.tft_output,
                 num_shards=ctx.num_input_pipelines,
                 shard_index=ctx.input_pipeline_id,
-                cache=self.cache,
+                cache=True,
             )
         return self._examples[ctx.input_pipeline_id]
 

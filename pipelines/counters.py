@@ -1,8 +1,9 @@
 """Beam counters read back after a run (for summaries and the record accounting), and progress logged
 while it runs.
 
-:class:`LogProgressFn` passes every element on unchanged and logs ``STAGE: N records WHAT so far``
-at most every ``every_seconds`` (per worker: Beam's counters are read only when the pipeline ends).
+:class:`LogProgressFn` passes every element on unchanged and logs ``STAGE: first record WHAT`` (where
+the start-up ends), then ``STAGE: N records WHAT so far`` at most every ``every_seconds`` (per worker:
+Beam's counters are read only when the pipeline ends).
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ log = logging.getLogger(__name__)
 
 
 class LogProgressFn(beam.DoFn):
-    """element -> the same element; logs how many this worker has seen, at most every ``every_seconds``."""
+    """element -> the same element; logs the first one (``"<stage>: first record <what>"``, the end of
+    the start-up), then how many this worker has seen, at most every ``every_seconds``."""
 
     def __init__(self, stage: str, what: str, every_seconds: float = PROGRESS_SECONDS):
         self._stage, self._what, self._every = stage, what, every_seconds
@@ -36,6 +38,7 @@ class LogProgressFn(beam.DoFn):
         now = time.monotonic()
         if self._logged is None:  # the clock starts with the first element, not with the worker
             self._logged = now
+            log.info("%s: first record %s", self._stage, self._what)
         if now - self._logged >= self._every:
             self._logged = now
             log.info("%s: %d records %s so far (this worker)", self._stage, self._seen, self._what)

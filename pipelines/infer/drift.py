@@ -1,8 +1,9 @@
 """Drift of an infer run against the model's calibration: counted in Beam, judged when the run ends.
 
-In (Beam): ``PredictionResult`` elements whose inference holds ``anomaly_score``, ``is_anomaly``
-and/or ``latent`` (``serving_default`` of a calibrated model; ``encode`` gives ``latent`` only).
-:class:`CountDriftFn` outputs nothing: it bins each result against the calibration (see
+In (Beam): batch results (``model_handler.batch_result``) whose inference holds ``anomaly_score``,
+``is_anomaly`` and/or ``latent``, one row per record (``serving_default`` of a calibrated model;
+``encode`` gives ``latent`` only). :class:`CountDriftFn` outputs nothing: it bins each batch's rows
+at once against the calibration (see
 ``models.model_info.Calibration``) and adds the bin counts to Beam counters (``drift_*``), so a run,
 a watch window made of several batches, or a restarted window sums them like every other counter.
 
@@ -56,7 +57,7 @@ def latent_counter(dim: int, b: int) -> str:
 
 
 class CountDriftFn(beam.DoFn):
-    """``PredictionResult`` -> nothing; adds its drift bins to the ``drift_*`` counters (per bundle)."""
+    """Batch result -> nothing; adds its rows' drift bins to the ``drift_*`` counters (per bundle)."""
 
     def __init__(self, calibration: Calibration):
         self._edges = np.array(calibration.latent_quantiles, np.float64)  # (latent_dim, 9)
@@ -70,13 +71,16 @@ class CountDriftFn(beam.DoFn):
     def process(self, result):
         inference = result.inference
         if ANOMALY_SCORE in inference:
-            self._scores[min(int(float(inference[ANOMALY_SCORE]) * 100), SCORE_BINS - 1)] += 1
-            self._flagged += bool(inference[IS_ANOMALY])
-            self._scored += 1
+            scores = np.asarray(inference[ANOMALY_SCORE], np.float64).reshape(-1)
+            bins = np.minimum((scores * 100).astype(np.int64), SCORE_BINS - 1)
+            self._scores += np.bincount(bins, minlength=SCORE_BINS)
+            self._flagged += int(np.count_nonzero(inference[IS_ANOMALY]))
+            self._scored += len(scores)
         if LATENT in inference:
-            bins = latent_bins(inference[LATENT][None, :], self._edges)[0]
-            self._latents[np.arange(len(bins)), bins] += 1
-            self._latent_rows += 1
+            bins = latent_bins(inference[LATENT], self._edges)  # (rows, dims)
+            for dim, counts in enumerate(self._latents):
+                counts += np.bincount(bins[:, dim], minlength=LATENT_BINS)
+            self._latent_rows += len(bins)
         return ()
 
     def finish_bundle(self):

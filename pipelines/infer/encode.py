@@ -5,8 +5,10 @@
 ``ROW_GROUP_BYTES`` each, written as one row group) and dead letters (``inputs.dead_letters``) for
 the records the model failed on. A batch that fails is retried one record at a time (its good
 records come out in ``retried``), so only the bad records are dead-lettered (reason
-``inference_failed``). Given the model's calibration it also counts the drift bins of every result
-(``drift.CountDriftFn``). The model handler is a parameter, so tests inject their own.
+``corrupt_image`` when the decoder refuses the image, else ``inference_failed``). Given the model's
+calibration it also counts the drift bins of every batch (``drift.CountDriftFn``). Results stay
+whole batches from the model to the Arrow tables: no Python per record in between. The model
+handler is a parameter, so tests inject their own.
 """
 
 from __future__ import annotations
@@ -21,9 +23,11 @@ from models.model_info import Calibration
 from pipelines.counters import NAMESPACE
 from pipelines.infer import parquet
 from pipelines.infer.drift import CountDriftFn
-from pipelines.infer.model_handler import OneAtATime, stack_outputs
+from pipelines.infer.model_handler import OneAtATime, concat_outputs
 from pipelines.inputs.dead_letters import rejection
 from pipelines.inputs.formats.base import SOURCE
+from pipelines.inputs.images import PixelError
+from pipelines.inputs.validation import check_decodes
 from transforms import features
 from transforms.image_ops import decoder_message
 from transforms.layout import rejected_counter
@@ -36,11 +40,12 @@ _KEY_BYTES = 64  # rough in-memory size of a row's id, source and label
 
 
 class ToArrowFn(beam.DoFn):
-    """``PredictionResult`` elements -> ``pa.Table`` elements of ``schema`` (each a future row group).
+    """Batch results (``model_handler.batch_result``) -> ``pa.Table`` elements of ``schema`` (each a
+    future row group).
 
-    Buffers the results of each window until they hold about ``row_group_bytes`` of the written
-    outputs, then converts them in one go. (Not ``BatchElements``: Beam's element size sampling
-    would pickle every result of a PCollection of lists of results.)
+    Buffers the batches of each window until they hold about ``row_group_bytes`` of the written
+    outputs, then converts them in one go, column by column. (Not ``BatchElements``: Beam's element
+    size sampling would pickle the batches.)
     """
 
     def __init__(self, schema: pa.Schema, row_group_bytes: int = ROW_GROUP_BYTES):
@@ -55,7 +60,8 @@ class ToArrowFn(beam.DoFn):
     def process(self, result: PredictionResult, w=beam.DoFn.WindowParam):
         buffer = self._buffers.setdefault(w, [[], 0])
         buffer[0].append(result)
-        buffer[1] += _KEY_BYTES + sum(v.nbytes for k, v in result.inference.items() if k in self._written)
+        outputs = result.inference
+        buffer[1] += _KEY_BYTES * len(result.example) + sum(outputs[k].nbytes for k in outputs if k in self._written)
         if buffer[1] >= self._row_group_bytes:
             del self._buffers[w]
             yield self._table(buffer[0], w)
@@ -66,28 +72,41 @@ class ToArrowFn(beam.DoFn):
         self._buffers = {}
 
     def _table(self, results: list[PredictionResult], w) -> WindowedValue:
-        records = [r.example for r in results]
+        records = [record for result in results for record in result.example]
         keys = {
             parquet.ID: [r[features.ID] for r in records],
             parquet.SOURCE: [r[SOURCE] for r in records],
             parquet.LABEL: [r[features.LABEL] or None for r in records],
         }
         self._rows.inc(len(records))
-        table = pa.Table.from_batches([parquet.record_batch(self._schema, keys, stack_outputs(results))])
+        table = pa.Table.from_batches([parquet.record_batch(self._schema, keys, concat_outputs(results))])
         return WindowedValue(table, w.max_timestamp(), (w,))
 
 
 class InferenceRejectionFn(beam.DoFn):
-    """``(batch of one record, (type, repr, traceback))`` from RunInference -> a dead letter whose
-    ``error`` is the exception's own message (TensorFlow's errors have an empty repr)."""
+    """``(batch of one record, (type, repr, traceback))`` from RunInference -> a dead letter.
+
+    Validation leaves the decoding of the images TensorFlow reads as they are to the model's graph
+    (``validate_read(decode=False)``), so a record the model fails on alone is first decoded with
+    the decoder that counts: if that refuses it, it is the same ``corrupt_image`` dead letter, with
+    the same message, that validation gives; else ``inference_failed`` with the exception's own
+    message (TensorFlow's errors have an empty repr).
+    """
 
     def __init__(self):
         self._failed = Metrics.counter(NAMESPACE, rejected_counter(STAGE, "inference_failed"))
+        self._corrupt = Metrics.counter(NAMESPACE, rejected_counter(STAGE, "corrupt_image"))
 
     def process(self, failed):
         batch, (_, _, lines) = failed
         error = decoder_message(lines[-1].strip() if lines else "")
         for record in batch:
+            try:
+                check_decodes(record[features.IMAGE])
+            except PixelError as corrupt:
+                self._corrupt.inc()
+                yield rejection(record, STAGE, corrupt.reason, str(corrupt))
+                continue
             self._failed.inc()
             yield rejection(record, STAGE, "inference_failed", error)
 
@@ -101,8 +120,8 @@ class EncodeImages(beam.PTransform):
     input, which would hold every prediction in memory.
 
     Args:
-      model_handler: yields one ``PredictionResult`` per record with numpy outputs named like the
-        columns (see ``model_handler``).
+      model_handler: returns one ``PredictionResult`` per batch, its records and their numpy
+        outputs named like the columns (see ``model_handler.batch_result``).
       schema: from ``parquet.prediction_schema``.
       calibration: the model's; when given, the results' drift bins are counted.
     """

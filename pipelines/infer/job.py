@@ -64,7 +64,9 @@ def build_infer_pipeline(
         records = records | "HashContent" >> beam.Map(keys.add_content_hash)
     if index is not None:
         records = records | "SkipExisting" >> beam.ParDo(keys.SkipExistingFn(index))
-    checked = validate_read({"records": records, "rejected": read["rejected"]}, STAGE, ImageLimits.of(cfg))
+    checked = validate_read(
+        {"records": records, "rejected": read["rejected"]}, STAGE, ImageLimits.of(cfg), decode=False
+    )
     valid = checked["valid"] | "Progress" >> beam.ParDo(counters.LogProgressFn(STAGE, "validated"))
     encoded = valid | "EncodeImages" >> EncodeImages(model_handler, schema, calibration)
     written = parquet.write_predictions(encoded, checked["rejected"], output, schema, cfg.compression)

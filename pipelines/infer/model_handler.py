@@ -1,8 +1,11 @@
 """RunInference model handlers for an exported Hourglass SavedModel.
 
 Element contract: ``run_inference`` takes a batch of valid raw records (dicts with ``image``
-encoded bytes, see ``inputs.formats.base``) and yields one ``PredictionResult(example=record,
-inference={name: numpy array})`` per record, in order. The names are the signature's outputs:
+encoded bytes, see ``inputs.formats.base``) and returns one ``PredictionResult`` for the whole
+batch (:func:`batch_result`): ``example`` the batch's records (a list, in order) and ``inference``
+``{name: numpy array}`` with one row per record, as the signature returned it. Keeping the batch
+whole lets everything after ``RunInference`` (Arrow conversion, drift bins) work on arrays, with no
+Python per record. The names are the signature's outputs:
 ``serving_default`` gives ``latent``, ``reconstruction``, ``reconstruction_error``, for models
 exported with ``"denoising": true`` in ``model_info.json`` ``denoised``, and for calibrated models
 ``anomaly_score`` and ``is_anomaly``; ``encode`` gives
@@ -83,11 +86,7 @@ class HourglassModelHandler(ModelHandler[dict, PredictionResult, Any]):
     ) -> Iterable[PredictionResult]:
         images = tf.constant([record[features.IMAGE] for record in batch])
         outputs = model.module.signatures[self._signature](images=images)
-        arrays = {name: value.numpy() for name, value in outputs.items()}
-        return [
-            PredictionResult(record, {name: value[i] for name, value in arrays.items()})
-            for i, record in enumerate(batch)
-        ]
+        return [batch_result(batch, {name: value.numpy() for name, value in outputs.items()})]
 
     def get_num_bytes(self, batch: Sequence[dict]) -> int:
         return sum(len(record[features.IMAGE]) for record in batch)
@@ -129,7 +128,12 @@ class OneAtATime(ModelHandler):
         return self._base.share_model_across_processes()
 
 
-def stack_outputs(results: Sequence[PredictionResult]) -> dict[str, np.ndarray]:
-    """The per-record inference dicts of ``results`` stacked into one array per output."""
+def batch_result(records: Sequence[dict], outputs: dict[str, np.ndarray]) -> PredictionResult:
+    """The one result of a batch: its ``records`` and the model's ``outputs`` (one row per record)."""
+    return PredictionResult(list(records), outputs)
+
+
+def concat_outputs(results: Sequence[PredictionResult]) -> dict[str, np.ndarray]:
+    """The outputs of several batch results, concatenated into one array per output."""
     names = results[0].inference.keys()
-    return {name: np.stack([r.inference[name] for r in results]) for name in names}
+    return {name: np.concatenate([r.inference[name] for r in results]) for name in names}

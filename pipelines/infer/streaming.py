@@ -154,7 +154,9 @@ def build_streaming_pipeline(
         | "AsUnits" >> beam.Map(lambda match: FileUnit((match.path,)))
         | "ReadFiles" >> beam.ParDo(ReadWatchedFilesFn(root)).with_outputs(UNREADABLE, main="records")
     )
-    checked = validate_read({"records": read.records, "rejected": read[UNREADABLE]}, STAGE, ImageLimits.of(cfg))
+    checked = validate_read(
+        {"records": read.records, "rejected": read[UNREADABLE]}, STAGE, ImageLimits.of(cfg), decode=False
+    )
     encoded = checked["valid"] | "EncodeImages" >> EncodeImages(model_handler, schema)
     tables = (encoded["tables"], encoded["retried"]) | "AllTables" >> beam.Flatten()
     rejected = (checked["rejected"], encoded["rejected"]) | "MergeRejected" >> beam.Flatten()

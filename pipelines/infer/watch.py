@@ -150,7 +150,9 @@ def build_files_pipeline(
         | "Files" >> beam.Create(units, reshuffle=len(units) > 1)
         | "ReadFiles" >> beam.ParDo(ReadWatchedFilesFn(root)).with_outputs(UNREADABLE, main="records")
     )
-    checked = validate_read({"records": read.records, "rejected": read[UNREADABLE]}, STAGE, ImageLimits.of(cfg))
+    checked = validate_read(
+        {"records": read.records, "rejected": read[UNREADABLE]}, STAGE, ImageLimits.of(cfg), decode=False
+    )
     encoded = checked["valid"] | "EncodeImages" >> EncodeImages(model_handler, schema, calibration)
     if not light:
         return parquet.write_predictions(encoded, checked["rejected"], output, schema, cfg.compression)

@@ -15,6 +15,9 @@ exported model, so a file it refuses is one ``corrupt_image`` dead letter with i
 failed batch later); the others by Pillow, which re-encodes them. Records are validated in batches
 (:class:`ValidateImagesFn`): one call of the compiled decoder proves a whole batch, and only a batch
 holding a file it refuses is decoded again image by image, to find that file and its message.
+With ``decode=False`` the images that pass as they are get the header checks only: for a consumer
+that decodes them anyway with the same op, in batches, and dead-letters a refusal itself with
+:func:`check_decodes`' reason and message (infer: the model decodes in its graph).
 """
 
 from __future__ import annotations
@@ -54,12 +57,13 @@ _UNREADABLE_HEADER = "starts like an image but its header does not decode (trunc
 class ValidateImagesFn(beam.DoFn):
     """A batch (list) of raw records -> each valid record, and dead letters under ``rejected``: the
     header checks against the limits, then one decode (see the module docstring). With ``counted``,
-    counts ``records_read`` and ``<stage>_valid_images``."""
+    counts ``records_read`` and ``<stage>_valid_images``; with ``decode=False``, header checks only."""
 
-    def __init__(self, stage: str, limits: ImageLimits = DEFAULT_LIMITS, counted: bool = True):
+    def __init__(self, stage: str, limits: ImageLimits = DEFAULT_LIMITS, counted: bool = True, decode: bool = True):
         self._stage = stage
         self._limits = limits
         self._counted = counted
+        self._decode = decode
         self._read = Metrics.counter(NAMESPACE, RECORDS_READ)
         self._valid = Metrics.counter(NAMESPACE, f"{stage}_valid_images")
 
@@ -73,7 +77,7 @@ class ValidateImagesFn(beam.DoFn):
             except PixelError as error:
                 readable = error
             checked.append([record, readable])
-            if readable is record[features.IMAGE]:
+            if self._decode and readable is record[features.IMAGE]:
                 to_decode.append(checked[-1])
         for entry, error in zip(to_decode, _decode_errors([e[1] for e in to_decode]), strict=True):
             if error is not None:
@@ -133,9 +137,9 @@ class ValidateImagesFn(beam.DoFn):
 class ValidateImages(beam.PTransform):
     """raw records -> ``{"valid": records, "rejected": dead letters}``."""
 
-    def __init__(self, stage: str, limits: ImageLimits = DEFAULT_LIMITS, counted: bool = True):
+    def __init__(self, stage: str, limits: ImageLimits = DEFAULT_LIMITS, counted: bool = True, decode: bool = True):
         super().__init__()
-        self._fn = ValidateImagesFn(stage, limits, counted)
+        self._fn = ValidateImagesFn(stage, limits, counted, decode)
 
     def expand(self, records):
         outputs = (
@@ -163,10 +167,22 @@ def _decode_errors(images: list[bytes]) -> list[PixelError | None]:
 
 def _decode_error(data: bytes) -> PixelError | None:
     try:
+        check_decodes(data)
+    except PixelError as error:
+        return error
+    return None
+
+
+def check_decodes(data: bytes) -> None:
+    """Decodes ``data`` with the decoder that counts.
+
+    Raises:
+      PixelError: ``corrupt_image``, with the decoder's message.
+    """
+    try:
         decoded_shapes(tf.constant([data]))
     except tf.errors.InvalidArgumentError as error:
-        return PixelError("corrupt_image", f"TensorFlow's decoder: {decoder_message(error)}")
-    return None
+        raise PixelError("corrupt_image", f"TensorFlow's decoder: {decoder_message(error)}") from error
 
 
 def count_items(pcolls, label: str):
@@ -175,12 +191,13 @@ def count_items(pcolls, label: str):
     return ones | f"{label}Flatten" >> beam.Flatten() | f"{label}Sum" >> beam.CombineGlobally(sum)
 
 
-def validate_read(read: dict, stage: str, limits: ImageLimits, counted: bool = True) -> dict:
-    """Reader output ``{"records", "rejected"}`` -> validated ``{"valid", "rejected"}``, counted or not."""
+def validate_read(read: dict, stage: str, limits: ImageLimits, counted: bool = True, decode: bool = True) -> dict:
+    """Reader output ``{"records", "rejected"}`` -> validated ``{"valid", "rejected"}``, counted or not
+    (``decode``: see :class:`ValidateImagesFn`)."""
     unreadable = read["rejected"]
     if counted:
         unreadable = unreadable | "CountUnreadable" >> count(RECORDS_READ)
-    checked = read["records"] | "Validate" >> ValidateImages(stage, limits, counted)
+    checked = read["records"] | "Validate" >> ValidateImages(stage, limits, counted, decode)
     dead = unreadable | "DeadLetters" >> beam.Map(from_unreadable, stage)
     rejected = (dead, checked["rejected"]) | "FlattenRejected" >> beam.Flatten()
     if counted:

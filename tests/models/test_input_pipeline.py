@@ -1,9 +1,11 @@
 """The tf.data input: explicit sharding, a fixed order per seed, skipping for resumption, caching."""
 
 import pytest
+import tensorflow as tf
 
 from models import input_pipeline
 from models.input_pipeline import ShardPolicy
+from models.training import SplitInput
 from transforms import features
 
 
@@ -65,3 +67,17 @@ def test_counting_stops_past_the_limit_and_the_budget_uses_parsed_sizes(make_dat
     # inputs and pixels: 12x10x1 float32 each; label_index: one int64.
     assert input_pipeline.record_bytes(tft_output) == 2 * 120 * 4 + 8
     assert input_pipeline.fits_in_memory(files, tft_output, budget_mb=1)
+
+
+def test_an_epoch_read_from_disk_matches_the_cached_one_and_resumes_alike(make_data):
+    files, tft_output = _split(make_data(train=(6, 5)))
+    strategy = tf.distribute.get_strategy()
+
+    def epoch(cache: bool, number: int, skip_steps: int = 0) -> list[int]:
+        split = SplitInput(strategy, files, tft_output, 4, cache)
+        return _labels(split.batches(True, seed=3, epoch=number, skip_steps=skip_steps))
+
+    first = epoch(True, 0)
+    assert sorted(first) == list(range(11))
+    assert epoch(False, 0) == first and epoch(False, 1) == epoch(True, 1) != first
+    assert epoch(False, 0, skip_steps=1) == epoch(True, 0, skip_steps=1) == first[4:]

@@ -3,12 +3,12 @@
 import apache_beam as beam
 import numpy as np
 import pytest
-from apache_beam.ml.inference.base import PredictionResult
 from apache_beam.testing.test_pipeline import TestPipeline
 
 from models.calibration import build_calibration
 from pipelines.counters import counters
 from pipelines.infer import drift
+from pipelines.infer.model_handler import batch_result
 from transforms.errors import DriftDetected
 
 DIMS = 4
@@ -26,9 +26,17 @@ def reference():
 def _counted(cal, errors: np.ndarray, latents: np.ndarray) -> dict[str, int]:
     """The drift counters of results with these errors and latents (scored as the export scores them)."""
     scores = np.interp(errors, cal.error_percentiles, np.linspace(0, 1, 101)).astype(np.float32)
+    # Batches of up to 256 rows, as RunInference gives them (the last one shorter).
     results = [
-        PredictionResult(i, {"anomaly_score": s, "is_anomaly": np.bool_(e > cal.threshold), "latent": z})
-        for i, (s, e, z) in enumerate(zip(scores, errors, latents, strict=True))
+        batch_result(
+            list(range(start, min(start + 256, len(errors)))),
+            {
+                "anomaly_score": scores[start : start + 256],
+                "is_anomaly": errors[start : start + 256] > cal.threshold,
+                "latent": latents[start : start + 256],
+            },
+        )
+        for start in range(0, len(errors), 256)
     ]
     p = TestPipeline()
     _ = p | beam.Create(results) | beam.ParDo(drift.CountDriftFn(cal))

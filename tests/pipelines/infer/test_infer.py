@@ -13,7 +13,7 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
-from apache_beam.ml.inference.base import ModelHandler, PredictionResult
+from apache_beam.ml.inference.base import ModelHandler
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 from PIL import Image
@@ -23,7 +23,7 @@ from pipelines.config import InferConfig
 from pipelines.infer.encode import EncodeImages
 from pipelines.infer.job import parquet as cols
 from pipelines.infer.job import publish, run_infer
-from pipelines.infer.model_handler import HourglassModelHandler
+from pipelines.infer.model_handler import HourglassModelHandler, batch_result
 from pipelines.infer.parquet import WriteParquet
 from tests.conftest import HEIGHT, WIDTH, known_pixels, write_image_tree
 from tests.helpers import read_rejected, readme_block
@@ -149,14 +149,21 @@ def test_bad_files_are_dead_lettered_and_good_ones_all_written(trained, tmp_path
     train_cfg, _ = trained
     images = write_image_tree(tmp_path / "in")
     (tmp_path / "in" / "cat" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+    # A sound header over cut-off data: validation passes it, the model's decoder refuses it in its
+    # batch, and the record alone gets the dead letter validation's decoder would have given.
+    good = (tmp_path / "in" / "cat" / "000.png").read_bytes()
+    (tmp_path / "in" / "dog" / "truncated.png").write_bytes(good[:-12])
     result = run_infer(
         InferConfig(model_dir=train_cfg.model_dir, input=str(tmp_path / "in"), output=str(tmp_path / "o"))
     )
-    assert result.counts["records_read"] == len(images) + 1 == result.counts["prediction_rows"] + result.rejected
-    assert result.counts["infer_rejected_corrupt_image"] == 1
-    assert result.manifest["rejected"] == {"corrupt_image": 1}
-    (letter,) = read_rejected(tmp_path / "o" / "_rejected")
-    assert letter["id"] == "cat/broken.png" and letter["stage"] == "infer" and letter["reason"] == "corrupt_image"
+    assert result.counts["records_read"] == len(images) + 2 == result.counts["prediction_rows"] + result.rejected
+    assert sorted(_table(tmp_path / "o").column("id").to_pylist()) == sorted(images)
+    assert result.counts["infer_rejected_corrupt_image"] == 2
+    assert result.manifest["rejected"] == {"corrupt_image": 2}
+    letters = {letter["id"]: letter for letter in read_rejected(tmp_path / "o" / "_rejected")}
+    assert sorted(letters) == ["cat/broken.png", "dog/truncated.png"]
+    assert {(letter["stage"], letter["reason"]) for letter in letters.values()} == {("infer", "corrupt_image")}
+    assert letters["dog/truncated.png"]["error"] == f"TensorFlow's decoder: Invalid PNG data, size {len(good) - 12}"
 
 
 def test_infer_reads_containers_too(trained, tmp_path):
@@ -200,16 +207,17 @@ class FakeHandler(ModelHandler):
         bad = [r["id"] for r in batch if r["id"] in self._fail]
         if bad:
             raise ValueError(f"cannot encode {bad}")
-        return [PredictionResult(record, self._outputs(record)) for record in batch]
+        return [batch_result(batch, self._outputs(batch))]
 
-    def _outputs(self, record):
+    def _outputs(self, batch):
+        n = len(batch)
         outputs = {
-            "latent": np.array([len(record["image"])], np.float32),
-            "reconstruction": np.full((HEIGHT, WIDTH, 1), 0.25, np.float32),
-            "reconstruction_error": np.float32(0.5),
+            "latent": np.array([[len(record["image"])] for record in batch], np.float32),
+            "reconstruction": np.full((n, HEIGHT, WIDTH, 1), 0.25, np.float32),
+            "reconstruction_error": np.full(n, 0.5, np.float32),
         }
         if self._denoising:
-            outputs["denoised"] = np.full((HEIGHT, WIDTH, 1), 0.75, np.float32)
+            outputs["denoised"] = np.full((n, HEIGHT, WIDTH, 1), 0.75, np.float32)
         return outputs
 
     def batch_elements_kwargs(self):

@@ -11,6 +11,7 @@ from pipelines import config
 from pipelines.config import BUILTIN_MNIST, ReaderOptions
 from pipelines.inputs.formats import READERS
 from pipelines.inputs.formats.base import Unreadable
+from pipelines.inputs.formats.image_files import read_at_most
 from tests.conftest import CONTAINER_COUNT, container_pixels, idx_bytes, write_tfrecord_examples
 
 
@@ -217,3 +218,9 @@ def test_reader_options_reject_unknown_formats():
     with pytest.raises(ValueError, match="auto, images, idx, npy, npz, csv, tfrecord"):
         ReaderOptions(format="hdf5")
     assert config.FORMATS == ("images", "idx", "npy", "npz", "csv", "tfrecord")
+
+
+@pytest.mark.parametrize("size, limit", [(10, 100), (200_000, 150_001), (200_000, 400_000), (5, 5)])
+def test_an_image_file_is_read_up_to_the_limit_in_chunks(size, limit):
+    data = bytes(range(256)) * (size // 256) + bytes(size % 256)
+    assert read_at_most(io.BytesIO(data), limit) == data[:limit]
