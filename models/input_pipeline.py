@@ -4,7 +4,9 @@ Layout read (written by ``pipelines.preprocess``, named in ``transforms.layout``
 ``DATA/train-*.tfrecord.gz``, ``DATA/eval-*.tfrecord.gz`` (gzipped ``tf.train.Example``) and
 ``DATA/transform_output/``.
 Element contract of :func:`make_dataset`: dicts of batched tensors ``inputs`` and ``pixels``
-``(batch, H, W, C)`` float32 and ``label_index`` ``(batch,)`` int64.
+``(batch, H, W, C)`` float32 and ``label_index`` ``(batch,)`` int64. For a restoration model,
+:func:`corruptor` makes the batches' ``inputs`` those of the corrupted ``pixels`` (training only:
+the export is given what users have, already corrupted); ``pixels`` stay the clean targets.
 
 Distribution: each worker's pipeline reads its own shard, chosen explicitly here (whole files when
 there are at least as many files as workers, else every n-th record), and the record order is
@@ -17,12 +19,15 @@ import hashlib
 import json
 import math
 import os
+from collections.abc import Callable
 
 import tensorflow as tf
 import tensorflow_transform as tft
 
 from transforms import features
+from transforms.corruption import CorruptionSpec
 from transforms.errors import UserError
+from transforms.image_ops import corrupt
 from transforms.layout import SPLITS, STATS_JSON, TRANSFORM_DIR, split_pattern
 
 SHUFFLE_BUFFER = 10_000  # examples, and at most _SHUFFLE_BUFFER_BYTES of them
@@ -200,11 +205,36 @@ def read_examples(
     return dataset.cache() if cache else dataset
 
 
+def corruptor(tft_output: tft.TFTransformOutput, spec: CorruptionSpec) -> Callable[[dict], dict]:
+    """A function of a batch that corrupts its ``pixels`` with ``spec`` and puts the model inputs of
+    the corrupted pixels in ``inputs`` (``pixels``, the targets, stay clean).
+
+    The inputs are what the transform makes of the corrupted image: its normalization (``unit`` or
+    ``standardize``) is affine per pixel, ``inputs = offset + gain * pixels``, and ``offset`` and
+    ``gain`` are read off the transform itself, by passing it an all-black and an all-white image.
+    """
+    height, width, channels = image_shape(tft_output)
+    blank = [tf.io.encode_png(tf.fill([height, width, channels], tf.constant(v, tf.uint8))) for v in (0, 255)]
+    black, white = tft_output.transform_features_layer()({features.IMAGE: tf.stack(blank)})[features.INPUTS].numpy()
+    offset, gain = tf.constant(black), tf.constant(white - black)
+
+    def apply(batch: dict) -> dict:
+        return {**batch, features.INPUTS: offset + gain * corrupt(batch[features.PIXELS], spec)}
+
+    return apply
+
+
 def make_batches(
-    examples: tf.data.Dataset, batch_size: int, shuffle: bool, seed: int = 0, skip: int = 0
+    examples: tf.data.Dataset,
+    batch_size: int,
+    shuffle: bool,
+    seed: int = 0,
+    skip: int = 0,
+    transform: Callable[[dict], dict] | None = None,
 ) -> tf.data.Dataset:
     """Batches of ``examples``: shuffled in an order fixed by ``seed`` (one seed per epoch), without
-    the first ``skip`` examples of that order (to resume mid-epoch)."""
+    the first ``skip`` examples of that order (to resume mid-epoch), each passed through
+    ``transform`` when given (e.g. a :func:`corruptor`)."""
     if shuffle:
         buffer = max(1, min(SHUFFLE_BUFFER, _SHUFFLE_BUFFER_BYTES // _nbytes(examples.element_spec.values())))
         examples = examples.shuffle(buffer, seed=seed, reshuffle_each_iteration=False)
@@ -213,7 +243,10 @@ def make_batches(
     options = tf.data.Options()
     # Sharded by read_examples, explicitly; tf.distribute must not shard again.
     options.experimental_distribute.auto_shard_policy = ShardPolicy.OFF
-    return examples.batch(batch_size).with_options(options).prefetch(tf.data.AUTOTUNE)
+    batches = examples.batch(batch_size)
+    if transform is not None:
+        batches = batches.map(transform, num_parallel_calls=tf.data.AUTOTUNE)
+    return batches.with_options(options).prefetch(tf.data.AUTOTUNE)
 
 
 def make_dataset(

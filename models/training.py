@@ -6,7 +6,9 @@ per-example loss scaled by the global batch (``tf.nn.compute_average_loss``) and
 losses summed with ``strategy.reduce``. (Keras 3 ``model.fit`` fails under
 MultiWorkerMirroredStrategy, keras-team/keras#20585.)
 
-Reads ``DATA/{train,eval}-*.tfrecord.gz`` and ``DATA/transform_output``. Writes, under MODEL_DIR:
+Reads ``DATA/{train,eval}-*.tfrecord.gz`` and ``DATA/transform_output``; a restoration model
+(``--corrupt``) is trained and evaluated on pairs (corrupt(x), x) made by the input pipeline
+(``input_pipeline.corruptor``; the anomaly calibration scores clean images). Writes, under MODEL_DIR:
 ``checkpoints/`` (see ``models.checkpoints``; saved at every epoch end and every
 ``checkpoint_every_steps`` steps), ``logs/{train,eval}`` (TensorBoard), and, published together
 only when the run succeeded (``transforms.publishing``: a failed or killed run leaves the previous
@@ -182,15 +184,17 @@ class SplitInput:
     Each worker's input pipeline reads its shard (see ``input_pipeline.shard_policy``); when
     ``cache`` is set the parsed examples stay in memory after the first epoch and later epochs read
     them from there. Each epoch's order is fixed by ``seed`` and the epoch, so a resumed epoch can
-    skip the steps already done.
+    skip the steps already done. ``transform`` (a restoration model's ``input_pipeline.corruptor``)
+    is applied to every batch.
     """
 
-    def __init__(self, strategy, files: list[str], tft_output, global_batch: int, cache: bool):
+    def __init__(self, strategy, files: list[str], tft_output, global_batch: int, cache: bool, transform=None):
         self.strategy = strategy
         self.files = files
         self.tft_output = tft_output
         self.global_batch = global_batch
         self.cache = cache
+        self.transform = transform
         self._examples: dict[int, tf.data.Dataset] = {}
 
     def batches(self, shuffle: bool, seed: int = 0, epoch: int = 0, skip_steps: int = 0):
@@ -202,6 +206,7 @@ class SplitInput:
                 shuffle,
                 seed=seed * 100_003 + epoch,
                 skip=skip_steps * self.global_batch // ctx.num_input_pipelines,
+                transform=self.transform,
             )
         )
 
@@ -298,13 +303,16 @@ def _train(cfg: TrainConfig, strategy, is_chief: bool, publication, tft_output, 
         saved, epochs, stopped = model_info.saved_model_path(cfg.model_dir), progress.epoch, progress.stopped_early
         return TrainResult(saved, progress.history, epochs, 0.0, resumed_from, stopped, already_trained=True)
 
+    # A restoration model learns (corrupt(x), x); its eval loss scores the same task.
+    corruption = model.corruption
+    transform = input_pipeline.corruptor(tft_output, corruption) if corruption is not None else None
     inputs = {}
     for split, split_files in files.items():
         cache = cfg.cache_mb > 0 and input_pipeline.fits_in_memory(split_files, tft_output, cfg.cache_mb)
         log.info(
             "%s split: %s", split, "kept in memory" if cache else f"read from disk (over --cache-mb {cfg.cache_mb})"
         )
-        inputs[split] = SplitInput(strategy, split_files, tft_output, global_batch, cache)
+        inputs[split] = SplitInput(strategy, split_files, tft_output, global_batch, cache, transform)
     loop = _EpochLoop(
         cfg,
         trainer,

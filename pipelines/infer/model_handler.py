@@ -4,7 +4,8 @@ Element contract: ``run_inference`` takes a batch of valid raw records (dicts wi
 encoded bytes, see ``inputs.formats.base``) and yields one ``PredictionResult(example=record,
 inference={name: numpy array})`` per record, in order. The names are the signature's outputs:
 ``serving_default`` gives ``latent``, ``reconstruction``, ``reconstruction_error``, for models
-exported with ``"denoising": true`` in ``model_info.json`` ``denoised``, and for calibrated models
+trained with a corruption (``corruption`` in ``model_info.json``) ``restored``, for those trained
+with a noise (``"denoising": true``) ``denoised``, and for calibrated models
 ``anomaly_score`` and ``is_anomaly``; ``encode`` gives
 ``latent`` only (cheaper: no decoder) and is used when only latents are written.
 
