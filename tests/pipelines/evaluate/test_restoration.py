@@ -1,4 +1,4 @@
-"""The classical baselines of the restoration triplets and what the model is sent, on small arrays with known answers."""
+"""The restoration baselines and what the model is sent, on small arrays with known answers."""
 
 import io
 
