@@ -155,7 +155,8 @@ def test_unset_fields_take_the_kinds_defaults():
     [
         ({"latent_dim": 0}, "latent_dim must be positive"),
         ({"loss": "l1"}, "mse, bce"),
-        ({"noise": "speckle:1"}, "gaussian, salt-pepper, mask"),
+        ({"noise": "speckle:1"}, "--noise must be one of gaussian:SIGMA, salt-pepper:P, mask:P, got 'speckle:1'"),
+        ({"corrupt": "blocks"}, "--corrupt must be one of gaussian:SIGMA, salt-pepper:P, mask:P, grey, downscale:F"),
     ],
 )
 def test_bad_model_config_raises(kwargs, message):
