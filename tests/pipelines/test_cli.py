@@ -144,7 +144,7 @@ def test_infer_refuses_a_tampered_model_without_a_traceback_unless_trusted(train
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--outputs", "latent,pixels"], "outputs must be a non-empty selection of latent, reconstruction, denoised"),
+        (["--outputs", "latent,pixels"], "outputs must be a non-empty selection of latent, reconstruction, restored, denoised"),
         (["--run-id", "../up"], "run id must be letters, digits"),
         (["--watch", "somewhere"], "pass only one of --input"),
         (["--skip-existing"], "pass --run-id too"),
