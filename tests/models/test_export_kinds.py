@@ -1,7 +1,8 @@
 """The export of every kind: identical outputs after the round trip, and the optional outputs.
 
 ``restored`` only for models trained with a corruption (and ``denoised`` for a noise),
-``interpolate`` only for the VAEs, and ``model_info.json`` saying which. Uses the shared 12x10x1 preprocess output (an odd size).
+``interpolate`` only for the VAEs, and ``model_info.json`` saying which. Uses the shared 12x10x1
+preprocess output (an odd size).
 """
 
 import numpy as np
