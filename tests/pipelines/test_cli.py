@@ -40,7 +40,7 @@ def test_train_takes_kind_parameters_and_noise(preprocessed, tmp_path):
         "loss": "mse",
         "params": {"widths": [16, 8], "activation": "relu", "tied": True},
         "noise": "mask:0.3",
-        "corrupt": None,
+        "corrupt": "mask:0.3",  # the resolved corruption, however it was given
     }
     assert config["learning_rate"] > 0  # the kind's default, resolved
     info = json.loads((tmp_path / "saved_model" / "model_info.json").read_text())
