@@ -3,7 +3,7 @@
 Every run trains the same model (same initial weights, batch, epochs) with the same
 ``models.training.Trainer`` step under the same strategy; only the input differs:
 
-- ``tfrecords``: ``models.training.SplitInput``, exactly what ``hourglass train`` iterates (the
+- ``tfrecords``: ``models.input_pipeline.SplitInput``, exactly what ``hourglass train`` iterates (the
   gzipped TFRecords read and parsed, kept in memory when they fit ``--cache-mb``, shuffled with a
   per-epoch seed, batched, prefetched); its first pass (which fills the cache) is timed too;
 - ``in_memory``: the parsed train split held as tensors, shuffled and batched by ``tf.data``;
@@ -34,8 +34,9 @@ import models.kinds  # noqa: F401  (registers every kind)
 from benchmarks import report
 from models import input_pipeline
 from models.config import ModelConfig
+from models.input_pipeline import SplitInput
 from models.registry import build_autoencoder
-from models.training import SplitInput, Trainer
+from models.training import Trainer
 from pipelines.config import PreprocessConfig
 from pipelines.preprocess.job import run_preprocess
 from transforms import features

@@ -3,16 +3,17 @@
 An :class:`Autoencoder` maps images ``(batch, H, W, C)`` to codes ``(batch, latent_dim)`` with
 ``encode`` and back to images ``(batch, H, W, C)`` in [0, 1] with ``decode``. Training calls
 ``per_example_loss(inputs, targets, training)``, which returns one loss value per example, so that
-the training step can scale it for the global batch under any distribution strategy. It is built
-from three steps the kinds can refine:
+the training step can scale it for the global batch under any distribution strategy. A model trained
+to restore (``corruption``, ``transforms.corruption``) is given corrupted inputs and clean targets by
+the training input pipeline (``models.input_pipeline.corrupted``); the model itself never corrupts.
+The loss is built from two steps the kinds can refine:
 
-* ``corrupt``: the configured noise (``transforms.noise``), applied to the inputs in training only;
 * ``code_and_penalty``: the code the decoder sees in training and a per-example penalty on it
   (the ``penalty`` given, e.g. ``sparse``'s L1/KL term, else zero; for the VAEs, a sample of the
   posterior and the KL term: :class:`VariationalAutoencoder`, shared by ``vae`` and ``conv-vae``);
 * ``reconstruction_loss``: ``mse`` or ``bce`` per pixel, averaged over each image.
 
-The model's kind, loss and noise come in its :class:`~models.registry.ModelSpec`, at construction.
+The model's kind, loss and corruption come in its :class:`~models.registry.ModelSpec`, at construction.
 """
 
 from __future__ import annotations
@@ -25,17 +26,16 @@ import tensorflow as tf
 from keras import ops
 
 from models.registry import ModelSpec
-from transforms.image_ops import corrupt
 
 
 class Autoencoder(keras.Model):
-    """An encoder and a decoder, trained to reconstruct their (optionally corrupted) input.
+    """An encoder and a decoder, trained to reconstruct their input's clean target.
 
     Args:
       encoder: a Keras model ``(batch, H, W, C) -> (batch, latent_dim)``.
       decoder: a Keras model ``(batch, latent_dim) -> (batch, H, W, C)`` with outputs in [0, 1].
       spec: the kind, the loss (``mse`` or ``bce``, per pixel, averaged over each image) and the
-        noise applied to the inputs while training (a denoising model), or None.
+        corruption the model is trained to undo (a restoration model), or None.
       penalty: codes ``(batch, latent_dim)`` -> a per-example penalty ``(batch,)`` added to the loss.
     """
 
@@ -54,7 +54,7 @@ class Autoencoder(keras.Model):
         self.decoder = decoder
         self.kind = spec.kind
         self.loss_name = spec.loss
-        self.noise = spec.noise
+        self.corruption = spec.corruption
         self._penalty = penalty
 
     @property
@@ -76,12 +76,6 @@ class Autoencoder(keras.Model):
     def call(self, images, training: bool = False):
         return self.decode(self.encode(images, training=training), training=training)
 
-    def corrupt(self, images, training: bool):
-        """The inputs with the model's noise applied when ``training``; unchanged otherwise."""
-        if training and self.noise is not None:
-            return corrupt(images, self.noise)
-        return images
-
     def code_and_penalty(self, images, training: bool):
         """The code the decoder reconstructs from, and a per-example penalty ``(batch,)`` on it."""
         codes = self.encode(images, training=training)
@@ -101,7 +95,7 @@ class Autoencoder(keras.Model):
 
     def per_example_loss(self, inputs, targets, training: bool = True):
         """Loss per example ``(batch,)``: reconstruction of ``targets`` from ``inputs``, plus the penalty."""
-        codes, penalty = self.code_and_penalty(self.corrupt(inputs, training), training=training)
+        codes, penalty = self.code_and_penalty(inputs, training=training)
         return self.reconstruction_loss(targets, self.decode(codes, training=training)) + penalty
 
     def interpolate(self, images_a, images_b, alphas):

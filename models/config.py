@@ -17,8 +17,8 @@ from collections.abc import Iterable
 from typing import Any
 
 from models.fields import option
+from transforms.corruption import CorruptionSpec, parse_corruption
 from transforms.errors import UserError
-from transforms.noise import parse_noise
 
 LOSSES = ("mse", "bce")
 STRATEGIES = ("auto", "default", "mirrored", "multi-worker")
@@ -62,7 +62,14 @@ class ModelConfig:
         convert=parse_param_args,
     )
     noise: str | None = option(
-        None, "Corrupt the inputs in training: gaussian:SIGMA, salt-pepper:P or mask:P; default: the kind's."
+        None,
+        "Train to denoise: gaussian:SIGMA, salt-pepper:P or mask:P (the same as --corrupt with a noise); "
+        "default: the kind's.",
+    )
+    corrupt: str | None = option(
+        None,
+        "Train to restore: inputs corrupted in training with gaussian:SIGMA, salt-pepper:P, mask:P (denoise), "
+        "grey (recolour), downscale:F (upscale by F) or blocks:P (inpaint); the export returns `restored`.",
     )
 
     def __post_init__(self):
@@ -70,7 +77,18 @@ class ModelConfig:
             raise UserError(f"latent_dim must be positive, got {self.latent_dim}")
         if self.loss is not None and self.loss not in LOSSES:
             raise UserError(f"loss must be one of {', '.join(LOSSES)}, got {self.loss!r}")
-        parse_noise(self.noise)  # raises on a bad spec
+        noise = parse_corruption(self.noise, noise_only=True, option="--noise")
+        corrupt = parse_corruption(self.corrupt)
+        if noise and corrupt and noise != corrupt:
+            raise UserError(
+                f"--noise {noise} and --corrupt {corrupt} disagree: --noise is --corrupt for the noise kinds; give one"
+            )
+
+    @property
+    def corruption(self) -> CorruptionSpec | None:
+        """The corruption the model is trained to undo: ``corrupt``, else ``noise``, else None
+        (before :func:`models.registry.resolve_model_config`, without the kind's default)."""
+        return parse_corruption(self.corrupt) or parse_corruption(self.noise, noise_only=True, option="--noise")
 
 
 @dataclasses.dataclass(frozen=True)

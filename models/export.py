@@ -5,8 +5,12 @@ training):
   ``serving_default(images: string[batch])`` -> ``latent`` float32 ``(batch, latent_dim)``,
   ``reconstruction`` float32 ``(batch, H, W, C)`` in [0, 1], ``reconstruction_error`` float32
   ``(batch,)`` (per-image MSE against the model's own [0, 1] input pixels), and for a model
-  trained with noise also ``denoised`` float32 ``(batch, H, W, C)``: the reconstruction of the
-  given (possibly noisy) images, which such a model has learned to clean; with a calibration
+  trained with a corruption (``--corrupt``) also ``restored`` float32 ``(batch, H, W, C)``: the
+  reconstruction of the given (corrupted) images, which such a model has learned to restore (for
+  a noise, also under its older name ``denoised``). An upscaling model (``downscale:F``) first
+  brings an image smaller than its size up to it, bicubic (``image_ops.bicubic_to_size``), so it
+  takes the small images users have; a grey image reaches a recolouring model's 3 channels through
+  the transform's colour policy (grey repeated); with a calibration
   (``models.calibration``) also ``anomaly_score`` float32 ``(batch,)``, the percentile rank of the
   error in the calibration's table (0 to 1, linear between its points, monotone in the error), and
   ``is_anomaly`` bool ``(batch,)``, the error above the calibration's threshold;
@@ -16,7 +20,7 @@ training):
   alphas: float32[steps])`` -> ``reconstruction`` ``(batch, steps, H, W, C)``, the images
   ``g((1 - a) f(x) + a f(x'))`` (see ``Autoencoder.interpolate``).
 ``model_info.json`` beside ``saved_model.pb`` is a :class:`~models.model_info.ModelInfo` (kind, latent
-size, parameters, loss, image shape, ``noise``, ``variational``, the ``calibration`` and
+size, parameters, loss, image shape, ``corruption``, ``noise``, ``variational``, the ``calibration`` and
 ``model_hash``, the hash of the saved files and those fields that ``models.model_check`` verifies
 before a model is loaded); the output names are ``models.model_info``'s.
 """
@@ -38,11 +42,13 @@ from models.model_info import (
     LATENT,
     RECONSTRUCTION,
     RECONSTRUCTION_ERROR,
+    RESTORED,
     Calibration,
     ModelInfo,
     saved_model_path,
 )
 from transforms import features
+from transforms.image_ops import bicubic_to_size
 
 
 class ServingModule(tf.Module):
@@ -78,13 +84,19 @@ class ServingModule(tf.Module):
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="images")])
     def serve(self, images):
+        corruption = self.model.corruption
+        if corruption is not None and corruption.kind == "downscale":
+            height, width = self.model.image_shape[:2]
+            images = tf.map_fn(lambda e: bicubic_to_size(e, height, width), images, fn_output_signature=tf.string)
         transformed = self.transform({features.IMAGE: images})
         latent = self.model.encode(transformed[features.INPUTS])
         reconstruction = self.model.decode(latent)
         error = per_image_error(reconstruction, transformed[features.PIXELS])
         outputs = {LATENT: latent, RECONSTRUCTION: reconstruction, RECONSTRUCTION_ERROR: error}
-        if self.model.noise is not None:
-            outputs[DENOISED] = tf.identity(reconstruction)
+        if corruption is not None:
+            outputs[RESTORED] = tf.identity(reconstruction)
+            if corruption.is_noise:
+                outputs[DENOISED] = tf.identity(reconstruction)
         if self.calibration is not None:
             outputs[ANOMALY_SCORE] = percentile_rank(error, self.percentiles)
             outputs[IS_ANOMALY] = error > self.threshold
@@ -134,6 +146,7 @@ def export_model(
       the SavedModel path.
     """
     path = saved_model_path(model_dir)
+    corruption = model.corruption
     module = ServingModule(model, tft_output, calibration)
     tf.saved_model.save(module, path, signatures=module.signatures())
     info = ModelInfo(
@@ -143,10 +156,11 @@ def export_model(
         loss=model.loss_name,
         params=params,
         model_hash="",  # set below, once the files it covers are written
-        noise=str(model.noise) if model.noise is not None else None,
-        denoising=model.noise is not None,
+        noise=str(corruption) if corruption is not None and corruption.is_noise else None,
+        denoising=corruption is not None and corruption.is_noise,
         variational=model.variational,
         calibration=calibration,
+        corruption=str(corruption) if corruption is not None else None,
     )
     info = dataclasses.replace(info, model_hash=export_hash(path, info))
     info.write(path)

@@ -4,7 +4,11 @@ Layout read (written by ``pipelines.preprocess``, named in ``transforms.layout``
 ``DATA/train-*.tfrecord.gz``, ``DATA/eval-*.tfrecord.gz`` (gzipped ``tf.train.Example``) and
 ``DATA/transform_output/``.
 Element contract of :func:`make_dataset`: dicts of batched tensors ``inputs`` and ``pixels``
-``(batch, H, W, C)`` float32 and ``label_index`` ``(batch,)`` int64.
+``(batch, H, W, C)`` float32 and ``label_index`` ``(batch,)`` int64. For a restoration model,
+:func:`corruptor` makes the batches' ``inputs`` those of the corrupted ``pixels`` (training only:
+the export is given what users have, already corrupted); ``pixels`` stay the clean targets.
+
+:class:`SplitInput` builds one split's distributed batches epoch after epoch, as training iterates them.
 
 Distribution: each worker's pipeline reads its own shard, chosen explicitly here (whole files when
 there are at least as many files as workers, else every n-th record), and the record order is
@@ -17,12 +21,15 @@ import hashlib
 import json
 import math
 import os
+from collections.abc import Callable
 
 import tensorflow as tf
 import tensorflow_transform as tft
 
 from transforms import features
+from transforms.corruption import CorruptionSpec
 from transforms.errors import UserError
+from transforms.image_ops import corrupt
 from transforms.layout import SPLITS, STATS_JSON, TRANSFORM_DIR, split_pattern
 
 SHUFFLE_BUFFER = 10_000  # examples, and at most _SHUFFLE_BUFFER_BYTES of them
@@ -204,6 +211,25 @@ def read_examples(
     return dataset.cache() if cache else dataset
 
 
+def corruptor(tft_output: tft.TFTransformOutput, spec: CorruptionSpec) -> Callable[[dict], dict]:
+    """A function of a batch that corrupts its ``pixels`` with ``spec`` and puts the model inputs of
+    the corrupted pixels in ``inputs`` (``pixels``, the targets, stay clean).
+
+    The inputs are what the transform makes of the corrupted image: its normalization (``unit`` or
+    ``standardize``) is affine per pixel, ``inputs = offset + gain * pixels``, and ``offset`` and
+    ``gain`` are read off the transform itself, by passing it an all-black and an all-white image.
+    """
+    height, width, channels = image_shape(tft_output)
+    blank = [tf.io.encode_png(tf.fill([height, width, channels], tf.constant(v, tf.uint8))) for v in (0, 255)]
+    black, white = tft_output.transform_features_layer()({features.IMAGE: tf.stack(blank)})[features.INPUTS].numpy()
+    offset, gain = tf.constant(black), tf.constant(white - black)
+
+    def apply(batch: dict) -> dict:
+        return {**batch, features.INPUTS: offset + gain * corrupt(batch[features.PIXELS], spec)}
+
+    return apply
+
+
 def make_batches(
     examples: tf.data.Dataset,
     batch_size: int,
@@ -211,9 +237,11 @@ def make_batches(
     seed: int = 0,
     skip: int = 0,
     parse_with: tft.TFTransformOutput | None = None,
+    transform: Callable[[dict], dict] | None = None,
 ) -> tf.data.Dataset:
     """Batches of ``examples``: shuffled in an order fixed by ``seed`` (one seed per epoch), without
-    the first ``skip`` examples of that order (to resume mid-epoch).
+    the first ``skip`` examples of that order (to resume mid-epoch), each passed through
+    ``transform`` when given (e.g. a :func:`corruptor`).
 
     ``examples`` are parsed examples (:func:`read_examples`), or serialized records
     (:func:`read_records`) when ``parse_with`` gives their transform output: those are shuffled as
@@ -230,6 +258,8 @@ def make_batches(
     batches = examples.batch(batch_size)
     if parse_with is not None:
         batches = _parse(batches, parse_with)
+    if transform is not None:
+        batches = batches.map(transform, num_parallel_calls=tf.data.AUTOTUNE)
     options = tf.data.Options()
     # Sharded by read_records, explicitly; tf.distribute must not shard again.
     options.experimental_distribute.auto_shard_policy = ShardPolicy.OFF
@@ -268,3 +298,53 @@ def _spec(tft_output: tft.TFTransformOutput) -> dict:
 def _nbytes(specs) -> int:
     """Bytes of one example described by feature or tensor specs (``shape`` and ``dtype``)."""
     return sum(math.prod(tf.TensorShape(s.shape).as_list()) * tf.as_dtype(s.dtype).size for s in specs)
+
+
+class SplitInput:
+    """Builds one split's distributed batches, epoch after epoch.
+
+    Each worker's input pipeline reads its shard (see ``shard_policy``); when
+    ``cache`` is set the parsed examples stay in memory after the first epoch and later epochs read
+    them from there, else every epoch shuffles the records read from disk and parses them a batch at
+    a time (``make_batches``). Each epoch's order is fixed by ``seed`` and the epoch
+    (the same with or without the cache), so a resumed epoch can skip the steps already done.
+    ``transform`` (a restoration model's ``corruptor``) is applied to every batch.
+    """
+
+    def __init__(self, strategy, files: list[str], tft_output, global_batch: int, cache: bool, transform=None):
+        self.strategy = strategy
+        self.files = files
+        self.tft_output = tft_output
+        self.global_batch = global_batch
+        self.cache = cache
+        self.transform = transform
+        self._examples: dict[int, tf.data.Dataset] = {}
+
+    def batches(self, shuffle: bool, seed: int = 0, epoch: int = 0, skip_steps: int = 0):
+        """The epoch's ``tf.distribute.DistributedDataset``."""
+        return self.strategy.distribute_datasets_from_function(
+            lambda ctx: make_batches(
+                self._pipeline_examples(ctx),
+                ctx.get_per_replica_batch_size(self.global_batch),
+                shuffle,
+                seed=seed * 100_003 + epoch,
+                skip=skip_steps * self.global_batch // ctx.num_input_pipelines,
+                parse_with=None if self.cache else self.tft_output,
+                transform=self.transform,
+            )
+        )
+
+    def _pipeline_examples(self, ctx: tf.distribute.InputContext) -> tf.data.Dataset:
+        """The input pipeline's parsed examples when cached, else its records (parsed batch by batch)."""
+        if not self.cache:
+            return read_records(self.files, num_shards=ctx.num_input_pipelines, shard_index=ctx.input_pipeline_id)
+        # One dataset per input pipeline, reused by every epoch, so that its cache is too.
+        if ctx.input_pipeline_id not in self._examples:
+            self._examples[ctx.input_pipeline_id] = read_examples(
+                self.files,
+                self.tft_output,
+                num_shards=ctx.num_input_pipelines,
+                shard_index=ctx.input_pipeline_id,
+                cache=True,
+            )
+        return self._examples[ctx.input_pipeline_id]

@@ -6,7 +6,7 @@ and when it is called. So before ``tf.saved_model.load`` (or a warm start's read
 
 1. the contract: the signatures an Hourglass export has (``serving_default``, ``encode``,
    ``decode``, and ``interpolate`` for a VAE) with the input and output names and shapes that
-   ``model_info.json`` implies (``image_shape``, ``latent_dim``, ``denoising``, ``variational``);
+   ``model_info.json`` implies (``image_shape``, ``latent_dim``, ``corruption``, ``denoising``, ``variational``);
 2. the graph: every node of every meta graph and of every function in its library is scanned for
    the ops that touch the file system, the network or run Python (:data:`DENIED_OPS`, a superset of
    ``saved_model_cli scan``'s ``ReadFile``, ``WriteFile``, ``PrintV2``). Two kinds of file ops every
@@ -36,7 +36,7 @@ from collections.abc import Iterator
 import tensorflow as tf
 from tensorflow.core.protobuf import meta_graph_pb2, saved_model_pb2
 
-from models.model_info import DENOISED, LATENT, MODEL_INFO, RECONSTRUCTION, ModelInfo, saved_model_path
+from models.model_info import IMAGE_OUTPUTS, LATENT, MODEL_INFO, RECONSTRUCTION, ModelInfo, saved_model_path
 from transforms.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -178,7 +178,7 @@ def expected_signatures(info: ModelInfo) -> dict[str, tuple[dict, dict]]:
     image = [-1, *info.image_shape]
     latent = [-1, info.latent_dim]
     images = {"images": [-1]}
-    shapes = {LATENT: latent, RECONSTRUCTION: image, DENOISED: image}  # the others: one value per image
+    shapes = {LATENT: latent, **dict.fromkeys(IMAGE_OUTPUTS, image)}  # the others: one value per image
     serving = {name: shapes.get(name, [-1]) for name in info.outputs}
     signatures = {
         "serving_default": (images, serving),

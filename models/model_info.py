@@ -5,10 +5,12 @@ The one writer (``models.export``) and every reader (infer, evaluate, warm start
 is read with ``tf.io.gfile`` when it is read), so the command line can import the output names fast.
 
 ``serving_default`` returns ``LATENT``, ``RECONSTRUCTION``, ``RECONSTRUCTION_ERROR``, for a
-model trained with noise ``DENOISED``, and for a calibrated model (every export since calibration
-exists) ``ANOMALY_SCORE`` and ``IS_ANOMALY``; ``encode`` returns ``LATENT``; ``decode`` and
-``interpolate`` return ``RECONSTRUCTION``. :class:`Calibration` is what ``train`` measured on the
-eval split to set those two (``models.calibration`` computes it).
+model trained with a corruption (``--corrupt``) ``RESTORED``, for one trained with a noise also
+``DENOISED`` (the same tensor: the name exports made before ``RESTORED`` existed return alone),
+and for a calibrated model (every export since calibration exists) ``ANOMALY_SCORE`` and
+``IS_ANOMALY``; ``encode`` returns ``LATENT``; ``decode`` and ``interpolate`` return
+``RECONSTRUCTION``. :class:`Calibration` is what ``train`` measured on the eval split to set those
+two (``models.calibration`` computes it).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import os
 from typing import Any
 
 from models import fields
+from transforms.corruption import CorruptionSpec, parse_corruption
 from transforms.errors import UserError
 
 SAVED_MODEL_DIR = "saved_model"
@@ -27,11 +30,16 @@ MODEL_INFO = "model_info.json"
 
 LATENT = "latent"
 RECONSTRUCTION = "reconstruction"
+RESTORED = "restored"
 DENOISED = "denoised"
 RECONSTRUCTION_ERROR = "reconstruction_error"
 ANOMALY_SCORE = "anomaly_score"
 IS_ANOMALY = "is_anomaly"
-OUTPUTS = (LATENT, RECONSTRUCTION, DENOISED, RECONSTRUCTION_ERROR, ANOMALY_SCORE, IS_ANOMALY)
+OUTPUTS = (LATENT, RECONSTRUCTION, RESTORED, DENOISED, RECONSTRUCTION_ERROR, ANOMALY_SCORE, IS_ANOMALY)
+# What infer writes without --outputs: every output but ``DENOISED``, the older name of ``RESTORED``.
+DEFAULT_OUTPUTS = tuple(name for name in OUTPUTS if name != DENOISED)
+# The outputs that are images of the model's shape.
+IMAGE_OUTPUTS = (RECONSTRUCTION, RESTORED, DENOISED)
 ANOMALY_OUTPUTS = (ANOMALY_SCORE, IS_ANOMALY)
 # The error percentile table has a point at every percent, 0 to 100.
 PERCENTILE_POINTS = 101
@@ -97,8 +105,12 @@ class ModelInfo:
       image_shape: ``(H, W, C)`` the embedded transform brings every image to.
       loss: the reconstruction loss it was trained with.
       model_hash: SHA-256 (hex) of the saved files and the other fields (``model_check.export_hash``).
-      noise: the corruption it was trained on (``KIND:AMOUNT``), or None.
+      noise: the noise it was trained to remove (``KIND:AMOUNT``, ``transforms.corruption``), or None.
       denoising: trained with noise: ``serving_default`` also returns ``DENOISED``.
+      corruption: the corruption it was trained to undo (any ``--corrupt`` form; equal to ``noise``
+        when that is set), or None: ``serving_default`` also returns ``RESTORED``. None in exports
+        made before restoration (their ``noise`` alone says what they remove), and then not
+        written, so that their ``model_hash`` stays valid.
       variational: a VAE (its ``encode`` is the posterior mean; it has ``interpolate``).
       calibration: the anomaly calibration; None for exports made before it existed (they return
         no ``ANOMALY_SCORE`` and ``IS_ANOMALY``).
@@ -114,20 +126,35 @@ class ModelInfo:
     denoising: bool = False
     variational: bool = False
     calibration: Calibration | None = None
+    corruption: str | None = None
 
     def __post_init__(self):
         if self.latent_dim <= 0 or min(self.image_shape) <= 0:
             raise UserError(f"latent_dim and image_shape must be positive, got {self.latent_dim}, {self.image_shape}")
         if self.denoising != (self.noise is not None):
             raise UserError(f"denoising is {self.denoising} but noise is {self.noise!r}")
+        parse_corruption(self.noise, noise_only=True, option="noise")
+        spec = parse_corruption(self.corruption, option="corruption")
+        if spec is not None and self.noise is not None and str(spec) != self.noise:
+            raise UserError(f"corruption is {self.corruption!r} but noise is {self.noise!r}")
+
+    @property
+    def restores(self) -> str | None:
+        """The corruption the model was trained to undo (``corruption``, else an older export's ``noise``), or None."""
+        return self.corruption or self.noise
+
+    def corruption_spec(self) -> CorruptionSpec | None:
+        """:attr:`restores`, parsed."""
+        return parse_corruption(self.restores)
 
     @property
     def outputs(self) -> tuple[str, ...]:
         """The names ``serving_default`` returns."""
+        present = {RESTORED: self.corruption is not None, DENOISED: self.denoising}
         return tuple(
             name
             for name in OUTPUTS
-            if (name != DENOISED or self.denoising) and (name not in ANOMALY_OUTPUTS or self.calibration is not None)
+            if present.get(name, True) and (name not in ANOMALY_OUTPUTS or self.calibration is not None)
         )
 
     def identity(self) -> dict[str, Any]:
@@ -135,7 +162,10 @@ class ModelInfo:
         return identity(self.kind, self.latent_dim, self.image_shape, self.params)
 
     def to_json(self) -> dict[str, Any]:
-        return {**dataclasses.asdict(self), "image_shape": list(self.image_shape)}
+        value = {**dataclasses.asdict(self), "image_shape": list(self.image_shape)}
+        if self.corruption is None:
+            del value["corruption"]  # as exports made before it wrote (and hashed) their fields
+        return value
 
     def write(self, export_dir: str) -> str:
         """Writes ``export_dir/model_info.json``; returns its path."""

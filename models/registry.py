@@ -25,8 +25,8 @@ from typing import TYPE_CHECKING, Any
 
 from models import fields
 from models.config import LOSSES, ModelConfig, TrainConfig
+from transforms.corruption import CorruptionSpec, parse_corruption
 from transforms.errors import UserError
-from transforms.noise import NoiseSpec, parse_noise
 
 if TYPE_CHECKING:
     from models.base import Autoencoder
@@ -60,14 +60,15 @@ class ModelSpec:
       latent_dim: size of the code.
       image_shape: ``(H, W, C)`` of the images.
       loss: ``mse`` or ``bce``.
-      noise: corruption applied to the inputs in training (a denoising model), or None.
+      corruption: what the model is trained to undo (the input pipeline corrupts its inputs in
+        training; the export returns ``restored``), or None.
     """
 
     kind: str
     latent_dim: int
     image_shape: tuple[int, int, int]
     loss: str
-    noise: NoiseSpec | None = None
+    corruption: CorruptionSpec | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -157,7 +158,9 @@ def resolve_params(kind: str, params: dict[str, Any]) -> Any:
 
 
 def resolve_model_config(config: ModelConfig) -> ModelConfig:
-    """``config`` with the kind's defaults filled in: loss, noise, and every parameter (typed).
+    """``config`` with the kind's defaults filled in: loss, the corruption (``corrupt`` holds it
+    whether given as ``--corrupt``, as ``--noise`` or by the kind; ``noise`` too when it is a noise),
+    and every parameter (typed).
 
     Raises:
       UserError: unknown kind, a loss the kind does not take, or bad parameters (names the valid ones).
@@ -167,12 +170,13 @@ def resolve_model_config(config: ModelConfig) -> ModelConfig:
         raise UserError(
             f"loss for kind {config.kind!r} must be one of {', '.join(settings.losses)}, got {config.loss!r}"
         )
-    noise = parse_noise(config.noise or settings.noise)
+    corruption = config.corruption or parse_corruption(settings.noise, noise_only=True)
     params = resolve_params(config.kind, dict(config.params))
     return dataclasses.replace(
         config,
         loss=config.loss or settings.loss,
-        noise=str(noise) if noise else None,
+        noise=str(corruption) if corruption and corruption.is_noise else None,
+        corrupt=str(corruption) if corruption else None,
         params=dataclasses.asdict(params),
     )
 
@@ -189,10 +193,18 @@ def resolve_train_config(config: TrainConfig) -> TrainConfig:
 
 
 def build_autoencoder(config: ModelConfig, input_shape: tuple[int, int, int]) -> Autoencoder:
-    """Builds an (unbuilt-weights) autoencoder of ``config.kind`` for images of ``input_shape``."""
+    """Builds an (unbuilt-weights) autoencoder of ``config.kind`` for images of ``input_shape``.
+
+    Raises:
+      UserError: as :func:`resolve_model_config`, or a corruption the images cannot take (``grey``
+        of 1-channel images).
+    """
     config = resolve_model_config(config)
     entry = _entry(config.kind)
-    spec = ModelSpec(config.kind, config.latent_dim, tuple(input_shape), config.loss, parse_noise(config.noise))
+    corruption = config.corruption
+    if corruption is not None:
+        corruption.check_shape(tuple(input_shape))
+    spec = ModelSpec(config.kind, config.latent_dim, tuple(input_shape), config.loss, corruption)
     return entry.builder(entry.params_cls(**config.params), spec)
 
 

@@ -6,7 +6,9 @@ per-example loss scaled by the global batch (``tf.nn.compute_average_loss``) and
 losses summed with ``strategy.reduce``. (Keras 3 ``model.fit`` fails under
 MultiWorkerMirroredStrategy, keras-team/keras#20585.)
 
-Reads ``DATA/{train,eval}-*.tfrecord.gz`` and ``DATA/transform_output``. Writes, under MODEL_DIR:
+Reads ``DATA/{train,eval}-*.tfrecord.gz`` and ``DATA/transform_output``; a restoration model
+(``--corrupt``) is trained and evaluated on pairs (corrupt(x), x) made by the input pipeline
+(``input_pipeline.corruptor``; the anomaly calibration scores clean images). Writes, under MODEL_DIR:
 ``checkpoints/`` (see ``models.checkpoints``; saved at every epoch end and every
 ``checkpoint_every_steps`` steps), ``logs/{train,eval}`` (TensorBoard), and, published together
 only when the run succeeded (``transforms.publishing``: a failed or killed run leaves the previous
@@ -176,55 +178,6 @@ def _dtype_policy(name: str):
         keras.config.set_dtype_policy(previous)
 
 
-class SplitInput:
-    """Builds one split's distributed batches, epoch after epoch.
-
-    Each worker's input pipeline reads its shard (see ``input_pipeline.shard_policy``); when
-    ``cache`` is set the parsed examples stay in memory after the first epoch and later epochs read
-    them from there, else every epoch shuffles the records read from disk and parses them a batch at
-    a time (``input_pipeline.make_batches``). Each epoch's order is fixed by ``seed`` and the epoch
-    (the same with or without the cache), so a resumed epoch can skip the steps already done.
-    """
-
-    def __init__(self, strategy, files: list[str], tft_output, global_batch: int, cache: bool):
-        self.strategy = strategy
-        self.files = files
-        self.tft_output = tft_output
-        self.global_batch = global_batch
-        self.cache = cache
-        self._examples: dict[int, tf.data.Dataset] = {}
-
-    def batches(self, shuffle: bool, seed: int = 0, epoch: int = 0, skip_steps: int = 0):
-        """The epoch's ``tf.distribute.DistributedDataset``."""
-        return self.strategy.distribute_datasets_from_function(
-            lambda ctx: input_pipeline.make_batches(
-                self._pipeline_examples(ctx),
-                ctx.get_per_replica_batch_size(self.global_batch),
-                shuffle,
-                seed=seed * 100_003 + epoch,
-                skip=skip_steps * self.global_batch // ctx.num_input_pipelines,
-                parse_with=None if self.cache else self.tft_output,
-            )
-        )
-
-    def _pipeline_examples(self, ctx: tf.distribute.InputContext) -> tf.data.Dataset:
-        """The input pipeline's parsed examples when cached, else its records (parsed batch by batch)."""
-        if not self.cache:
-            return input_pipeline.read_records(
-                self.files, num_shards=ctx.num_input_pipelines, shard_index=ctx.input_pipeline_id
-            )
-        # One dataset per input pipeline, reused by every epoch, so that its cache is too.
-        if ctx.input_pipeline_id not in self._examples:
-            self._examples[ctx.input_pipeline_id] = input_pipeline.read_examples(
-                self.files,
-                self.tft_output,
-                num_shards=ctx.num_input_pipelines,
-                shard_index=ctx.input_pipeline_id,
-                cache=True,
-            )
-        return self._examples[ctx.input_pipeline_id]
-
-
 def train(cfg: TrainConfig) -> TrainResult:
     """Trains ``cfg.model`` on ``cfg.data_dir`` and exports it to ``cfg.model_dir``.
 
@@ -305,13 +258,16 @@ def _train(cfg: TrainConfig, strategy, is_chief: bool, publication, tft_output, 
         saved, epochs, stopped = model_info.saved_model_path(cfg.model_dir), progress.epoch, progress.stopped_early
         return TrainResult(saved, progress.history, epochs, 0.0, resumed_from, stopped, already_trained=True)
 
+    # A restoration model learns (corrupt(x), x); its eval loss scores the same task.
+    corruption = model.corruption
+    transform = input_pipeline.corruptor(tft_output, corruption) if corruption is not None else None
     inputs = {}
     for split, split_files in files.items():
         cache = cfg.cache_mb > 0 and input_pipeline.fits_in_memory(split_files, tft_output, cfg.cache_mb)
         log.info(
             "%s split: %s", split, "kept in memory" if cache else f"read from disk (over --cache-mb {cfg.cache_mb})"
         )
-        inputs[split] = SplitInput(strategy, split_files, tft_output, global_batch, cache)
+        inputs[split] = input_pipeline.SplitInput(strategy, split_files, tft_output, global_batch, cache, transform)
     loop = _EpochLoop(
         cfg,
         trainer,
@@ -351,7 +307,7 @@ class _EpochLoop:
     trainer: Trainer
     progress: checkpoints.Progress
     saver: checkpoints.Checkpoints
-    inputs: dict[str, SplitInput]
+    inputs: dict[str, input_pipeline.SplitInput]
     writers: dict
     show_progress: bool
 

@@ -176,7 +176,10 @@ class InferConfig:
         None, "A scheduled run's id (e.g. a date): writes OUTPUT/run_id=ID/, replaced by a rerun."
     )
     outputs: tuple[str, ...] | None = option(
-        None, f"Comma-separated output columns of {','.join(OUTPUTS)} (default: all).", metavar="COLS"
+        None,
+        f"Comma-separated output columns of {','.join(OUTPUTS)} (default: all but denoised, the older name "
+        "of restored).",
+        metavar="COLS",
     )
     pixels: str = option("float", "Image columns as float lists in [0, 1] or PNG bytes.", choices=PIXEL_FORMATS)
     compression: str = option("snappy", "Parquet codec.", choices=COMPRESSIONS)

@@ -25,8 +25,8 @@ import re
 
 import tensorflow as tf
 
+from transforms.corruption import BLOCK_FRACTION, CorruptionSpec
 from transforms.image_spec import ImageSpec
-from transforms.noise import NoiseSpec
 
 # ITU-R BT.601 luma, the weights of tf.image.rgb_to_grayscale.
 _LUMA = (0.2989, 0.5870, 0.1140)
@@ -260,18 +260,62 @@ def decode_images(encoded: tf.Tensor, spec: ImageSpec) -> tf.Tensor:
     return tf.ensure_shape(tf.dynamic_stitch(positions, decoded), (None, *spec.shape))
 
 
-def corrupt(images: tf.Tensor, spec: NoiseSpec, seed: int | None = None) -> tf.Tensor:
-    """Applies the corruption ``spec`` (see ``noise``) to a batch of [0, 1] images ``(batch, H, W, C)``;
-    returns the same shape, clipped to [0, 1]."""
+def grey(images: tf.Tensor) -> tf.Tensor:
+    """RGB images ``(..., H, W, 3)`` -> their luma (ITU-R BT.601) in each of the 3 channels."""
+    return tf.tile(tf.image.rgb_to_grayscale(images), [1] * (images.shape.rank - 1) + [3])
+
+
+def bicubic_resize(images: tf.Tensor, size) -> tf.Tensor:
+    """Images resized to ``size`` (height, width) with bicubic interpolation, clipped to [0, 1]
+    (bicubic overshoots at edges)."""
+    return tf.clip_by_value(tf.image.resize(images, size, method="bicubic"), 0.0, 1.0)
+
+
+def shrink(images: tf.Tensor, factor: int) -> tf.Tensor:
+    """Images ``(batch, H, W, C)`` of a static size shrunk by ``factor`` with area averaging
+    (``H // factor`` by ``W // factor``): what ``downscale:F`` starts from."""
+    return tf.image.resize(images, (images.shape[1] // factor, images.shape[2] // factor), method="area")
+
+
+def bicubic_to_size(encoded: tf.Tensor, height: int, width: int) -> tf.Tensor:
+    """One encoded image brought up to ``height`` x ``width`` with bicubic interpolation when it is
+    smaller (no larger on either side, smaller on one), re-encoded as a 16-bit PNG (upright, its own
+    channels); any other image as it is. What an upscaling model's export does before its transform,
+    whose resize policy would otherwise stretch small images bilinearly."""
+    pixels = decode_pixels(encoded)
+    size = tf.shape(pixels)[:2]
+    smaller = tf.logical_and(tf.reduce_all(size <= [height, width]), tf.reduce_any(size < [height, width]))
+
+    def upscaled():
+        resized = bicubic_resize(pixels[None], (height, width))[0]
+        return tf.io.encode_png(tf.cast(tf.round(resized * 65535.0), tf.uint16))
+
+    return tf.cond(smaller, upscaled, lambda: encoded)
+
+
+def corrupt(images: tf.Tensor, spec: CorruptionSpec, seed: int | None = None) -> tf.Tensor:
+    """Applies the corruption ``spec`` (see ``transforms.corruption``) to a batch of [0, 1] images
+    ``(batch, H, W, C)`` with a static size; returns the same shape, in [0, 1]."""
     shape = tf.shape(images)
+    height, width = images.shape[1], images.shape[2]
     if spec.kind == "gaussian":
         noisy = images + tf.random.normal(shape, stddev=spec.amount, seed=seed, dtype=images.dtype)
     elif spec.kind == "mask":
         keep = tf.cast(tf.random.uniform(shape, seed=seed) >= spec.amount, images.dtype)
         noisy = images * keep
-    else:
+    elif spec.kind == "salt-pepper":
         draw = tf.random.uniform(shape, seed=seed)
         salt = tf.cast(draw < spec.amount / 2, images.dtype)
         pepper = draw < spec.amount
         noisy = tf.where(pepper, salt, images)
+    elif spec.kind == "grey":
+        noisy = grey(images)
+    elif spec.kind == "downscale":
+        noisy = bicubic_resize(shrink(images, int(spec.amount)), (height, width))
+    else:  # blocks
+        side = max(1, round(min(height, width) * BLOCK_FRACTION))
+        grid = (-(-height // side), -(-width // side))
+        keep = tf.cast(tf.random.uniform([shape[0], *grid, 1], seed=seed) >= spec.amount, images.dtype)
+        keep = tf.repeat(tf.repeat(keep, side, axis=1), side, axis=2)[:, :height, :width]
+        noisy = images * keep
     return tf.clip_by_value(noisy, 0.0, 1.0)

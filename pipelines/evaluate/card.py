@@ -50,6 +50,7 @@ def read_card(model_dir: str, info: ModelInfo, variational: bool) -> ModelCard:
         "params": info.params,
         "loss": info.loss,
         "noise": info.noise,
+        "corruption": info.restores,
         "image_shape": list(info.image_shape),
         "model_hash": info.model_hash,
         "variational": variational,

@@ -3,8 +3,9 @@
 Element contract: ``serve``, ``encode`` and ``pixels`` take encoded image bytes (a list of N
 ``bytes``) and return numpy arrays with N rows; ``decode`` takes codes ``(N, latent_dim)`` and
 returns images ``(N, H, W, C)`` in [0, 1]. ``info`` is the export's ``model_info.json``; the
-variational / denoising fields follow the training contract (``variational: true`` or a ``vae``
-kind; ``denoising: true`` with a ``noise`` spec such as ``gaussian:0.5``).
+variational / restoration fields follow the training contract (``variational: true`` or a ``vae``
+kind; ``corruption`` such as ``grey`` or ``gaussian:0.5``, or in older exports ``denoising: true``
+with a ``noise`` spec).
 """
 
 from __future__ import annotations
@@ -13,10 +14,10 @@ import numpy as np
 import tensorflow as tf
 
 from models.model_check import check_export
-from models.model_info import DENOISED, LATENT, RECONSTRUCTION, saved_model_path
+from models.model_info import DENOISED, LATENT, RECONSTRUCTION, RESTORED, saved_model_path
 from transforms import features
+from transforms.corruption import CorruptionSpec
 from transforms.errors import UserError
-from transforms.noise import NoiseSpec, parse_noise
 
 
 class ExportedModel:
@@ -41,25 +42,12 @@ class ExportedModel:
         return self.info.variational
 
     @property
-    def denoising(self) -> bool:
-        return self.info.denoising
-
-    def noise(self) -> NoiseSpec:
-        """The corruption a denoising model was trained on.
-
-        Raises:
-          UserError: the model is denoising but ``model_info.json`` names no valid ``noise``.
-        """
-        spec = parse_noise(self.info.noise)
-        if spec is None:
-            raise UserError(
-                f"model_info.json of {self.info.kind!r} says denoising but has no noise spec "
-                '(e.g. "noise": "gaussian:0.5"); re-export the model with its noise'
-            )
-        return spec
+    def corruption(self) -> CorruptionSpec | None:
+        """What the model was trained to undo (``ModelInfo.corruption_spec``), or None."""
+        return self.info.corruption_spec()
 
     def serve(self, images: list[bytes]) -> dict[str, np.ndarray]:
-        """``serving_default``: every output (latent, reconstruction, ... and denoised if exported)."""
+        """``serving_default``: every output (latent, reconstruction, ... and restored if exported)."""
         fn = self._loaded.signatures["serving_default"]
         return self._batched(lambda chunk: fn(images=tf.constant(chunk)), images)
 
@@ -72,10 +60,10 @@ class ExportedModel:
         return self._batched(lambda chunk: fn(latent=tf.constant(chunk, tf.float32)), latent)[RECONSTRUCTION]
 
     def restore(self, images: list[bytes]) -> np.ndarray:
-        """What the model makes of (possibly corrupted) images: its restoring output (``DENOISED``) when
-        exported, else ``reconstruction``."""
+        """What the model makes of (possibly corrupted) images: its restoring output (``RESTORED``, or
+        ``DENOISED`` in older exports) when exported, else ``reconstruction``."""
         outputs = self.serve(images)
-        return outputs.get(DENOISED, outputs[RECONSTRUCTION])
+        return outputs.get(RESTORED, outputs.get(DENOISED, outputs[RECONSTRUCTION]))
 
     def pixels(self, images: list[bytes]) -> np.ndarray:
         """The model's own [0, 1] pixels of ``images`` (its embedded tf.Transform layer), the reconstruction target.

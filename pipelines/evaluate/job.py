@@ -37,8 +37,8 @@ def run_evaluate(cfg: EvaluateConfig, beam_args: list[str] | None = None) -> Eva
 
     Raises:
       UserError: no exported model or one that fails its checks (``models.model_check``), ``data``
-        is not a preprocess output, a bad input spec, no readable image, a denoising model without
-        its noise spec, or an output that overlaps an input.
+        is not a preprocess output, a bad input spec, no readable image, a model with an invalid
+        corruption in model_info.json, or an output that overlaps an input.
       publishing.TargetBusy: another run is writing the same output.
     """
     model = ExportedModel(cfg.model_dir, trust_model=cfg.trust_model)

@@ -141,7 +141,7 @@ def evaluate(
         if reference is not None
         else {"skipped": "the probe needs a train split: evaluate a preprocess output with --data"}
     )
-    restoration = restore(model, examples, seed) if model.denoising else None
+    restoration = restore(model, examples, seed) if model.corruption is not None else None
     if restoration is not None:
         metrics["restoration"] = {
             "corruption": restoration.corruption,

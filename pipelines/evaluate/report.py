@@ -89,7 +89,7 @@ def render_report(metrics: dict, figures: list[Figure]) -> str:
     """The page's HTML."""
     model, data, m = metrics["model"], metrics["data"], metrics
     kind = "variational " if model["variational"] else ""
-    kind += "denoising " if model["denoising"] else ""
+    kind += "restoring " if model["corruption"] else ""
     shape = "x".join(str(d) for d in model.get("image_shape") or [])
     title = f"{model['kind']} autoencoder, {model['latent_dim']}-D codes"
     about = f"{kind}{model['kind']} model (hash {model['model_hash'][:16]}), {model['loss']} loss, {shape} images"
@@ -265,7 +265,7 @@ def _model_card(m: dict) -> str:
         ("parameters", params or "none"),
         ("code size", _metric(m, "model", "latent_dim")),
         ("loss", html.escape(model["loss"])),
-        ("trained with corruption", html.escape(model["noise"] or "none")),
+        ("trained to undo", html.escape(model["corruption"] or "no corruption")),
         ("weights", _metric(m, "model", "weights")),
         ("epochs", epochs),
         ("data", trained_on),

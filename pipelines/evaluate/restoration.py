@@ -1,16 +1,21 @@
 """Restoration triplets: what a model trained on corrupted inputs makes of them, beside a classical baseline.
 
-Input: an exported model trained with a corruption (``ModelInfo.noise``, parsed by
-``ExportedModel.noise``) and the evaluated :class:`~pipelines.evaluate.data.Examples`. Output: a
-:class:`~pipelines.evaluate.results.Restoration`: per image the corrupted input (as the model saw
-it: ``transforms.image_ops.corrupt`` at the model's size, sent as an 8-bit PNG), the baseline's
+Input: an exported model trained with a corruption (``ModelInfo.corruption``, parsed by
+``ExportedModel.corruption``) and the evaluated :class:`~pipelines.evaluate.data.Examples`. Output: a
+:class:`~pipelines.evaluate.results.Restoration`: per image the corrupted input, the baseline's
 image, the model's restored output and the clean target, each with its PSNR against the target.
 
+The model is sent what users have (:func:`what_users_have`), as 8-bit PNGs: for noise and blocks
+the corrupted image at the model's size; for recolouring (``grey``) the 1-channel grey image, which
+the export's transform brings to 3 channels; for upscaling (``downscale:F``) the image shrunk by F,
+which the export brings up to its size, bicubic. The corrupted input shown is that image at the
+model's size and channels.
+
 The baseline is what one would do without a model, chosen by the corruption's kind in
-:data:`BASELINES`: the corrupted input itself for noise (``gaussian``, ``salt-pepper``, ``mask``),
-grey replicated to every channel for recolouring (``grey``), bicubic upscaling of the downscaled
-image for upscaling (``downscale:F``), and the image's mean filling the missing pixels for
-inpainting (``blocks:P``). A kind without an entry is reported without a baseline.
+:data:`BASELINES`: the noisy input itself for noise (``gaussian``, ``salt-pepper``, ``mask``), grey
+replicated to every channel for recolouring, bicubic upscaling of the small image for upscaling
+(for these three the corrupted input at the model's size is the baseline), and the image's mean
+filling the missing pixels for inpainting (``blocks:P``; an inpainting method is told where the holes are).
 """
 
 from __future__ import annotations
@@ -25,38 +30,23 @@ from pipelines.evaluate.exported import ExportedModel
 from pipelines.evaluate.results import Restoration
 from pipelines.evaluate.scores import per_image_mse, psnr
 from pipelines.inputs.images import encode_png
-from transforms.image_ops import corrupt
+from transforms.corruption import CorruptionSpec
+from transforms.errors import UserError
+from transforms.image_ops import bicubic_resize, corrupt, shrink
 
-# A baseline maps (corrupted images, clean images, the corruption's amount) to its guess of the
-# clean images, all (N, H, W, C) in [0, 1]. Only ``blocks`` looks at the clean images, and only to
-# find the holes: an inpainting method is always told where they are.
-Baseline = Callable[[np.ndarray, np.ndarray, float], np.ndarray]
+# A baseline maps (the corrupted images at the model's size, the holes: (N, H, W, 1) bool, or None
+# but for ``blocks``) to its guess of the clean images, all (N, H, W, C) in [0, 1].
+Baseline = Callable[[np.ndarray, np.ndarray | None], np.ndarray]
 
 
-def corrupted_input(corrupted: np.ndarray, clean: np.ndarray, amount: float) -> np.ndarray:
-    """The denoising baseline: the noisy image as it is."""
+def corrupted_input(corrupted: np.ndarray, holes: np.ndarray | None) -> np.ndarray:
+    """The baseline of noise, recolouring and upscaling: the corrupted input at the model's size as
+    it is (the noisy image; grey replicated; the small image brought up bicubic)."""
     return corrupted
 
 
-def grey_replicated(corrupted: np.ndarray, clean: np.ndarray, amount: float) -> np.ndarray:
-    """The recolouring baseline: the image's luma (ITU-R BT.601) in every channel."""
-    if corrupted.shape[-1] == 1:
-        return corrupted
-    grey = tf.image.rgb_to_grayscale(tf.constant(corrupted[..., :3], tf.float32)).numpy()
-    return np.repeat(grey, corrupted.shape[-1], axis=-1)
-
-
-def bicubic_upscaled(corrupted: np.ndarray, clean: np.ndarray, amount: float) -> np.ndarray:
-    """The upscaling baseline: the image shrunk by ``amount`` (area averaging), brought back up bicubic."""
-    height, width = clean.shape[1:3]
-    small = (max(1, round(height / amount)), max(1, round(width / amount)))
-    shrunk = tf.image.resize(tf.constant(clean, tf.float32), small, method="area")
-    return np.clip(tf.image.resize(shrunk, (height, width), method="bicubic").numpy(), 0.0, 1.0)
-
-
-def mean_filled(corrupted: np.ndarray, clean: np.ndarray, amount: float) -> np.ndarray:
-    """The inpainting baseline: each missing pixel (any channel changed) takes the mean of the image's known pixels."""
-    holes = np.any(corrupted != clean, axis=-1, keepdims=True)
+def mean_filled(corrupted: np.ndarray, holes: np.ndarray) -> np.ndarray:
+    """The inpainting baseline: each missing pixel takes the mean of the image's known pixels (per channel)."""
     known = ~holes
     counts = np.maximum(known.sum(axis=(1, 2), keepdims=True), 1)
     means = (corrupted * known).sum(axis=(1, 2), keepdims=True) / counts
@@ -67,39 +57,71 @@ BASELINES: dict[str, tuple[str, Baseline]] = {
     "gaussian": ("the noisy input", corrupted_input),
     "salt-pepper": ("the noisy input", corrupted_input),
     "mask": ("the noisy input", corrupted_input),
-    "grey": ("grey replicated", grey_replicated),
-    "downscale": ("bicubic upscaling", bicubic_upscaled),
+    "grey": ("grey replicated", corrupted_input),
+    "downscale": ("bicubic upscaling", corrupted_input),
     "blocks": ("mean fill of the holes", mean_filled),
 }
 
 
+def _quantized(images) -> np.ndarray:
+    """[0, 1] images on the 8-bit grid (what a PNG of them decodes to)."""
+    return np.round(np.asarray(images) * 255) / 255
+
+
+def what_users_have(
+    clean: np.ndarray, spec: CorruptionSpec, seed: int
+) -> tuple[list[bytes], np.ndarray, np.ndarray | None]:
+    """The corrupted images a user would bring, from clean ``(N, H, W, C)`` images in [0, 1].
+
+    Returns:
+      the PNGs to send (see the module docstring); the corrupted images at the model's size and
+      channels ``(N, H, W, C)`` (the input shown); for ``blocks``, the holes ``(N, H, W, 1)`` (else None).
+    """
+    clean = tf.constant(_quantized(clean), tf.float32)
+    holes = None
+    if spec.kind == "grey":
+        sent = _quantized(tf.image.rgb_to_grayscale(clean))
+        corrupted = np.repeat(sent, 3, axis=-1)  # what the export's transform makes of a grey image
+    elif spec.kind == "downscale":
+        sent = _quantized(shrink(clean, int(spec.amount)))
+        corrupted = bicubic_resize(tf.constant(sent, tf.float32), clean.shape[1:3]).numpy()
+    else:
+        # A channel of ones beside the image: blocks zero every channel, so it comes back as the kept pixels.
+        marked = corrupt(tf.concat([clean, tf.ones_like(clean[..., :1])], -1), spec, seed=seed).numpy()
+        sent = corrupted = _quantized(marked[..., :-1])
+        holes = marked[..., -1:] == 0 if spec.kind == "blocks" else None
+    images = [encode_png(np.round(image * 255).astype(np.uint8)) for image in sent]
+    return images, np.asarray(corrupted, np.float32), holes
+
+
 def restore(model: ExportedModel, examples: Examples, seed: int) -> Restoration:
-    """Corrupts every image with the model's corruption, sends it as an 8-bit PNG, and scores what comes back.
+    """Corrupts every image with the model's corruption, sends what users have, and scores what comes back.
 
     Args:
-      model: a model trained with a corruption (``model.denoising``).
+      model: a model trained with a corruption (``model.corruption``).
       examples: the clean images (the targets).
       seed: of the corruption.
 
     Raises:
-      UserError: the model names no valid corruption (``ExportedModel.noise``).
+      UserError: the model names no corruption.
     """
-    spec = model.noise()
+    spec = model.corruption
+    if spec is None:
+        raise UserError(f"the {model.info.kind!r} model was not trained with a corruption: it has no restoration")
     clean = examples.pixels
-    corrupted = corrupt(tf.constant(clean), spec, seed=seed).numpy()
-    corrupted = np.round(corrupted * 255) / 255  # exactly what the model decodes from the PNG
-    restored = model.restore([encode_png((image * 255).astype(np.uint8)) for image in corrupted])
-    baseline_name, baseline = BASELINES.get(spec.kind, (None, None))
-    guessed = None if baseline is None else baseline(corrupted, clean, spec.amount).astype(np.float32)
+    sent, corrupted, holes = what_users_have(clean, spec, seed)
+    restored = model.restore(sent)
+    baseline_name, baseline = BASELINES[spec.kind]
+    guessed = baseline(corrupted, holes).astype(np.float32)
 
-    def score(images: np.ndarray | None) -> np.ndarray | None:
-        return None if images is None else psnr(per_image_mse(clean, images))
+    def score(images: np.ndarray) -> np.ndarray:
+        return psnr(per_image_mse(clean, images))
 
     return Restoration(
         corruption=str(spec),
         baseline=baseline_name,
         target=clean,
-        corrupted=corrupted.astype(np.float32),
+        corrupted=corrupted,
         guessed=guessed,
         restored=restored,
         psnr_corrupted=score(corrupted),

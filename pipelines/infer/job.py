@@ -24,7 +24,7 @@ import pyarrow as pa
 from apache_beam.ml.inference.base import ModelHandler
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from models.model_info import ANOMALY_OUTPUTS, DENOISED, LATENT, OUTPUTS, Calibration, ModelInfo
+from models.model_info import ANOMALY_OUTPUTS, DEFAULT_OUTPUTS, DENOISED, LATENT, RESTORED, Calibration, ModelInfo
 from pipelines import counters
 from pipelines.config import ImageLimits, InferConfig, write_config
 from pipelines.infer import drift, encode, keys, manifest, parquet, publish
@@ -132,7 +132,8 @@ def run_infer(
 
     Raises:
       UserError: the model folder holds no export or fails its checks (``models.model_check``); a bad
-        input spec; ``denoised`` asked of a model not trained to denoise, or an anomaly output of a
+        input spec; ``restored`` asked of a model trained with no corruption, ``denoised`` of one not
+        trained to denoise, or an anomaly output of a
         model without calibration; an output folder that exists and is not an infer output, or that
         overlaps the input or the model folder.
       publishing.TargetBusy: another run is writing the same output (or partition).
@@ -143,18 +144,23 @@ def run_infer(
         publishing.check_apart(target, "--output", {"--input": cfg.input, "--model-dir": cfg.model_dir})
     handler = model_handler or make_model_handler(cfg)  # checks the model folder before anything of it runs
     info = ModelInfo.read(cfg.model_dir)
-    if cfg.outputs is not None and DENOISED in cfg.outputs and not info.denoising:
-        raise UserError(
-            f"--outputs asks for {DENOISED!r} but the model in {cfg.model_dir} was not trained to denoise "
-            '(model_info.json has no "denoising": true); drop it from --outputs or train with --noise'
-        )
+    lacking = {
+        RESTORED: ("was trained with no corruption (model_info.json has no corruption)", "--corrupt"),
+        DENOISED: ('was not trained to denoise (model_info.json has no "denoising": true)', "--noise"),
+    }
+    for name, (why, option) in lacking.items():
+        if cfg.outputs is not None and name in cfg.outputs and name not in info.outputs:
+            raise UserError(
+                f"--outputs asks for {name!r} but the model in {cfg.model_dir} {why}; "
+                f"drop it from --outputs or train with {option}"
+            )
     asked = sorted(set(cfg.outputs or ()) & set(ANOMALY_OUTPUTS))
     if asked and info.calibration is None:
         raise UserError(
             f"--outputs asks for {', '.join(asked)} but the model in {cfg.model_dir} has no anomaly calibration "
             "(it was exported before calibration existed); train it again, or drop them from --outputs"
         )
-    schema = parquet.prediction_schema(info, cfg.outputs or OUTPUTS, cfg.pixels)
+    schema = parquet.prediction_schema(info, cfg.outputs or DEFAULT_OUTPUTS, cfg.pixels)
     options = PipelineOptions(beam_args or [])
     if cfg.watch is not None:
         if cfg.watch_mode == "streaming":

@@ -7,7 +7,8 @@ batch (:func:`batch_result`): ``example`` the batch's records (a list, in order)
 whole lets everything after ``RunInference`` (Arrow conversion, drift bins) work on arrays, with no
 Python per record. The names are the signature's outputs:
 ``serving_default`` gives ``latent``, ``reconstruction``, ``reconstruction_error``, for models
-exported with ``"denoising": true`` in ``model_info.json`` ``denoised``, and for calibrated models
+trained with a corruption (``corruption`` in ``model_info.json``) ``restored``, for those trained
+with a noise (``"denoising": true``) ``denoised``, and for calibrated models
 ``anomaly_score`` and ``is_anomaly``; ``encode`` gives
 ``latent`` only (cheaper: no decoder) and is used when only latents are written.
 

@@ -2,14 +2,17 @@
 
 One row per input image:
   ``id`` string, ``source`` string, ``label`` string (null when unknown), then the selected outputs:
-  ``latent`` list<float32> (latent_dim values), ``reconstruction`` and ``denoised`` (the image,
-  row-major HWC: list<float32> in [0, 1] with ``pixels="float"``, PNG bytes with ``pixels="png"``;
-  ``denoised`` is null unless the model was trained to denoise), ``reconstruction_error``
+  ``latent`` list<float32> (latent_dim values), ``reconstruction``, ``restored`` and ``denoised``
+  (the image, row-major HWC: list<float32> in [0, 1] with ``pixels="float"``, PNG bytes with
+  ``pixels="png"``; ``restored`` is null unless the model was trained with a corruption
+  (``--corrupt``), ``denoised``, its older name, written only when ``--outputs`` names it, null
+  unless the model was trained to denoise), ``reconstruction_error``
   float32 (MSE against the model's own [0, 1] input), ``anomaly_score`` float32 (the error's
   percentile rank in the model's calibration, 0 to 1) and ``is_anomaly`` bool (the error above the
   calibrated threshold); both null for a model exported without calibration.
 File key-value metadata: ``hourglass.image_shape`` ("H,W,C"), ``hourglass.model_kind``,
 ``hourglass.latent_dim``, ``hourglass.model_hash``, ``hourglass.denoising`` ("true"/"false"),
+``hourglass.corruption`` (the corruption's spec, ``""`` for none),
 ``hourglass.pixels`` ("float"/"png") and, for a calibrated model, ``hourglass.anomaly_threshold``,
 ``hourglass.anomaly_fpr`` and ``hourglass.anomaly_method``.
 
@@ -36,12 +39,14 @@ from apache_beam.io.filesystems import FileSystems
 
 from models.model_info import (
     ANOMALY_SCORE,
+    DEFAULT_OUTPUTS,
     DENOISED,
+    IMAGE_OUTPUTS,
     IS_ANOMALY,
     LATENT,
-    OUTPUTS,
     RECONSTRUCTION,
     RECONSTRUCTION_ERROR,
+    RESTORED,
     ModelInfo,
 )
 from pipelines.config import PIXEL_FORMATS, check_outputs
@@ -52,7 +57,6 @@ from transforms.layout import REJECTED_DIR
 
 ID, SOURCE, LABEL = "id", "source", "label"
 KEY_COLUMNS = (ID, SOURCE, LABEL)
-IMAGE_COLUMNS = (RECONSTRUCTION, DENOISED)
 SCALAR_COLUMNS = {RECONSTRUCTION_ERROR: np.float32, ANOMALY_SCORE: np.float32, IS_ANOMALY: np.bool_}
 
 META_PREFIX = "hourglass."
@@ -64,7 +68,9 @@ CONFIG_NAME = "_config.json"
 MAX_FILE_BYTES = 448 * 1024 * 1024
 
 
-def prediction_schema(model_info: ModelInfo, outputs: Sequence[str] = OUTPUTS, pixels: str = "float") -> pa.Schema:
+def prediction_schema(
+    model_info: ModelInfo, outputs: Sequence[str] = DEFAULT_OUTPUTS, pixels: str = "float"
+) -> pa.Schema:
     """The Arrow schema of the predictions, with the model's identity as metadata.
 
     Args:
@@ -81,6 +87,7 @@ def prediction_schema(model_info: ModelInfo, outputs: Sequence[str] = OUTPUTS, p
     types = {
         LATENT: (pa.list_(pa.float32()), False),
         RECONSTRUCTION: (image_type, False),
+        RESTORED: (image_type, True),
         DENOISED: (image_type, True),
         RECONSTRUCTION_ERROR: (pa.float32(), False),
         ANOMALY_SCORE: (pa.float32(), True),
@@ -98,6 +105,7 @@ def prediction_schema(model_info: ModelInfo, outputs: Sequence[str] = OUTPUTS, p
         META_PREFIX + "latent_dim": str(model_info.latent_dim),
         META_PREFIX + "model_hash": model_info.model_hash,
         META_PREFIX + "denoising": str(model_info.denoising).lower(),
+        META_PREFIX + "corruption": model_info.restores or "",
         META_PREFIX + "pixels": pixels,
     }
     if model_info.calibration is not None:
@@ -113,10 +121,10 @@ def record_batch(schema: pa.Schema, keys: dict[str, list], outputs: dict[str, np
     Args:
       schema: from :func:`prediction_schema`.
       keys: ``id``, ``source`` and ``label`` lists (label ``None`` when unknown).
-      outputs: model outputs stacked over the batch (``latent`` (n, d), ``reconstruction`` and
-        ``denoised`` (n, H, W, C) in [0, 1], ``reconstruction_error``, ``anomaly_score`` and
-        ``is_anomaly`` (n,)); ``denoised`` and the anomaly outputs may be missing (a model not
-        trained to denoise, or not calibrated), which writes nulls.
+      outputs: model outputs stacked over the batch (``latent`` (n, d), ``reconstruction``,
+        ``restored`` and ``denoised`` (n, H, W, C) in [0, 1], ``reconstruction_error``,
+        ``anomaly_score`` and ``is_anomaly`` (n,)); ``restored``, ``denoised`` and the anomaly
+        outputs may be missing (a model trained with no corruption, or not calibrated), which writes nulls.
     """
     rows = len(keys[ID])
     png = schema.metadata[(META_PREFIX + "pixels").encode()] == b"png"
@@ -129,7 +137,7 @@ def record_batch(schema: pa.Schema, keys: dict[str, list], outputs: dict[str, np
         elif field.name in SCALAR_COLUMNS:
             values = np.asarray(outputs[field.name], SCALAR_COLUMNS[field.name]).reshape(rows)
             arrays.append(pa.array(values, field.type))
-        elif field.name in IMAGE_COLUMNS and png:
+        elif field.name in IMAGE_OUTPUTS and png:
             arrays.append(pa.array([encode_png(image) for image in to_uint8(outputs[field.name])], pa.binary()))
         else:
             arrays.append(_float_lists(outputs[field.name], rows))

@@ -12,7 +12,7 @@ one by one after the job succeeded, and readers should take a partition as compl
 ``_manifest.json`` is there.
 
 Manifest (``_manifest.json``): ``run_id``, ``input``, ``model`` (kind, hash, latent size, image
-shape, denoising, path), ``columns``, ``pixels``, ``compression``, ``rows`` (from the Parquet
+shape, denoising, corruption, path), ``columns``, ``pixels``, ``compression``, ``rows`` (from the Parquet
 footers), ``files`` (name, rows, bytes, row groups), ``records_read``, ``rejected`` (by reason),
 ``drift`` (against the model's calibration, see ``drift``), ``metrics`` (Beam counters and
 distributions) and ``timing`` (UTC start and end, seconds).
@@ -104,6 +104,7 @@ def model_identity(info: ModelInfo, model_dir: str) -> dict:
         "latent_dim": info.latent_dim,
         "image_shape": list(info.image_shape),
         "denoising": info.denoising,
+        "corruption": info.restores,
         "path": os.path.abspath(saved_model_path(model_dir)) if "://" not in model_dir else saved_model_path(model_dir),
     }
 

@@ -1,7 +1,8 @@
 """The export of every kind: identical outputs after the round trip, and the optional outputs.
 
-``denoised`` only for models trained with noise, ``interpolate`` only for the VAEs, and
-``model_info.json`` saying which. Uses the shared 12x10x1 preprocess output (an odd size).
+``restored`` only for models trained with a corruption (and ``denoised`` for a noise),
+``interpolate`` only for the VAEs, and ``model_info.json`` saying which. Uses the shared 12x10x1
+preprocess output (an odd size).
 """
 
 import numpy as np
@@ -56,13 +57,15 @@ def test_export_round_trips_to_identical_outputs(kind, tft_output, tmp_path):
     assert check_export(str(tmp_path)) == info  # its signatures, graph and hash pass the checks
     assert info.kind == kind and info.variational == model.variational
     assert info.denoising == (kind == "denoising") and ("denoised" in after) == (kind == "denoising")
-    assert info.noise == ("gaussian:0.5" if kind == "denoising" else None)
+    assert info.noise == info.corruption == ("gaussian:0.5" if kind == "denoising" else None)
+    assert ("restored" in after) == (kind == "denoising")
     assert ("interpolate" in loaded.signatures) == (kind in ("vae", "conv-vae"))
 
 
-def test_any_kind_trained_with_noise_fills_denoised(tft_output, tmp_path):
+def test_any_kind_trained_with_noise_fills_restored_and_denoised(tft_output, tmp_path):
     _, loaded = _export(ModelConfig("dense", latent_dim=3, noise="salt-pepper:0.2"), tft_output, tmp_path)
     out = loaded.signatures["serving_default"](images=_images())
+    np.testing.assert_array_equal(out["restored"].numpy(), out["reconstruction"].numpy())
     np.testing.assert_array_equal(out["denoised"].numpy(), out["reconstruction"].numpy())
     info = ModelInfo.read(str(tmp_path))
     assert info.denoising is True and info.noise == "salt-pepper:0.2" and info.variational is False

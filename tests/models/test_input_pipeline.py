@@ -4,8 +4,7 @@ import pytest
 import tensorflow as tf
 
 from models import input_pipeline
-from models.input_pipeline import ShardPolicy
-from models.training import SplitInput
+from models.input_pipeline import ShardPolicy, SplitInput
 from transforms import features
 
 

@@ -16,6 +16,7 @@ from models.registry import (
 )
 from models.training import Trainer
 from tests.helpers import README
+from transforms.corruption import CorruptionSpec
 
 SHAPES = [(28, 28, 1), (32, 32, 3)]
 KINDS = ["conv", "conv-vae", "deep", "denoising", "dense", "linear", "sparse", "vae"]
@@ -138,6 +139,11 @@ def test_unset_fields_take_the_kinds_defaults():
     assert resolve_model_config(ModelConfig("denoising")).noise == "gaussian:0.5"
     assert resolve_model_config(ModelConfig("dense")).noise is None
     assert resolve_model_config(ModelConfig("dense", noise="mask:0.3")).noise == "mask:0.3"
+    # --corrupt holds the resolved corruption, however it was given; --noise only a noise.
+    assert resolve_model_config(ModelConfig("denoising")).corrupt == "gaussian:0.5"
+    assert resolve_model_config(ModelConfig("dense", noise="mask:0.3")).corrupt == "mask:0.3"
+    greying = resolve_model_config(ModelConfig("denoising", corrupt="grey"))
+    assert (greying.corrupt, greying.noise) == ("grey", None)
     explicit = resolve_train_config(
         TrainConfig("data", "model", model=ModelConfig("conv"), batch_size=7, learning_rate=0.05)
     )
@@ -149,7 +155,8 @@ def test_unset_fields_take_the_kinds_defaults():
     [
         ({"latent_dim": 0}, "latent_dim must be positive"),
         ({"loss": "l1"}, "mse, bce"),
-        ({"noise": "speckle:1"}, "gaussian, salt-pepper, mask"),
+        ({"noise": "speckle:1"}, "--noise must be one of gaussian:SIGMA, salt-pepper:P, mask:P, got 'speckle:1'"),
+        ({"corrupt": "blocks"}, "--corrupt must be one of gaussian:SIGMA, salt-pepper:P, mask:P, grey, downscale:F"),
     ],
 )
 def test_bad_model_config_raises(kwargs, message):
@@ -186,15 +193,13 @@ def test_tied_decoder_uses_the_transposed_encoder_kernels():
     np.testing.assert_allclose(tied.decode(codes).numpy().reshape(4, -1), hidden, rtol=1e-4, atol=1e-5)
 
 
-def test_noise_corrupts_the_inputs_in_training_only():
+def test_a_restoration_model_learns_from_the_inputs_it_is_given():
     model = build_autoencoder(ModelConfig("dense", 4, noise="mask:0.5"), (8, 8, 1))
+    assert model.corruption == CorruptionSpec("mask", 0.5)
     images = tf.constant(_images((8, 8, 1), n=4) + 0.1)
-    assert model.corrupt(images, training=False) is images
-    masked = model.corrupt(images, training=True).numpy()
-    assert 0.3 < np.mean(masked == 0.0) < 0.7
     clean = model.reconstruction_loss(images, model(images)).numpy()
-    np.testing.assert_allclose(model.per_example_loss(images, images, training=False).numpy(), clean, rtol=1e-6)
-    assert not np.allclose(model.per_example_loss(images, images, training=True).numpy(), clean)
+    # The input pipeline corrupts (models.input_pipeline.corruptor); the model never does.
+    np.testing.assert_allclose(model.per_example_loss(images, images, training=True).numpy(), clean, rtol=1e-6)
 
 
 @pytest.mark.parametrize("penalty", ["l1", "kl"])

@@ -40,10 +40,12 @@ def test_train_takes_kind_parameters_and_noise(preprocessed, tmp_path):
         "loss": "mse",
         "params": {"widths": [16, 8], "activation": "relu", "tied": True},
         "noise": "mask:0.3",
+        "corrupt": "mask:0.3",  # the resolved corruption, however it was given
     }
     assert config["learning_rate"] > 0  # the kind's default, resolved
     info = json.loads((tmp_path / "saved_model" / "model_info.json").read_text())
-    assert info["denoising"] is True and info["noise"] == "mask:0.3" and info["variational"] is False
+    assert info["denoising"] is True and info["noise"] == info["corruption"] == "mask:0.3"
+    assert info["variational"] is False
 
 
 @pytest.mark.slow
@@ -65,7 +67,10 @@ def test_every_kind_trains_and_exports_from_the_command_line(kind, preprocessed,
         (["--param", "depth=3"], "unknown parameter(s) depth for kind 'deep'; it takes: widths, activation, tied"),
         (["--param", "widths"], "--param takes KEY=VALUE"),
         (["--param", "tied=perhaps"], "parameter 'tied' of kind 'deep' must be true or false"),
-        (["--noise", "blur:2"], "noise kind must be one of gaussian, salt-pepper, mask"),
+        (["--noise", "blur:2"], "--noise must be one of gaussian:SIGMA, salt-pepper:P, mask:P, got 'blur:2'"),
+        (["--corrupt", "sepia"], "--corrupt must be one of gaussian:SIGMA, salt-pepper:P, mask:P, grey, downscale:F"),
+        (["--corrupt", "downscale:1"], "--corrupt: downscale:F needs an integer factor F >= 2, got 1"),
+        (["--noise", "mask:0.3", "--corrupt", "grey"], "--noise mask:0.3 and --corrupt grey disagree"),
     ],
 )
 def test_bad_kind_parameters_fail_with_the_valid_ones(tmp_path, extra, message):
@@ -144,7 +149,7 @@ def test_infer_refuses_a_tampered_model_without_a_traceback_unless_trusted(train
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--outputs", "latent,pixels"], "outputs must be a non-empty selection of latent, reconstruction, denoised"),
+        (["--outputs", "latent,pixels"], "outputs must be a non-empty selection of latent, reconstruction, restored"),
         (["--run-id", "../up"], "run id must be letters, digits"),
         (["--watch", "somewhere"], "pass only one of --input"),
         (["--skip-existing"], "pass --run-id too"),

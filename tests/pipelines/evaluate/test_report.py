@@ -177,6 +177,7 @@ def test_model_card_and_loss_curves_come_from_the_model_folder(report, trained, 
         "params": None,
         "loss": info["loss"],
         "noise": None,
+        "corruption": None,
         "image_shape": [12, 10, 1],
         "model_hash": info["model_hash"],
         "variational": False,
@@ -217,6 +218,34 @@ def constant_model(preprocessed, tmp_path_factory):
     model_dir = str(tmp_path_factory.mktemp("constant"))
     export_model(model, tft_output, model_dir, {"negative_slope": 0.2})
     return model_dir
+
+
+@pytest.mark.parametrize(
+    ("corruption", "baseline"), [("blocks:0.3", "mean fill of the holes"), ("downscale:2", "bicubic upscaling")]
+)
+def test_report_shows_the_triplets_beside_the_kinds_baseline(preprocessed, tmp_path, corruption, baseline):
+    from models.config import ModelConfig
+    from models.export import export_model
+    from models.input_pipeline import image_shape, load_transform_output
+    from models.registry import build_autoencoder
+
+    tft_output = load_transform_output(preprocessed.output)
+    shape = image_shape(tft_output)
+    model = build_autoencoder(ModelConfig("dense", latent_dim=4, corrupt=corruption), shape)
+    model.build((None, *shape))
+    export_model(model, tft_output, str(tmp_path / "m"), {})
+    result = run_evaluate(EvaluateConfig(str(tmp_path / "m"), str(tmp_path / "r"), data=preprocessed.output))
+    restoration = result.metrics["restoration"]
+    assert restoration["corruption"] == corruption and restoration["baseline"] == baseline
+    assert result.metrics["model"]["corruption"] == corruption
+    if corruption.startswith("blocks"):  # the mean beats black holes on these mid-grey gradients
+        assert restoration["psnr_baseline"] > restoration["psnr_corrupted"]
+    else:  # the upscaling baseline is the input: the small image brought up, bicubic
+        assert restoration["psnr_baseline"] == restoration["psnr_corrupted"]
+    page = _parse(tmp_path / "r")
+    assert "restoration.png" in page.images and _pixels(tmp_path / "r" / "restoration.png").std() > 20
+    text = (tmp_path / "r" / "index.html").read_text()
+    assert f"baseline: {baseline}" in text and f"<td>trained to undo</td><td>{corruption}</td>" in text
 
 
 def test_report_of_a_constant_model_says_it_is_bad(constant_model, preprocessed, tmp_path):

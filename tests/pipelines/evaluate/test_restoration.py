@@ -1,9 +1,12 @@
-"""The classical baselines of the restoration triplets, on small arrays with known answers."""
+"""The restoration baselines and what the model is sent, on small arrays with known answers."""
+
+import io
 
 import numpy as np
-import tensorflow as tf
+from PIL import Image
 
-from pipelines.evaluate.restoration import BASELINES, bicubic_upscaled, grey_replicated, mean_filled
+from pipelines.evaluate.restoration import BASELINES, mean_filled, what_users_have
+from transforms.corruption import CorruptionSpec
 
 
 def test_every_corruption_kind_has_its_baseline():
@@ -16,37 +19,36 @@ def test_every_corruption_kind_has_its_baseline():
         "blocks": "mean fill of the holes",
     }
     noisy = np.random.default_rng(0).uniform(0, 1, (2, 4, 4, 1)).astype(np.float32)
-    assert BASELINES["gaussian"][1](noisy, np.zeros_like(noisy), 0.5) is noisy
-
-
-def test_grey_replicated_puts_the_luma_in_every_channel():
-    colour = np.zeros((1, 2, 2, 3), np.float32)
-    colour[0, 0, 0] = (1.0, 0.0, 0.0)
-    colour[0, 1, 1] = (0.2, 0.4, 0.6)
-    grey = grey_replicated(colour, colour, 0)
-    assert grey.shape == colour.shape
-    np.testing.assert_allclose(grey[0, 0, 0], [0.2989] * 3, atol=1e-3)
-    np.testing.assert_allclose(grey[0, 1, 1], [0.2989 * 0.2 + 0.587 * 0.4 + 0.114 * 0.6] * 3, atol=1e-3)
-    single = colour[..., :1]
-    assert grey_replicated(single, single, 0) is single
-
-
-def test_bicubic_upscaled_is_the_small_image_brought_back_up():
-    clean = np.random.default_rng(1).uniform(0, 1, (2, 8, 6, 3)).astype(np.float32)
-    up = bicubic_upscaled(clean, clean, 2.0)
-    small = tf.image.resize(clean, (4, 3), method="area")
-    np.testing.assert_allclose(up, np.clip(tf.image.resize(small, (8, 6), method="bicubic").numpy(), 0, 1), atol=1e-6)
-    flat = np.full((1, 8, 8, 1), 0.25, np.float32)  # a flat image survives any resizing
-    np.testing.assert_allclose(bicubic_upscaled(flat, flat, 4.0), flat, atol=1e-6)
+    assert BASELINES["gaussian"][1](noisy, None) is noisy
 
 
 def test_mean_filled_fills_only_the_holes_with_the_known_mean():
     clean = np.arange(16, dtype=np.float32).reshape(1, 4, 4, 1) / 16
-    holed = clean.copy()
-    holed[0, :2, :2] = 0.0  # a block; pixel (0, 0) was already 0, so it counts as known
-    filled = mean_filled(holed, clean, 0.25)
-    known = [v for i, v in enumerate(clean.ravel()) if i not in (1, 4, 5)]
-    np.testing.assert_allclose(filled[0, 0, 1, 0], np.mean(known), rtol=1e-6)
-    np.testing.assert_allclose(filled[0, 1, :2, 0], [np.mean(known)] * 2, rtol=1e-6)
+    holes = np.zeros_like(clean, bool)
+    holes[0, :2, :2] = True
+    holed = np.where(holes, 0.0, clean)
+    filled = mean_filled(holed, holes)
+    known = [v for i, v in enumerate(clean.ravel()) if i not in (0, 1, 4, 5)]
+    np.testing.assert_allclose(filled[0, :2, :2, 0], np.full((2, 2), np.mean(known)), rtol=1e-6)
     np.testing.assert_array_equal(filled[0, 2:], clean[0, 2:])
-    assert filled[0, 0, 0, 0] == 0.0
+
+
+def _decoded(png: bytes) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(png)))
+
+
+def test_users_send_grey_images_to_a_recolouring_model_and_small_ones_to_an_upscaler():
+    clean = np.random.default_rng(1).uniform(0, 1, (3, 8, 8, 3)).astype(np.float32)
+    sent, corrupted, holes = what_users_have(clean, CorruptionSpec("grey"), seed=0)
+    assert _decoded(sent[0]).shape == (8, 8) and holes is None  # one channel
+    np.testing.assert_allclose(corrupted[0], np.repeat(_decoded(sent[0])[..., None] / 255, 3, axis=-1), atol=1e-6)
+    sent, corrupted, _ = what_users_have(clean, CorruptionSpec("downscale", 2), seed=0)
+    assert _decoded(sent[0]).shape == (4, 4, 3) and corrupted.shape == clean.shape
+
+
+def test_blocks_report_their_holes():
+    clean = np.full((4, 16, 16, 3), 0.5, np.float32)
+    sent, corrupted, holes = what_users_have(clean, CorruptionSpec("blocks", 0.3), seed=3)
+    assert holes.shape == (4, 16, 16, 1) and 0 < holes.mean() < 1
+    np.testing.assert_array_equal(corrupted == 0, np.repeat(holes, 3, axis=-1))
+    np.testing.assert_allclose(_decoded(sent[1]) / 255, corrupted[1], atol=1e-6)

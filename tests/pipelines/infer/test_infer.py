@@ -47,15 +47,16 @@ def test_one_row_per_input_with_the_documented_schema(inferred):
     assert table.num_rows == len(images) == result.counts["prediction_rows"] == result.manifest["rows"]
     assert result.counts["records_read"] == table.num_rows + result.rejected
     assert sorted(table.column("id").to_pylist()) == sorted(images)
-    assert table.schema.names == list(cols.KEY_COLUMNS + cols.OUTPUTS)
-    for name in (cols.LATENT, cols.RECONSTRUCTION, cols.DENOISED):
+    assert table.schema.names == list(cols.KEY_COLUMNS + cols.DEFAULT_OUTPUTS)  # denoised only when asked
+    for name in (cols.LATENT, cols.RECONSTRUCTION, cols.RESTORED):
         kind = table.schema.field(name).type
         assert pa.types.is_list(kind) and kind.value_type == pa.float32()
     assert table.schema.field(cols.RECONSTRUCTION_ERROR).type == pa.float32()
-    assert table.column(cols.DENOISED).null_count == table.num_rows  # the fixture model does not denoise
+    assert table.column(cols.RESTORED).null_count == table.num_rows  # the fixture model restores nothing
     meta = table.schema.metadata
     assert meta[b"hourglass.image_shape"] == b"12,10,1" and meta[b"hourglass.model_kind"] == b"dense"
     assert meta[b"hourglass.denoising"] == b"false" and meta[b"hourglass.pixels"] == b"float"
+    assert meta[b"hourglass.corruption"] == b""
     assert meta[b"hourglass.model_hash"] == result.manifest["model"]["model_hash"].encode()
 
 
@@ -75,6 +76,7 @@ def test_manifest_records_counts_model_input_and_timing(inferred):
     assert manifest["rows"] == table.num_rows == sum(f["rows"] for f in manifest["files"])
     assert manifest["records_read"] == table.num_rows and manifest["rejected"] == {}
     assert manifest["model"]["kind"] == "dense" and manifest["model"]["denoising"] is False
+    assert manifest["model"]["corruption"] is None
     assert manifest["input"] == result.manifest["input"] and manifest["columns"] == table.schema.names
     assert manifest["timing"]["seconds"] > 0 and manifest["timing"]["started"] <= manifest["timing"]["finished"]
     dists = manifest["metrics"]["distributions"]
@@ -191,12 +193,13 @@ class FakeModel:
 
 
 class FakeHandler(ModelHandler):
-    """latent = [image byte length]; reconstruction all 0.25; denoised all 0.75 when asked; raises
-    on any batch holding an id in ``fail``; ``load_model`` raises when ``broken``."""
+    """latent = [image byte length]; reconstruction all 0.25; restored (and denoised, for a noise)
+    all 0.75 for a ``corruption``; raises on any batch holding an id in ``fail``; ``load_model``
+    raises when ``broken``."""
 
-    def __init__(self, denoising: bool = False, fail: tuple[str, ...] = (), broken: bool = False):
+    def __init__(self, corruption: str | None = None, fail: tuple[str, ...] = (), broken: bool = False):
         super().__init__()
-        self._denoising, self._fail, self._broken = denoising, fail, broken
+        self._corruption, self._fail, self._broken = corruption, fail, broken
 
     def load_model(self):
         if self._broken:
@@ -216,40 +219,63 @@ class FakeHandler(ModelHandler):
             "reconstruction": np.full((n, HEIGHT, WIDTH, 1), 0.25, np.float32),
             "reconstruction_error": np.full(n, 0.5, np.float32),
         }
-        if self._denoising:
-            outputs["denoised"] = np.full((n, HEIGHT, WIDTH, 1), 0.75, np.float32)
+        if self._corruption:
+            outputs["restored"] = np.full((n, HEIGHT, WIDTH, 1), 0.75, np.float32)
+        if self._corruption == NOISE:
+            outputs["denoised"] = outputs["restored"]
         return outputs
 
     def batch_elements_kwargs(self):
         return {"min_batch_size": 8, "max_batch_size": 8}
 
 
-def _fake_model_dir(path, denoising: bool | None = None):
+NOISE = "gaussian:0.5"
+
+
+def _fake_model_dir(path, corruption: str | None = None):
     info = {"kind": "fake", "latent_dim": 1, "loss": "mse", "image_shape": [HEIGHT, WIDTH, 1], "model_hash": "f00d"}
     info["params"] = {}
-    if denoising:
-        info.update(noise="gaussian:0.5", denoising=True)
+    if corruption:
+        info["corruption"] = corruption
+    if corruption == NOISE:
+        info.update(noise=NOISE, denoising=True)
     (path / "saved_model").mkdir(parents=True)
     (path / "saved_model" / "model_info.json").write_text(json.dumps(info))
     return str(path)
 
 
-def test_denoised_is_filled_only_for_a_denoising_model(image_tree, tmp_path):
+@pytest.mark.parametrize("corruption", [NOISE, "blocks:0.3"])
+def test_restored_is_filled_for_a_restoring_model_and_denoised_for_a_denoising_one(image_tree, tmp_path, corruption):
     root, images = image_tree
-    model_dir = _fake_model_dir(tmp_path / "m", denoising=True)
+    model_dir = _fake_model_dir(tmp_path / "m", corruption)
     cfg = InferConfig(model_dir=model_dir, input=str(root), output=str(tmp_path / "o"), pixels="png")
-    run_infer(cfg, model_handler=FakeHandler(denoising=True))
+    outputs = ("latent", "restored", "denoised") if corruption == NOISE else None
+    run_infer(dataclasses.replace(cfg, outputs=outputs), model_handler=FakeHandler(corruption))
     table = _table(tmp_path / "o")
-    assert table.num_rows == len(images) and table.column(cols.DENOISED).null_count == 0
-    assert table.schema.metadata[b"hourglass.denoising"] == b"true"
-    denoised = np.asarray(Image.open(io.BytesIO(table.column(cols.DENOISED)[0].as_py())))
-    assert denoised.shape == (HEIGHT, WIDTH) and set(np.unique(denoised)) == {191}  # round(0.75 * 255)
+    assert table.num_rows == len(images) and table.column(cols.RESTORED).null_count == 0
+    meta = table.schema.metadata
+    assert meta[b"hourglass.corruption"] == corruption.encode()
+    assert meta[b"hourglass.denoising"] == str(corruption == NOISE).lower().encode()
+    assert (cols.DENOISED in table.schema.names) == (corruption == NOISE)
+    restored = np.asarray(Image.open(io.BytesIO(table.column(cols.RESTORED)[0].as_py())))
+    assert restored.shape == (HEIGHT, WIDTH) and set(np.unique(restored)) == {191}  # round(0.75 * 255)
+    if corruption == NOISE:
+        assert table.column(cols.DENOISED).to_pylist() == table.column(cols.RESTORED).to_pylist()
 
 
-def test_denoised_asked_of_a_model_that_does_not_denoise_fails(tmp_path):
-    cfg = InferConfig(model_dir=_fake_model_dir(tmp_path / "m"), input=str(tmp_path / "in"), output=str(tmp_path / "o"))
-    with pytest.raises(ValueError, match="not trained to denoise"):
-        run_infer(dataclasses.replace(cfg, outputs=("latent", "denoised")), model_handler=FakeHandler())
+@pytest.mark.parametrize(
+    ("corruption", "asked", "message"),
+    [
+        (None, "denoised", "not trained to denoise"),
+        (None, "restored", "trained with no corruption .*train with --corrupt"),
+        ("grey", "denoised", "not trained to denoise .*train with --noise"),
+    ],
+)
+def test_a_restoring_output_asked_of_a_model_without_it_fails(tmp_path, corruption, asked, message):
+    model_dir = _fake_model_dir(tmp_path / "m", corruption)
+    cfg = InferConfig(model_dir=model_dir, input=str(tmp_path / "in"), output=str(tmp_path / "o"))
+    with pytest.raises(ValueError, match=message):
+        run_infer(dataclasses.replace(cfg, outputs=("latent", asked)), model_handler=FakeHandler())
 
 
 def test_a_failing_batch_is_retried_one_by_one_and_only_the_bad_record_dead_lettered(image_tree, tmp_path):

@@ -121,6 +121,8 @@ def test_an_inference_failure_keeps_the_exceptions_message():
     except tf.errors.InvalidArgumentError as error:
         failure = (type(error), repr(error), traceback.format_exception(error))
     assert failure[1] == "InvalidArgumentError()"  # what the dead letter used to carry
-    (letter,) = InferenceRejectionFn().process(([{"id": "a.png", "source": "/in/a.png"}], failure))
+    # An image the decoder reads, so the failure is the model's, not the file's.
+    record = {"id": "a.png", "source": "/in/a.png", "image": encode_image(Image.new("L", (4, 4)), "PNG")}
+    (letter,) = InferenceRejectionFn().process(([record], failure))
     assert (letter["id"], letter["reason"]) == ("a.png", "inference_failed")
     assert letter["error"].startswith("InvalidArgumentError: Invalid PNG data")

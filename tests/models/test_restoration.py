@@ -1,0 +1,125 @@
+"""Restoration models (``--corrupt``): every corruption kind trains a few steps on a real colour
+preprocess output (standardized, 12x10x3) and exports ``restored`` of the model's shape; the export
+takes what users have (a grey image for a recolouring model, a small one for an upscaler); the
+input pipeline gives the model the transform's inputs of the corrupted pixels."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from models import input_pipeline
+from models.config import ModelConfig, TrainConfig
+from models.model_check import check_export
+from models.model_info import ModelInfo
+from models.training import train
+from pipelines.inputs.images import encode_png
+from transforms import features
+from transforms.corruption import CorruptionSpec, parse_corruption
+from transforms.image_ops import bicubic_to_size, corrupt
+from transforms.layout import TRAIN
+
+HEIGHT, WIDTH = 12, 10
+KINDS = ["gaussian:0.3", "salt-pepper:0.2", "mask:0.3", "grey", "downscale:2", "blocks:0.3"]
+
+
+def colour_pixels(index: int) -> np.ndarray:
+    """A uint8 HxWx3 image whose channels differ (so recolouring has something to learn)."""
+    rows, cols = np.mgrid[0:HEIGHT, 0:WIDTH]
+    channels = [rows * 9 + index * 13, cols * 17 + index * 7, (rows + cols) * 5 + index * 29]
+    return (np.stack(channels, axis=-1) % 256).astype(np.uint8)
+
+
+@pytest.fixture(scope="module")
+def colour_data(tmp_path_factory):
+    """A real preprocess output of 24 colour PNGs, standardized."""
+    from pipelines.config import PreprocessConfig
+    from pipelines.preprocess.job import run_preprocess
+
+    root = tmp_path_factory.mktemp("colour")
+    for i in range(24):
+        (root / f"{i:03d}.png").write_bytes(encode_png(colour_pixels(i)))
+    out = tmp_path_factory.mktemp("colour-data")
+    return run_preprocess(PreprocessConfig(str(root), str(out), eval_percent=25, normalize="standardize")).output
+
+
+@pytest.fixture(scope="module")
+def restorers(colour_data, tmp_path_factory):
+    """{corruption: model folder} of a dense model trained one epoch with each corruption."""
+    folders = {}
+    for text in KINDS:
+        model_dir = str(tmp_path_factory.mktemp("restorer"))
+        model = ModelConfig("dense", latent_dim=3, corrupt=text)
+        train(TrainConfig(data_dir=colour_data, model_dir=model_dir, model=model, epochs=1, batch_size=8))
+        folders[text] = model_dir
+    return folders
+
+
+def _serve(model_dir: str, images: list[bytes]) -> dict[str, np.ndarray]:
+    loaded = tf.saved_model.load(f"{model_dir}/saved_model")
+    return {k: v.numpy() for k, v in loaded.signatures["serving_default"](images=tf.constant(images)).items()}
+
+
+@pytest.mark.parametrize("text", KINDS)
+def test_every_corruption_trains_and_exports_restored(restorers, text):
+    info = check_export(restorers[text])
+    noise = parse_corruption(text).is_noise
+    assert info.corruption == text and info.denoising == noise and info.noise == (text if noise else None)
+    out = _serve(restorers[text], [encode_png(colour_pixels(i)) for i in range(3)])
+    assert out["restored"].shape == (3, HEIGHT, WIDTH, 3) and ("denoised" in out) == noise
+    np.testing.assert_array_equal(out["restored"], out["reconstruction"])
+    assert set(out) == set(info.outputs)
+
+
+def test_a_recolouring_model_takes_grey_images(restorers):
+    grey = np.round(np.asarray(tf.image.rgb_to_grayscale(colour_pixels(5).astype(np.float32)))).astype(np.uint8)
+    out = _serve(restorers["grey"], [encode_png(grey), encode_png(np.repeat(grey, 3, axis=-1))])
+    assert out["restored"].shape == (2, HEIGHT, WIDTH, 3)
+    np.testing.assert_allclose(out["restored"][0], out["restored"][1], atol=1e-6)  # grey is repeated to RGB
+
+
+def test_an_upscaler_brings_small_images_up_bicubic(restorers):
+    small = colour_pixels(3)[::2, ::2]  # 6x5
+    upscaled = bicubic_to_size(tf.constant(encode_png(small)), HEIGHT, WIDTH).numpy()
+    out = _serve(restorers["downscale:2"], [encode_png(small), upscaled])
+    assert out["restored"].shape == (2, HEIGHT, WIDTH, 3)
+    np.testing.assert_allclose(out["restored"][0], out["restored"][1], atol=1e-6)
+    # A model without the corruption stretches small images with the transform's policy instead.
+    other = _serve(restorers["grey"], [encode_png(small), upscaled])["reconstruction"]
+    assert not np.allclose(other[0], other[1], atol=1e-4)
+
+
+def test_the_corruptor_gives_the_transforms_inputs_of_the_corrupted_pixels(colour_data):
+    tft_output = input_pipeline.load_transform_output(colour_data)
+    files = input_pipeline.split_files(colour_data, TRAIN)
+    batch = next(iter(input_pipeline.make_dataset(files, tft_output, 4, shuffle=False)))
+    spec = CorruptionSpec("grey")
+    corrupted = input_pipeline.corruptor(tft_output, spec)(batch)
+    np.testing.assert_array_equal(corrupted[features.PIXELS], batch[features.PIXELS])  # the targets stay clean
+    greyed = corrupt(batch[features.PIXELS], spec).numpy()
+    pngs = tf.constant([tf.io.encode_png(tf.cast(np.round(g * 65535), tf.uint16)).numpy() for g in greyed])
+    expected = tft_output.transform_features_layer()({features.IMAGE: pngs})[features.INPUTS].numpy()
+    np.testing.assert_allclose(corrupted[features.INPUTS].numpy(), expected, atol=1e-2)
+    assert not np.allclose(corrupted[features.INPUTS].numpy(), batch[features.INPUTS].numpy(), atol=1e-2)
+
+
+def test_grey_needs_colour_data(preprocessed, tmp_path):
+    cfg = TrainConfig(preprocessed.output, str(tmp_path), ModelConfig("dense", 3, corrupt="grey"), epochs=1)
+    with pytest.raises(ValueError, match="needs colour images, but the data is 12x10x1; preprocess with --channels 3"):
+        train(cfg)
+
+
+def test_noise_and_corrupt_relate():
+    assert ModelConfig(noise="mask:0.3").corruption == ModelConfig(corrupt="mask:0.3").corruption
+    assert ModelConfig(noise="mask:0.3", corrupt="mask:0.3").corruption == CorruptionSpec("mask", 0.3)
+    with pytest.raises(ValueError, match="--noise mask:0.3 and --corrupt grey disagree"):
+        ModelConfig(noise="mask:0.3", corrupt="grey")
+    with pytest.raises(ValueError, match="--noise must be one of gaussian:SIGMA, salt-pepper:P, mask:P, got 'grey'"):
+        ModelConfig(noise="grey")
+
+
+def test_model_info_reads_older_denoising_exports():
+    older = ModelInfo("dense", 3, (4, 4, 1), "mse", {}, "", noise="gaussian:0.5", denoising=True)
+    assert "corruption" not in older.to_json()  # so an older export's hash still matches
+    assert older.restores == "gaussian:0.5" and "denoised" in older.outputs and "restored" not in older.outputs
+    with pytest.raises(ValueError, match="corruption is 'grey' but noise is 'gaussian:0.5'"):
+        ModelInfo("dense", 3, (4, 4, 3), "mse", {}, "", noise="gaussian:0.5", denoising=True, corruption="grey")
