@@ -6,9 +6,10 @@ is read with ``tf.io.gfile`` when it is read), so the command line can import th
 
 ``serving_default`` returns ``LATENT``, ``RECONSTRUCTION``, ``RECONSTRUCTION_ERROR``, for a
 model trained with noise ``DENOISED``, and for a calibrated model (every export since calibration
-exists) ``ANOMALY_SCORE`` and ``IS_ANOMALY``; ``encode`` returns ``LATENT``; ``decode`` and
-``interpolate`` return ``RECONSTRUCTION``. :class:`Calibration` is what ``train`` measured on the
-eval split to set those two (``models.calibration`` computes it).
+exists) ``ANOMALY_ERROR`` (the scored error, ``Calibration.error`` names it), ``ANOMALY_SCORE`` and
+``IS_ANOMALY``; ``encode`` returns ``LATENT``; ``decode`` and ``interpolate`` return
+``RECONSTRUCTION``. :class:`Calibration` is what ``train`` measured on the eval split to set the last
+two (``models.calibration`` computes it).
 """
 
 from __future__ import annotations
@@ -29,10 +30,11 @@ LATENT = "latent"
 RECONSTRUCTION = "reconstruction"
 DENOISED = "denoised"
 RECONSTRUCTION_ERROR = "reconstruction_error"
+ANOMALY_ERROR = "anomaly_error"
 ANOMALY_SCORE = "anomaly_score"
 IS_ANOMALY = "is_anomaly"
-OUTPUTS = (LATENT, RECONSTRUCTION, DENOISED, RECONSTRUCTION_ERROR, ANOMALY_SCORE, IS_ANOMALY)
-ANOMALY_OUTPUTS = (ANOMALY_SCORE, IS_ANOMALY)
+OUTPUTS = (LATENT, RECONSTRUCTION, DENOISED, RECONSTRUCTION_ERROR, ANOMALY_ERROR, ANOMALY_SCORE, IS_ANOMALY)
+ANOMALY_OUTPUTS = (ANOMALY_ERROR, ANOMALY_SCORE, IS_ANOMALY)
 # The error percentile table has a point at every percent, 0 to 100.
 PERCENTILE_POINTS = 101
 
@@ -47,9 +49,10 @@ class Calibration:
     """The anomaly calibration: what the eval split (held out from the weights) looked like to the model.
 
     Attributes:
-      error: which per-image error is scored (``mse``: the mean squared error over pixels).
+      error: which per-image error is scored (``ANOMALY_ERROR``; ``blurred_mse``: the mean squared
+        error over pixels after a 3x3 binomial blur, see ``models.calibration``).
       fpr: the target false-positive rate the threshold was set for (``--anomaly-fpr``).
-      threshold: ``is_anomaly`` is ``error > threshold``.
+      threshold: ``is_anomaly`` is ``anomaly_error > threshold``.
       method: how the threshold was set: ``conformal`` (the ``ceil((1 - fpr)(n + 1))``-th smallest
         of the n calibration errors, when n is large enough for it) or ``lognormal`` (a log-normal
         fitted to the errors, its ``1 - fpr`` quantile, for fewer errors). Never a minimum.
@@ -101,7 +104,7 @@ class ModelInfo:
       denoising: trained with noise: ``serving_default`` also returns ``DENOISED``.
       variational: a VAE (its ``encode`` is the posterior mean; it has ``interpolate``).
       calibration: the anomaly calibration; None for exports made before it existed (they return
-        no ``ANOMALY_SCORE`` and ``IS_ANOMALY``).
+        no ``ANOMALY_OUTPUTS``).
     """
 
     kind: str

@@ -5,9 +5,10 @@ One row per input image:
   ``latent`` list<float32> (latent_dim values), ``reconstruction`` and ``denoised`` (the image,
   row-major HWC: list<float32> in [0, 1] with ``pixels="float"``, PNG bytes with ``pixels="png"``;
   ``denoised`` is null unless the model was trained to denoise), ``reconstruction_error``
-  float32 (MSE against the model's own [0, 1] input), ``anomaly_score`` float32 (the error's
-  percentile rank in the model's calibration, 0 to 1) and ``is_anomaly`` bool (the error above the
-  calibrated threshold); both null for a model exported without calibration.
+  float32 (MSE against the model's own [0, 1] input), ``anomaly_error`` float32 (the scored error
+  the model's calibration names: the MSE of the blurred images), ``anomaly_score`` float32 (its
+  percentile rank in the model's calibration, 0 to 1) and ``is_anomaly`` bool (it is above the
+  calibrated threshold); the three null for a model exported without calibration.
 File key-value metadata: ``hourglass.image_shape`` ("H,W,C"), ``hourglass.model_kind``,
 ``hourglass.latent_dim``, ``hourglass.model_hash``, ``hourglass.denoising`` ("true"/"false"),
 ``hourglass.pixels`` ("float"/"png") and, for a calibrated model, ``hourglass.anomaly_threshold``,
@@ -35,6 +36,7 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
 from models.model_info import (
+    ANOMALY_ERROR,
     ANOMALY_SCORE,
     DENOISED,
     IS_ANOMALY,
@@ -53,7 +55,12 @@ from transforms.layout import REJECTED_DIR
 ID, SOURCE, LABEL = "id", "source", "label"
 KEY_COLUMNS = (ID, SOURCE, LABEL)
 IMAGE_COLUMNS = (RECONSTRUCTION, DENOISED)
-SCALAR_COLUMNS = {RECONSTRUCTION_ERROR: np.float32, ANOMALY_SCORE: np.float32, IS_ANOMALY: np.bool_}
+SCALAR_COLUMNS = {
+    RECONSTRUCTION_ERROR: np.float32,
+    ANOMALY_ERROR: np.float32,
+    ANOMALY_SCORE: np.float32,
+    IS_ANOMALY: np.bool_,
+}
 
 META_PREFIX = "hourglass."
 PREDICTIONS = "predictions"
@@ -83,6 +90,7 @@ def prediction_schema(model_info: ModelInfo, outputs: Sequence[str] = OUTPUTS, p
         RECONSTRUCTION: (image_type, False),
         DENOISED: (image_type, True),
         RECONSTRUCTION_ERROR: (pa.float32(), False),
+        ANOMALY_ERROR: (pa.float32(), True),
         ANOMALY_SCORE: (pa.float32(), True),
         IS_ANOMALY: (pa.bool_(), True),
     }
@@ -114,8 +122,8 @@ def record_batch(schema: pa.Schema, keys: dict[str, list], outputs: dict[str, np
       schema: from :func:`prediction_schema`.
       keys: ``id``, ``source`` and ``label`` lists (label ``None`` when unknown).
       outputs: model outputs stacked over the batch (``latent`` (n, d), ``reconstruction`` and
-        ``denoised`` (n, H, W, C) in [0, 1], ``reconstruction_error``, ``anomaly_score`` and
-        ``is_anomaly`` (n,)); ``denoised`` and the anomaly outputs may be missing (a model not
+        ``denoised`` (n, H, W, C) in [0, 1], ``reconstruction_error``, ``anomaly_error``,
+        ``anomaly_score`` and ``is_anomaly`` (n,)); ``denoised`` and the anomaly outputs may be missing (a model not
         trained to denoise, or not calibrated), which writes nulls.
     """
     rows = len(keys[ID])
