@@ -9,9 +9,9 @@ calibrates the threshold on digit d's eval split. Then, through ``serving_defaul
 
 * AUROC on the sample's eval split (the same hash split preprocess makes; positives: the other
   digits, negatives: digit d's eval images, held out from the weights), for the served
-  ``anomaly_score`` and for other per-image errors computed from the same outputs: BCE, a diagonal
-  Mahalanobis distance of the latent under the calibration's latent mean and std, and a sum of
-  both (each standardised on digit d's eval images);
+  ``anomaly_score`` (the rank of ``anomaly_error``, the MSE of the blurred images) and for other
+  per-image errors from the same outputs: the plain MSE (``reconstruction_error``), BCE, and a
+  diagonal Mahalanobis distance of the latent under the calibration's latent mean and std;
 * the FPR of ``is_anomaly`` on the held-out normal images: digit d at the 500 positions no job read
   (neither in the weights nor in the calibration).
 
@@ -98,7 +98,7 @@ def digit_row(digit: int, kind: str, work: pathlib.Path, eval_split, held_out: d
     out = serve(served, eval_split.images)
     normal = eval_split.labels == digit
     anomalous = ~normal
-    scores = candidate_scores(out, eval_split.pixels, cal, normal)
+    scores = candidate_scores(out, eval_split.pixels, cal)
     held = serve(served, held_out["images"][held_out["labels"] == digit])
     row = {
         "digit": digit,
@@ -117,22 +117,17 @@ def digit_row(digit: int, kind: str, work: pathlib.Path, eval_split, held_out: d
     return row
 
 
-def candidate_scores(out: dict, pixels: np.ndarray, cal, normal: np.ndarray) -> dict[str, np.ndarray]:
+def candidate_scores(out: dict, pixels: np.ndarray, cal) -> dict[str, np.ndarray]:
     """Per-image anomaly scores to compare: the served one and others from the same outputs."""
     recon = np.clip(out["reconstruction"], 1e-6, 1 - 1e-6)
     bce = -np.mean(pixels * np.log(recon) + (1 - pixels) * np.log(1 - recon), axis=(1, 2, 3))
     std = np.maximum(np.array(cal.latent_std), 1e-6)
     latent = np.sum(np.square((out["latent"] - np.array(cal.latent_mean)) / std), axis=1)
-    log_mse = np.log(out["reconstruction_error"])
-
-    def standardised(values):  # on digit d's eval images, which are the calibration images
-        return (values - values[normal].mean()) / max(values[normal].std(), 1e-9)
-
     return {
-        "anomaly_score (mse)": out["anomaly_score"] + 1e-9 * out["reconstruction_error"],  # ties beyond the table
+        f"anomaly_score ({cal.error})": out["anomaly_score"] + 1e-9 * out["anomaly_error"],  # ties beyond the table
+        "mse": out["reconstruction_error"],
         "bce": bce,
         "latent": latent,
-        "mse+latent": standardised(log_mse) + standardised(np.log(latent)),
     }
 
 

@@ -5,6 +5,8 @@ and/or ``latent`` (``serving_default`` of a calibrated model; ``encode`` gives `
 :class:`CountDriftFn` outputs nothing: it bins each result against the calibration (see
 ``models.model_info.Calibration``) and adds the bin counts to Beam counters (``drift_*``), so a run,
 a watch window made of several batches, or a restarted window sums them like every other counter.
+:func:`drift_counts` bins the same columns read back from Parquet (the streaming watch's windows,
+whose counters a streaming runner does not split by window).
 
 Out (driver): :func:`drift_report`, the manifest's ``drift`` section, from those counters:
 
@@ -55,38 +57,47 @@ def latent_counter(dim: int, b: int) -> str:
     return f"{PREFIX}latent_{dim:03d}_bin_{b}"
 
 
+def drift_counts(calibration: Calibration, scores=(), flagged=(), latents=None) -> dict[str, int]:
+    """The ``drift_*`` counts of some results: their ``anomaly_score`` ``(n,)`` and ``is_anomaly``
+    ``(n,)`` (empty without them), and their ``latent`` ``(m, latent_dim)`` (None without them).
+    Counts of several sets of results add up (``manifest.add_counts``)."""
+    scores = np.asarray(scores, np.float64)
+    bins = np.bincount(np.minimum((scores * 100).astype(np.int64), SCORE_BINS - 1), minlength=SCORE_BINS)
+    counts = {SCORED: len(scores), FLAGGED: int(np.sum(np.asarray(flagged, bool)))}
+    counts.update({score_counter(k): int(n) for k, n in enumerate(bins)})
+    if latents is not None and len(latents):
+        edges = np.array(calibration.latent_quantiles, np.float64)  # (latent_dim, 9)
+        binned = latent_bins(np.asarray(latents), edges)
+        counts[LATENTS] = len(binned)
+        for dim in range(len(edges)):
+            row = np.bincount(binned[:, dim], minlength=LATENT_BINS)
+            counts.update({latent_counter(dim, b): int(n) for b, n in enumerate(row)})
+    return {name: n for name, n in counts.items() if n}
+
+
 class CountDriftFn(beam.DoFn):
-    """``PredictionResult`` -> nothing; adds its drift bins to the ``drift_*`` counters (per bundle)."""
+    """``PredictionResult`` -> nothing; adds its drift bins (:func:`drift_counts`) to the ``drift_*``
+    counters (per bundle)."""
 
     def __init__(self, calibration: Calibration):
-        self._edges = np.array(calibration.latent_quantiles, np.float64)  # (latent_dim, 9)
+        self._calibration = calibration
 
     def start_bundle(self):
-        dims = len(self._edges)
-        self._scores = np.zeros(SCORE_BINS, np.int64)
-        self._latents = np.zeros((dims, LATENT_BINS), np.int64)
-        self._flagged = self._scored = self._latent_rows = 0
+        self._scores, self._flagged, self._latents = [], [], []
 
     def process(self, result):
         inference = result.inference
         if ANOMALY_SCORE in inference:
-            self._scores[min(int(float(inference[ANOMALY_SCORE]) * 100), SCORE_BINS - 1)] += 1
-            self._flagged += bool(inference[IS_ANOMALY])
-            self._scored += 1
+            self._scores.append(float(inference[ANOMALY_SCORE]))
+            self._flagged.append(bool(inference[IS_ANOMALY]))
         if LATENT in inference:
-            bins = latent_bins(inference[LATENT][None, :], self._edges)[0]
-            self._latents[np.arange(len(bins)), bins] += 1
-            self._latent_rows += 1
+            self._latents.append(np.asarray(inference[LATENT]))
         return ()
 
     def finish_bundle(self):
-        totals = {SCORED: self._scored, FLAGGED: self._flagged, LATENTS: self._latent_rows}
-        totals.update({score_counter(k): n for k, n in enumerate(self._scores)})
-        for dim, row in enumerate(self._latents):
-            totals.update({latent_counter(dim, b): n for b, n in enumerate(row)})
-        for name, n in totals.items():
-            if n:
-                Metrics.counter(NAMESPACE, name).inc(int(n))
+        latents = np.stack(self._latents) if self._latents else None
+        for name, n in drift_counts(self._calibration, self._scores, self._flagged, latents).items():
+            Metrics.counter(NAMESPACE, name).inc(n)
 
 
 def without_drift_counters(counts: dict[str, int]) -> dict[str, int]:

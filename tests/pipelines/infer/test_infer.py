@@ -18,6 +18,7 @@ from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 from PIL import Image
 
+from models.calibration import build_calibration
 from models.model_info import ModelInfo
 from pipelines.config import InferConfig
 from pipelines.infer.encode import EncodeImages
@@ -184,12 +185,15 @@ class FakeModel:
 
 
 class FakeHandler(ModelHandler):
-    """latent = [image byte length]; reconstruction all 0.25; denoised all 0.75 when asked; raises
-    on any batch holding an id in ``fail``; ``load_model`` raises when ``broken``."""
+    """latent = [image byte length]; reconstruction all 0.25; denoised all 0.75 when asked; with
+    ``anomalous``, the anomaly outputs of an error above every calibration error (score 1, flagged);
+    raises on any batch holding an id in ``fail``; ``load_model`` raises when ``broken``."""
 
-    def __init__(self, denoising: bool = False, fail: tuple[str, ...] = (), broken: bool = False):
+    def __init__(
+        self, denoising: bool = False, fail: tuple[str, ...] = (), broken: bool = False, anomalous: bool = False
+    ):
         super().__init__()
-        self._denoising, self._fail, self._broken = denoising, fail, broken
+        self._denoising, self._fail, self._broken, self._anomalous = denoising, fail, broken, anomalous
 
     def load_model(self):
         if self._broken:
@@ -210,17 +214,25 @@ class FakeHandler(ModelHandler):
         }
         if self._denoising:
             outputs["denoised"] = np.full((HEIGHT, WIDTH, 1), 0.75, np.float32)
+        if self._anomalous:
+            outputs.update(anomaly_error=np.float32(0.5), anomaly_score=np.float32(1.0), is_anomaly=np.bool_(True))
         return outputs
 
     def batch_elements_kwargs(self):
         return {"min_batch_size": 8, "max_batch_size": 8}
 
 
-def _fake_model_dir(path, denoising: bool | None = None):
+def _fake_model_dir(path, denoising: bool | None = None, calibrated: bool = False):
+    """A model folder holding only ``model_info.json`` (for :class:`FakeHandler`); ``calibrated``: with a
+    calibration of errors around 0.01 and latents around 0."""
     info = {"kind": "fake", "latent_dim": 1, "loss": "mse", "image_shape": [HEIGHT, WIDTH, 1], "model_hash": "f00d"}
     info["params"] = {}
     if denoising:
         info.update(noise="gaussian:0.5", denoising=True)
+    if calibrated:
+        rng = np.random.default_rng(0)
+        errors, latents = rng.lognormal(np.log(0.01), 0.3, 500), rng.normal(size=(500, 1))
+        info["calibration"] = dataclasses.asdict(build_calibration(errors, latents, 0.01))
     (path / "saved_model").mkdir(parents=True)
     (path / "saved_model" / "model_info.json").write_text(json.dumps(info))
     return str(path)
