@@ -15,17 +15,21 @@ set by one of two documented methods, never by a minimum:
 - ``conformal``: with n errors and ``k = ceil((1 - fpr)(n + 1)) <= n``, the k-th smallest error.
   For a new image like the calibration images, P(error > threshold) <= fpr.
 - ``lognormal``: with fewer errors than that (n < 1/fpr - 1, e.g. 50 images of one digit at 1%),
-  the ``1 - fpr`` quantile of a log-normal fitted to the errors, ``exp(mean + z * std)`` of their logs.
+  the one-sided ``1 - fpr`` prediction bound of a log-normal fitted to the errors:
+  ``exp(mean + t * sqrt(1 + 1/n) * std)`` of their logs, with ``t`` the Student-t quantile at
+  ``1 - fpr`` with ``n - 1`` degrees of freedom. For a new error from that log-normal it is exceeded
+  with probability ``fpr``, the mean and std being estimated from the n errors (the plain quantile,
+  ``z`` in place of ``t * sqrt(1 + 1/n)``, is exceeded more often: 1.3% of the time at n = 45 and fpr = 1%).
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import statistics
 
 import numpy as np
 import tensorflow as tf
+from scipy import stats
 
 from models.base import Autoencoder
 from models.model_info import PERCENTILE_POINTS, Calibration
@@ -91,8 +95,8 @@ def threshold_at_fpr(errors: np.ndarray, fpr: float) -> tuple[float, str]:
     if k <= n:
         return float(np.sort(errors)[k - 1]), CONFORMAL
     logs = np.log(np.maximum(errors.astype(np.float64), np.finfo(np.float32).tiny))
-    z = statistics.NormalDist().inv_cdf(1 - fpr)
-    return float(np.float32(math.exp(logs.mean() + z * logs.std(ddof=1)))), LOGNORMAL
+    bound = stats.t.ppf(1 - fpr, n - 1) * math.sqrt(1 + 1 / n)
+    return float(np.float32(math.exp(logs.mean() + bound * logs.std(ddof=1)))), LOGNORMAL
 
 
 def build_calibration(errors: np.ndarray, latents: np.ndarray, fpr: float) -> Calibration:

@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+from scipy import stats
 
 from models import calibration
 from models.model_info import ModelInfo
@@ -20,6 +21,19 @@ def test_threshold_flags_about_the_target_fpr_of_held_out_normal_errors(calibrat
     assert used == method
     assert threshold > np.min(normal[:calibration_size])
     assert 0.003 <= np.mean(held_out > threshold) <= 0.03
+
+
+def test_small_sample_threshold_flags_the_target_fpr_on_average_over_calibrations():
+    """45 errors (one digit's eval split): the prediction bound, unlike the fitted quantile, accounts for
+    the mean and std being estimates, so over many calibrations it flags 1% of new normal errors."""
+    rng = np.random.default_rng(2)
+    mean, std = -4.0, 0.5
+    exceeded = []
+    for _ in range(2000):
+        threshold, method = calibration.threshold_at_fpr(rng.lognormal(mean, std, 45).astype(np.float32), 0.01)
+        exceeded.append(1 - stats.norm.cdf((np.log(threshold) - mean) / std))  # P(new error > threshold)
+    assert method == "lognormal"
+    assert 0.009 <= np.mean(exceeded) <= 0.011
 
 
 def test_conformal_threshold_is_an_order_statistic():
