@@ -63,7 +63,15 @@ def main(out_dir: pathlib.Path) -> dict:
     eval_split = dataclasses.replace(eval_split, labels=np.array([int(vocabulary[i]) for i in eval_split.labels]))
     held_out = _held_out()
     rows = [digit_row(d, kind, work, eval_split, held_out) for kind in KINDS for d in DIGITS]
-    figures = {"read_positions": READ, "eval_examples": len(eval_split.labels), "kinds": KINDS, "rows": rows}
+    epochs = next(f.default for f in dataclasses.fields(TrainConfig) if f.name == "epochs")
+    figures = {
+        "read_positions": READ,
+        "eval_examples": len(eval_split.labels),
+        "kinds": KINDS,
+        "epochs": epochs,
+        "latent_dim": ModelConfig().latent_dim,
+        "rows": rows,
+    }
     figures["summary"] = [summary(kind, [r for r in rows if r["kind"] == kind]) for kind in KINDS]
     pathlib.Path(out_dir, f"{NAME}.json").write_text(json.dumps(figures, indent=2))
     pathlib.Path(out_dir, f"{NAME}.md").write_text(markdown(figures))
@@ -151,7 +159,8 @@ def markdown(figures: dict) -> str:
         rows = [r for r in figures["rows"] if r["kind"] == s["kind"]]
         names = list(s["mean_auroc"])
         lines += [
-            f"One-class MNIST, kind `{s['kind']}` with the default options: train on one digit of the built-in "
+            f"One-class MNIST, kind `{s['kind']}` with the default options ({figures['latent_dim']}-D codes, "
+            f"{figures['epochs']} epochs): train on one digit of the built-in "
             f"sample (first {figures['read_positions']} positions), AUROC on the {figures['eval_examples']}-image "
             "eval split (positives: the other digits); FPR of `is_anomaly` on the digit's held-out images.",
             "",
