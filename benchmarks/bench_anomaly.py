@@ -9,7 +9,8 @@ calibrates the threshold on digit d's eval split. Then, through ``serving_defaul
 
 * AUROC on the sample's eval split (the same hash split preprocess makes; positives: the other
   digits, negatives: digit d's eval images, held out from the weights), for the served
-  ``anomaly_score`` (the rank of ``anomaly_error``, the MSE of the blurred images) and for other
+  ``anomaly_error`` (the MSE of the blurred images, which ``anomaly_score`` ranks in the same order
+  without its ties beyond the calibration table) and for other
   per-image errors from the same outputs: the plain MSE (``reconstruction_error``), BCE, and a
   diagonal Mahalanobis distance of the latent under the calibration's latent mean and std;
 * the FPR of ``is_anomaly`` on the held-out normal images: digit d at the 500 positions no job read
@@ -132,7 +133,8 @@ def candidate_scores(out: dict, pixels: np.ndarray, cal) -> dict[str, np.ndarray
     std = np.maximum(np.array(cal.latent_std), 1e-6)
     latent = np.sum(np.square((out["latent"] - np.array(cal.latent_mean)) / std), axis=1)
     return {
-        f"anomaly_score ({cal.error})": out["anomaly_score"] + 1e-9 * out["anomaly_error"],  # ties beyond the table
+        # anomaly_score ranks images as anomaly_error does, but ties those beyond the calibration table (at 1).
+        f"anomaly_error ({cal.error})": out["anomaly_error"],
         "mse": out["reconstruction_error"],
         "bce": bce,
         "latent": latent,
