@@ -11,9 +11,10 @@ training):
   brings an image smaller than its size up to it, bicubic (``image_ops.bicubic_to_size``), so it
   takes the small images users have; a grey image reaches a recolouring model's 3 channels through
   the transform's colour policy (grey repeated); with a calibration
-  (``models.calibration``) also ``anomaly_score`` float32 ``(batch,)``, the percentile rank of the
-  error in the calibration's table (0 to 1, linear between its points, monotone in the error), and
-  ``is_anomaly`` bool ``(batch,)``, the error above the calibration's threshold;
+  (``models.calibration``) also ``anomaly_error`` float32 ``(batch,)``, the scored error
+  (``models.calibration.anomaly_error``: the MSE of the blurred images), ``anomaly_score`` float32
+  ``(batch,)``, its percentile rank in the calibration's table (0 to 1, linear between its points,
+  monotone in the error), and ``is_anomaly`` bool ``(batch,)``, that error above the calibration's threshold;
   ``encode(images: string[batch])`` -> ``latent`` (for the VAEs: the posterior mean);
   ``decode(latent: float32[batch, latent_dim])`` -> ``reconstruction`` (any codes, e.g. samples);
   for the VAEs also ``interpolate(images_a: string[batch], images_b: string[batch],
@@ -33,9 +34,10 @@ import tensorflow as tf
 import tensorflow_transform as tft
 
 from models.base import Autoencoder
-from models.calibration import per_image_error
+from models.calibration import anomaly_error, per_image_error
 from models.model_check import export_hash
 from models.model_info import (
+    ANOMALY_ERROR,
     ANOMALY_SCORE,
     DENOISED,
     IS_ANOMALY,
@@ -98,8 +100,10 @@ class ServingModule(tf.Module):
             if corruption.is_noise:
                 outputs[DENOISED] = tf.identity(reconstruction)
         if self.calibration is not None:
-            outputs[ANOMALY_SCORE] = percentile_rank(error, self.percentiles)
-            outputs[IS_ANOMALY] = error > self.threshold
+            scored = anomaly_error(reconstruction, transformed[features.PIXELS])
+            outputs[ANOMALY_ERROR] = scored
+            outputs[ANOMALY_SCORE] = percentile_rank(scored, self.percentiles)
+            outputs[IS_ANOMALY] = scored > self.threshold
         return outputs
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="images")])

@@ -7,9 +7,10 @@ is read with ``tf.io.gfile`` when it is read), so the command line can import th
 ``serving_default`` returns ``LATENT``, ``RECONSTRUCTION``, ``RECONSTRUCTION_ERROR``, for a
 model trained with a corruption (``--corrupt``) ``RESTORED``, for one trained with a noise also
 ``DENOISED`` (the same tensor: the name exports made before ``RESTORED`` existed return alone),
-and for a calibrated model (every export since calibration exists) ``ANOMALY_SCORE`` and
-``IS_ANOMALY``; ``encode`` returns ``LATENT``; ``decode`` and ``interpolate`` return
-``RECONSTRUCTION``. :class:`Calibration` is what ``train`` measured on the eval split to set those
+and for a calibrated model (every export since calibration exists) ``ANOMALY_ERROR`` (the scored
+error, ``Calibration.error`` names it), ``ANOMALY_SCORE`` and ``IS_ANOMALY``; ``encode`` returns
+``LATENT``; ``decode`` and ``interpolate`` return ``RECONSTRUCTION``. :class:`Calibration` is what
+``train`` measured on the eval split to set the last
 two (``models.calibration`` computes it).
 """
 
@@ -33,14 +34,26 @@ RECONSTRUCTION = "reconstruction"
 RESTORED = "restored"
 DENOISED = "denoised"
 RECONSTRUCTION_ERROR = "reconstruction_error"
+ANOMALY_ERROR = "anomaly_error"
 ANOMALY_SCORE = "anomaly_score"
 IS_ANOMALY = "is_anomaly"
-OUTPUTS = (LATENT, RECONSTRUCTION, RESTORED, DENOISED, RECONSTRUCTION_ERROR, ANOMALY_SCORE, IS_ANOMALY)
+OUTPUTS = (
+    LATENT,
+    RECONSTRUCTION,
+    RESTORED,
+    DENOISED,
+    RECONSTRUCTION_ERROR,
+    ANOMALY_ERROR,
+    ANOMALY_SCORE,
+    IS_ANOMALY,
+)
 # What infer writes without --outputs: every output but ``DENOISED``, the older name of ``RESTORED``.
 DEFAULT_OUTPUTS = tuple(name for name in OUTPUTS if name != DENOISED)
 # The outputs that are images of the model's shape.
 IMAGE_OUTPUTS = (RECONSTRUCTION, RESTORED, DENOISED)
-ANOMALY_OUTPUTS = (ANOMALY_SCORE, IS_ANOMALY)
+ANOMALY_OUTPUTS = (ANOMALY_ERROR, ANOMALY_SCORE, IS_ANOMALY)
+# ``Calibration.error`` of exports made before the scored error had its own output.
+PLAIN_MSE = "mse"
 # The error percentile table has a point at every percent, 0 to 100.
 PERCENTILE_POINTS = 101
 
@@ -55,9 +68,11 @@ class Calibration:
     """The anomaly calibration: what the eval split (held out from the weights) looked like to the model.
 
     Attributes:
-      error: which per-image error is scored (``mse``: the mean squared error over pixels).
+      error: which per-image error is scored (``ANOMALY_ERROR``; ``blurred_mse``: the mean squared
+        error over pixels after a 3x3 binomial blur, see ``models.calibration``; ``mse`` in exports
+        made before: the plain ``RECONSTRUCTION_ERROR``, and no ``ANOMALY_ERROR`` output).
       fpr: the target false-positive rate the threshold was set for (``--anomaly-fpr``).
-      threshold: ``is_anomaly`` is ``error > threshold``.
+      threshold: ``is_anomaly`` is ``anomaly_error > threshold``.
       method: how the threshold was set: ``conformal`` (the ``ceil((1 - fpr)(n + 1))``-th smallest
         of the n calibration errors, when n is large enough for it) or ``lognormal`` (a log-normal
         fitted to the errors, its ``1 - fpr`` quantile, for fewer errors). Never a minimum.
@@ -113,7 +128,7 @@ class ModelInfo:
         written, so that their ``model_hash`` stays valid.
       variational: a VAE (its ``encode`` is the posterior mean; it has ``interpolate``).
       calibration: the anomaly calibration; None for exports made before it existed (they return
-        no ``ANOMALY_SCORE`` and ``IS_ANOMALY``).
+        no ``ANOMALY_OUTPUTS``).
     """
 
     kind: str
@@ -150,7 +165,9 @@ class ModelInfo:
     @property
     def outputs(self) -> tuple[str, ...]:
         """The names ``serving_default`` returns."""
-        present = {RESTORED: self.corruption is not None, DENOISED: self.denoising}
+        # Exports calibrated before ANOMALY_ERROR existed scored the plain MSE and do not return it.
+        scored_apart = self.calibration is not None and self.calibration.error != PLAIN_MSE
+        present = {RESTORED: self.corruption is not None, DENOISED: self.denoising, ANOMALY_ERROR: scored_apart}
         return tuple(
             name
             for name in OUTPUTS

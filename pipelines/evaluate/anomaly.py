@@ -1,6 +1,6 @@
 """Anomaly detection figures of an evaluation: the stored threshold at work, and, with labels, how well it separates.
 
-In: the evaluated images' labels, their per-image errors and the export's ``anomaly_score`` and
+In: the evaluated images' labels, their scored errors (the export's ``anomaly_error``) and its
 ``is_anomaly`` (``serving_default`` of a calibrated model), the model's calibration, and
 ``normal_labels`` (``--normal-labels``: images with these labels are normal, images with other
 labels anomalies, unlabelled images left out). Out: the ``anomaly`` metrics (``stored``: the

@@ -25,7 +25,7 @@ from sklearn.model_selection import StratifiedKFold, cross_val_score
 from sklearn.neighbors import KNeighborsClassifier
 from threadpoolctl import threadpool_limits
 
-from models.model_info import ANOMALY_SCORE, IS_ANOMALY, RECONSTRUCTION_ERROR
+from models.model_info import ANOMALY_ERROR, ANOMALY_SCORE, IS_ANOMALY
 from pipelines.evaluate import anomaly
 from pipelines.evaluate.card import ModelCard
 from pipelines.evaluate.data import Examples
@@ -105,7 +105,7 @@ def evaluate(
                 "(exported before calibration existed); train the model again"
             )
         labelled, roc = anomaly.labelled_metrics(
-            examples.labels, outputs[RECONSTRUCTION_ERROR], outputs[IS_ANOMALY], normal_labels, source
+            examples.labels, outputs[ANOMALY_ERROR], outputs[IS_ANOMALY], normal_labels, source
         )
         anomaly_metrics["labelled"] = labelled
 

@@ -6,6 +6,8 @@ In (Beam): batch results (``model_handler.batch_result``) whose inference holds 
 at once against the calibration (see
 ``models.model_info.Calibration``) and adds the bin counts to Beam counters (``drift_*``), so a run,
 a watch window made of several batches, or a restarted window sums them like every other counter.
+:func:`drift_counts` bins the same columns read back from Parquet (the streaming watch's windows,
+whose counters a streaming runner does not split by window).
 
 Out (driver): :func:`drift_report`, the manifest's ``drift`` section, from those counters:
 
@@ -56,41 +58,50 @@ def latent_counter(dim: int, b: int) -> str:
     return f"{PREFIX}latent_{dim:03d}_bin_{b}"
 
 
+def drift_counts(calibration: Calibration, scores=(), flagged=(), latents=None) -> dict[str, int]:
+    """The ``drift_*`` counts of some results: their ``anomaly_score`` ``(n,)`` and ``is_anomaly``
+    ``(n,)`` (empty without them), and their ``latent`` ``(m, latent_dim)`` (None without them).
+    Counts of several sets of results add up (``manifest.add_counts``)."""
+    scores = np.asarray(scores, np.float64)
+    bins = np.bincount(np.minimum((scores * 100).astype(np.int64), SCORE_BINS - 1), minlength=SCORE_BINS)
+    counts = {SCORED: len(scores), FLAGGED: int(np.sum(np.asarray(flagged, bool)))}
+    counts.update({score_counter(k): int(n) for k, n in enumerate(bins)})
+    if latents is not None and len(latents):
+        edges = np.array(calibration.latent_quantiles, np.float64)  # (latent_dim, 9)
+        binned = latent_bins(np.asarray(latents), edges)
+        counts[LATENTS] = len(binned)
+        for dim in range(len(edges)):
+            row = np.bincount(binned[:, dim], minlength=LATENT_BINS)
+            counts.update({latent_counter(dim, b): int(n) for b, n in enumerate(row)})
+    return {name: n for name, n in counts.items() if n}
+
+
 class CountDriftFn(beam.DoFn):
-    """Batch result -> nothing; adds its rows' drift bins to the ``drift_*`` counters (per bundle)."""
+    """Batch result -> nothing; adds its rows' drift bins (:func:`drift_counts`) to the ``drift_*``
+    counters (per bundle)."""
 
     def __init__(self, calibration: Calibration):
-        self._edges = np.array(calibration.latent_quantiles, np.float64)  # (latent_dim, 9)
+        self._calibration = calibration
 
     def start_bundle(self):
-        dims = len(self._edges)
-        self._scores = np.zeros(SCORE_BINS, np.int64)
-        self._latents = np.zeros((dims, LATENT_BINS), np.int64)
-        self._flagged = self._scored = self._latent_rows = 0
+        self._scores, self._flagged, self._latents = [], [], []
 
     def process(self, result):
         inference = result.inference
         if ANOMALY_SCORE in inference:
-            scores = np.asarray(inference[ANOMALY_SCORE], np.float64).reshape(-1)
-            bins = np.minimum((scores * 100).astype(np.int64), SCORE_BINS - 1)
-            self._scores += np.bincount(bins, minlength=SCORE_BINS)
-            self._flagged += int(np.count_nonzero(inference[IS_ANOMALY]))
-            self._scored += len(scores)
+            self._scores.append(np.asarray(inference[ANOMALY_SCORE], np.float64).reshape(-1))
+            self._flagged.append(np.asarray(inference[IS_ANOMALY], bool).reshape(-1))
         if LATENT in inference:
-            bins = latent_bins(inference[LATENT], self._edges)  # (rows, dims)
-            for dim, counts in enumerate(self._latents):
-                counts += np.bincount(bins[:, dim], minlength=LATENT_BINS)
-            self._latent_rows += len(bins)
+            latents = np.asarray(inference[LATENT])
+            self._latents.append(latents.reshape(len(latents), -1))
         return ()
 
     def finish_bundle(self):
-        totals = {SCORED: self._scored, FLAGGED: self._flagged, LATENTS: self._latent_rows}
-        totals.update({score_counter(k): n for k, n in enumerate(self._scores)})
-        for dim, row in enumerate(self._latents):
-            totals.update({latent_counter(dim, b): n for b, n in enumerate(row)})
-        for name, n in totals.items():
-            if n:
-                Metrics.counter(NAMESPACE, name).inc(int(n))
+        scores = np.concatenate(self._scores) if self._scores else ()
+        flagged = np.concatenate(self._flagged) if self._flagged else ()
+        latents = np.concatenate(self._latents) if self._latents else None
+        for name, n in drift_counts(self._calibration, scores, flagged, latents).items():
+            Metrics.counter(NAMESPACE, name).inc(n)
 
 
 def without_drift_counters(counts: dict[str, int]) -> dict[str, int]:

@@ -7,9 +7,10 @@ One row per input image:
   ``pixels="png"``; ``restored`` is null unless the model was trained with a corruption
   (``--corrupt``), ``denoised``, its older name, written only when ``--outputs`` names it, null
   unless the model was trained to denoise), ``reconstruction_error``
-  float32 (MSE against the model's own [0, 1] input), ``anomaly_score`` float32 (the error's
-  percentile rank in the model's calibration, 0 to 1) and ``is_anomaly`` bool (the error above the
-  calibrated threshold); both null for a model exported without calibration.
+  float32 (MSE against the model's own [0, 1] input), ``anomaly_error`` float32 (the scored error
+  the model's calibration names: the MSE of the blurred images), ``anomaly_score`` float32 (its
+  percentile rank in the model's calibration, 0 to 1) and ``is_anomaly`` bool (it is above the
+  calibrated threshold); the three null for a model exported without calibration.
 File key-value metadata: ``hourglass.image_shape`` ("H,W,C"), ``hourglass.model_kind``,
 ``hourglass.latent_dim``, ``hourglass.model_hash``, ``hourglass.denoising`` ("true"/"false"),
 ``hourglass.corruption`` (the corruption's spec, ``""`` for none),
@@ -38,6 +39,7 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
 from models.model_info import (
+    ANOMALY_ERROR,
     ANOMALY_SCORE,
     DEFAULT_OUTPUTS,
     DENOISED,
@@ -57,7 +59,12 @@ from transforms.layout import REJECTED_DIR
 
 ID, SOURCE, LABEL = "id", "source", "label"
 KEY_COLUMNS = (ID, SOURCE, LABEL)
-SCALAR_COLUMNS = {RECONSTRUCTION_ERROR: np.float32, ANOMALY_SCORE: np.float32, IS_ANOMALY: np.bool_}
+SCALAR_COLUMNS = {
+    RECONSTRUCTION_ERROR: np.float32,
+    ANOMALY_ERROR: np.float32,
+    ANOMALY_SCORE: np.float32,
+    IS_ANOMALY: np.bool_,
+}
 
 META_PREFIX = "hourglass."
 PREDICTIONS = "predictions"
@@ -90,6 +97,7 @@ def prediction_schema(
         RESTORED: (image_type, True),
         DENOISED: (image_type, True),
         RECONSTRUCTION_ERROR: (pa.float32(), False),
+        ANOMALY_ERROR: (pa.float32(), True),
         ANOMALY_SCORE: (pa.float32(), True),
         IS_ANOMALY: (pa.bool_(), True),
     }
@@ -123,8 +131,9 @@ def record_batch(schema: pa.Schema, keys: dict[str, list], outputs: dict[str, np
       keys: ``id``, ``source`` and ``label`` lists (label ``None`` when unknown).
       outputs: model outputs stacked over the batch (``latent`` (n, d), ``reconstruction``,
         ``restored`` and ``denoised`` (n, H, W, C) in [0, 1], ``reconstruction_error``,
-        ``anomaly_score`` and ``is_anomaly`` (n,)); ``restored``, ``denoised`` and the anomaly
-        outputs may be missing (a model trained with no corruption, or not calibrated), which writes nulls.
+        ``anomaly_error``, ``anomaly_score`` and ``is_anomaly`` (n,)); ``restored``, ``denoised``
+        and the anomaly outputs may be missing (a model trained with no corruption, or not
+        calibrated), which writes nulls.
     """
     rows = len(keys[ID])
     png = schema.metadata[(META_PREFIX + "pixels").encode()] == b"png"

@@ -7,9 +7,10 @@ each new path once (per-path state), puts it in the fixed window of ``window_sec
 listed in, and writes each window's Parquet files and dead letters with ``fileio.WriteToFiles`` as
 ``OUTPUT/window_start=.../predictions-SSSSS-of-NNNNN.parquet`` and ``.../_rejected/rejected-*.jsonl``;
 when both are written, ``_manifest.json`` (rows from the footers, rejects by reason, the files'
-ids, the model) is written last. Files appear as the runner's watermark passes a window's end, so
-a partition is complete once its ``_manifest.json`` is there. Reading once across restarts is the
-runner's (Dataflow's update and drain keep the pipeline's state).
+ids, the model, and the ``drift`` section of batch runs, binned from the window's ``anomaly_score``,
+``is_anomaly`` and ``latent`` columns as read back) is written last. Files appear as the runner's
+watermark passes a window's end, so a partition is complete once its ``_manifest.json`` is there.
+Reading once across restarts is the runner's (Dataflow's update and drain keep the pipeline's state).
 
 Beam's local runners cannot run this for long (their metrics merging recurses once per bundle and
 overflows after about 10 s), and they write windowed files only when the pipeline ends: locally,
@@ -24,6 +25,7 @@ import logging
 import posixpath
 
 import apache_beam as beam
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import tensorflow as tf
@@ -35,10 +37,11 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 from apache_beam.transforms import userstate, window
 from apache_beam.utils.timestamp import MAX_TIMESTAMP, Timestamp
 
-from models.model_info import ModelInfo
+from models.model_info import ANOMALY_SCORE, IS_ANOMALY, LATENT, Calibration, ModelInfo
 from pipelines import counters
 from pipelines.config import ImageLimits, InferConfig, write_config
 from pipelines.infer import manifest, parquet, publish
+from pipelines.infer.drift import drift_counts, drift_report
 from pipelines.infer.encode import STAGE, EncodeImages
 from pipelines.infer.watch import UNREADABLE, WINDOW_START, ReadWatchedFilesFn, partition_name, watch_root
 from pipelines.inputs.formats.image_files import FileUnit
@@ -49,6 +52,7 @@ from transforms.errors import UserError
 log = logging.getLogger(__name__)
 
 _PARQUET, _REJECTED = "parquet", "rejected"
+_DRIFT_COLUMNS = (parquet.ID, ANOMALY_SCORE, IS_ANOMALY, LATENT)
 
 
 class FirstSightingFn(beam.DoFn):
@@ -90,10 +94,11 @@ def _naming(output: str, prefix: str, suffix: str):
 
 
 class WriteWindowManifestFn(beam.DoFn):
-    """``(partition, [(kind, file)])`` -> writes the partition's ``_manifest.json`` (last)."""
+    """``(partition, [(kind, file)])`` -> writes the partition's ``_manifest.json`` (last), with its
+    ``drift`` against ``calibration`` from the anomaly and latent columns of the partition's Parquet."""
 
-    def __init__(self, output: str, fields: dict):
-        self._output, self._fields = output, fields
+    def __init__(self, output: str, fields: dict, calibration: Calibration | None):
+        self._output, self._fields, self._calibration = output, fields, calibration
 
     def process(self, element, w=beam.DoFn.WindowParam):
         name, files = element
@@ -106,9 +111,14 @@ class WriteWindowManifestFn(beam.DoFn):
                     letters = [json.loads(line) for line in f if line.strip()]
                 rejected.update(letter["reason"] for letter in letters)
                 ids += [letter["id"] for letter in letters]
+        columns = collections.defaultdict(list)
         for path in tf.io.gfile.glob(posixpath.join(folder, "*.parquet")):
             with FileSystems.open(path) as f:
-                ids += pq.ParquetFile(f).read(columns=[parquet.ID]).column(parquet.ID).to_pylist()
+                file = pq.ParquetFile(f)
+                table = file.read(columns=[c for c in _DRIFT_COLUMNS if c in file.schema_arrow.names])
+            for column in table.column_names:
+                columns[column] += table.column(column).to_pylist()
+        ids += columns[parquet.ID]
         fields = {
             **self._fields,
             WINDOW_START: manifest.iso(float(w.start)),
@@ -116,8 +126,15 @@ class WriteWindowManifestFn(beam.DoFn):
             "rejected": dict(rejected),
             "records_read": len(ids),
             "files_read": sorted(ids),
+            "drift": drift_report(self._drift_counts(columns), self._calibration),
         }
         yield publish.write_manifest(folder, fields)
+
+    def _drift_counts(self, columns: dict[str, list]) -> dict[str, int]:
+        if self._calibration is None:
+            return {}
+        latents = np.array(columns[LATENT], np.float64) if columns[LATENT] else None
+        return drift_counts(self._calibration, columns[ANOMALY_SCORE], columns[IS_ANOMALY], latents)
 
 
 def build_streaming_pipeline(
@@ -181,7 +198,7 @@ def build_streaming_pipeline(
         )
         | "WrittenFiles" >> beam.Flatten()
         | "ByWindow" >> beam.GroupByKey()
-        | "WriteManifests" >> beam.ParDo(WriteWindowManifestFn(output, fields))
+        | "WriteManifests" >> beam.ParDo(WriteWindowManifestFn(output, fields, info.calibration))
     )
     return {"tables": tables, "rejected": rejected, "manifests": manifests}
 

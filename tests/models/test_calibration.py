@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+from scipy import stats
 
 from models import calibration
 from models.model_info import ModelInfo
@@ -20,6 +21,19 @@ def test_threshold_flags_about_the_target_fpr_of_held_out_normal_errors(calibrat
     assert used == method
     assert threshold > np.min(normal[:calibration_size])
     assert 0.003 <= np.mean(held_out > threshold) <= 0.03
+
+
+def test_small_sample_threshold_flags_the_target_fpr_on_average_over_calibrations():
+    """45 errors (one digit's eval split): the prediction bound, unlike the fitted quantile, accounts for
+    the mean and std being estimates, so over many calibrations it flags 1% of new normal errors."""
+    rng = np.random.default_rng(2)
+    mean, std = -4.0, 0.5
+    exceeded = []
+    for _ in range(2000):
+        threshold, method = calibration.threshold_at_fpr(rng.lognormal(mean, std, 45).astype(np.float32), 0.01)
+        exceeded.append(1 - stats.norm.cdf((np.log(threshold) - mean) / std))  # P(new error > threshold)
+    assert method == "lognormal"
+    assert 0.009 <= np.mean(exceeded) <= 0.011
 
 
 def test_conformal_threshold_is_an_order_statistic():
@@ -57,17 +71,43 @@ def test_training_stores_the_calibration_and_the_export_serves_it(trained, prepr
     assert cal.examples == preprocessed.counts["eval_records"]
     assert cal.method == "lognormal"  # a handful of eval images: too few for the order statistic at 1%
     assert cal.threshold > max(cal.error_percentiles)  # the 99% tail lies beyond the few errors seen
-    assert info.outputs[-2:] == ("anomaly_score", "is_anomaly")
+    assert cal.error == "blurred_mse"
+    assert info.outputs[-3:] == ("anomaly_error", "anomaly_score", "is_anomaly")
 
     images = [encode_png(known_pixels(c, i)) for c in range(3) for i in range(8)]
     out = serve(result.saved_model, images)
-    error, score = out["reconstruction_error"], out["anomaly_score"]
+    error, score = out["anomaly_error"], out["anomaly_score"]
+    assert np.all(error < out["reconstruction_error"])  # the blur (weights summing to 1) averages differences out
     table = np.array(cal.error_percentiles, np.float32)
     np.testing.assert_allclose(score, np.interp(error, table, np.linspace(0, 1, 101)), atol=1e-5)
     order = np.argsort(error)
     assert np.all(np.diff(score[order]) >= 0)
     assert score.min() >= 0 and score.max() <= 1
     np.testing.assert_array_equal(out["is_anomaly"], error > np.float32(cal.threshold))
+
+
+def _blurred_mse(reconstruction: np.ndarray, pixels: np.ndarray) -> np.ndarray:
+    """The scored error recomputed with numpy: a [1, 2, 1] / 4 blur per axis, zero padding, then MSE."""
+    kernel = np.array([0.25, 0.5, 0.25])
+    diff = np.pad(reconstruction.astype(np.float64) - pixels, ((0, 0), (1, 1), (1, 1), (0, 0)))
+    rows = sum(w * diff[:, i : i + diff.shape[1] - 2] for i, w in enumerate(kernel))
+    blurred = sum(w * rows[:, :, i : i + rows.shape[2] - 2] for i, w in enumerate(kernel))
+    return np.mean(np.square(blurred), axis=(1, 2, 3))
+
+
+def test_anomaly_error_forgives_a_shifted_stroke_more_than_a_missing_one():
+    image = np.zeros((1, 12, 12, 2), np.float32)
+    image[0, 2:10, 5, :] = 1.0  # a vertical stroke in both channels
+    shifted = np.roll(image, 1, axis=2)
+    missing = np.zeros_like(image)
+    # The plain MSE calls the stroke moved by one pixel twice as wrong as the stroke missing ...
+    mse_shift = calibration.per_image_error(image, shifted).numpy()
+    np.testing.assert_allclose(mse_shift, 2 * calibration.per_image_error(image, missing).numpy())
+    # ... the blurred one calls it less wrong.
+    blurred_shift = calibration.anomaly_error(image, shifted).numpy()
+    blurred_missing = calibration.anomaly_error(image, missing).numpy()
+    assert blurred_shift < 0.75 * blurred_missing
+    np.testing.assert_allclose(blurred_shift, _blurred_mse(image, shifted), rtol=1e-5)
 
 
 def test_percentile_rank_is_linear_between_points_and_flat_outside():

@@ -75,7 +75,9 @@ def test_the_parquet_holds_the_anomaly_columns_and_the_threshold(one_class):
     meta = table.schema.metadata
     assert float(meta[b"hourglass.anomaly_threshold"]) == cal.threshold
     assert float(meta[b"hourglass.anomaly_fpr"]) == cal.fpr == 0.01
-    error = table.column("reconstruction_error").to_numpy()
+    assert cal.error == "blurred_mse"
+    error = table.column("anomaly_error").to_numpy()
+    assert np.all(error < table.column("reconstruction_error").to_numpy())
     np.testing.assert_array_equal(table.column("is_anomaly").to_numpy(zero_copy_only=False), error > cal.threshold)
     ranks = np.interp(error, np.array(cal.error_percentiles, np.float32), np.linspace(0, 1, 101))
     np.testing.assert_allclose(table.column("anomaly_score").to_numpy(), ranks, atol=1e-5)
@@ -131,8 +133,8 @@ def test_evaluate_normal_labels_match_scikit_learn(one_class):
     out = serve(f"{model_dir}/saved_model", [pathlib.Path(p).read_bytes() for p in paths])
     truth = np.array([p.split("/")[-2] != "1" for p in paths])
     assert (metrics["normal"], metrics["anomalous"]) == (SCORED, SCORED)
-    assert metrics["auroc"] == pytest.approx(roc_auc_score(truth, out["reconstruction_error"]), abs=1e-6)
-    assert metrics["aupr"] == pytest.approx(average_precision_score(truth, out["reconstruction_error"]), abs=1e-6)
+    assert metrics["auroc"] == pytest.approx(roc_auc_score(truth, out["anomaly_error"]), abs=1e-6)
+    assert metrics["aupr"] == pytest.approx(average_precision_score(truth, out["anomaly_error"]), abs=1e-6)
     assert metrics["f1"] == pytest.approx(f1_score(truth, out["is_anomaly"]), abs=1e-6)
     assert metrics["fpr"] == pytest.approx(out["is_anomaly"][~truth].mean(), abs=1e-6)
     assert metrics["auroc"] > 0.9

@@ -92,3 +92,13 @@ def test_the_reference_shares_follow_tied_deciles(reference):
 def test_a_model_without_calibration_reports_why():
     report = drift.drift_report({}, None)
     assert report["detected"] is False and "no calibration" in report["skipped"]
+
+
+def test_counts_of_columns_read_back_equal_the_beam_counters(reference):
+    """The streaming watch bins the Parquet columns; batch runs count in Beam: both give the same counts."""
+    errors, latents = _sample(300, seed=4, error_scale=1.5)
+    scores = np.interp(errors, reference.error_percentiles, np.linspace(0, 1, 101)).astype(np.float32)
+    counted = drift.drift_counts(reference, scores, errors > reference.threshold, latents)
+    assert counted == {name: n for name, n in _counted(reference, errors, latents).items() if name.startswith("drift_")}
+    assert counted[drift.SCORED] == counted[drift.LATENTS] == 300
+    assert drift.drift_report(counted, reference)["reasons"] == ["errors", "flagged"]

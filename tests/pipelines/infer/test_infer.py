@@ -18,6 +18,7 @@ from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 from PIL import Image
 
+from models.calibration import build_calibration
 from models.model_info import ModelInfo
 from pipelines.config import InferConfig
 from pipelines.infer.encode import EncodeImages
@@ -194,12 +195,19 @@ class FakeModel:
 
 class FakeHandler(ModelHandler):
     """latent = [image byte length]; reconstruction all 0.25; restored (and denoised, for a noise)
-    all 0.75 for a ``corruption``; raises on any batch holding an id in ``fail``; ``load_model``
-    raises when ``broken``."""
+    all 0.75 for a ``corruption``; with ``anomalous``, the anomaly outputs of an error above every
+    calibration error (score 1, flagged); raises on any batch holding an id in ``fail``;
+    ``load_model`` raises when ``broken``."""
 
-    def __init__(self, corruption: str | None = None, fail: tuple[str, ...] = (), broken: bool = False):
+    def __init__(
+        self,
+        corruption: str | None = None,
+        fail: tuple[str, ...] = (),
+        broken: bool = False,
+        anomalous: bool = False,
+    ):
         super().__init__()
-        self._corruption, self._fail, self._broken = corruption, fail, broken
+        self._corruption, self._fail, self._broken, self._anomalous = corruption, fail, broken, anomalous
 
     def load_model(self):
         if self._broken:
@@ -223,6 +231,12 @@ class FakeHandler(ModelHandler):
             outputs["restored"] = np.full((n, HEIGHT, WIDTH, 1), 0.75, np.float32)
         if self._corruption == NOISE:
             outputs["denoised"] = outputs["restored"]
+        if self._anomalous:
+            outputs.update(
+                anomaly_error=np.full(n, 0.5, np.float32),
+                anomaly_score=np.ones(n, np.float32),
+                is_anomaly=np.ones(n, np.bool_),
+            )
         return outputs
 
     def batch_elements_kwargs(self):
@@ -232,13 +246,19 @@ class FakeHandler(ModelHandler):
 NOISE = "gaussian:0.5"
 
 
-def _fake_model_dir(path, corruption: str | None = None):
+def _fake_model_dir(path, corruption: str | None = None, calibrated: bool = False):
+    """A model folder holding only ``model_info.json`` (for :class:`FakeHandler`); ``calibrated``: with a
+    calibration of errors around 0.01 and latents around 0."""
     info = {"kind": "fake", "latent_dim": 1, "loss": "mse", "image_shape": [HEIGHT, WIDTH, 1], "model_hash": "f00d"}
     info["params"] = {}
     if corruption:
         info["corruption"] = corruption
     if corruption == NOISE:
         info.update(noise=NOISE, denoising=True)
+    if calibrated:
+        rng = np.random.default_rng(0)
+        errors, latents = rng.lognormal(np.log(0.01), 0.3, 500), rng.normal(size=(500, 1))
+        info["calibration"] = dataclasses.asdict(build_calibration(errors, latents, 0.01))
     (path / "saved_model").mkdir(parents=True)
     (path / "saved_model" / "model_info.json").write_text(json.dumps(info))
     return str(path)

@@ -249,22 +249,32 @@ def test_the_streaming_pipeline_writes_the_same_window_partitions(tmp_path):
     images = tmp_path / "all"
     write_image_tree(images)
     watched = tmp_path / "in"
-    _drop(watched, "cat/000.png", (images / "cat/000.png").read_bytes())
+    good = [f"cat/{i:03d}.png" for i in range(3)]
+    for name in good:
+        _drop(watched, name, (images / name).read_bytes())
     _drop(watched, "dog/bad.png", b"not an image")
-    (watched / "cat" / ".001.png.part").write_bytes((images / "cat/001.png").read_bytes())
-    model_dir = _fake_model_dir(tmp_path / "m")
+    (watched / "cat" / ".003.png.part").write_bytes((images / "cat/003.png").read_bytes())
+    model_dir = _fake_model_dir(tmp_path / "m", calibrated=True)
     info = ModelInfo.read(model_dir)
     cfg = InferConfig(model_dir=model_dir, output=str(tmp_path / "o"), watch=str(watched), window_seconds=2)
     cfg = dataclasses.replace(cfg, poll_seconds=1, watch_mode="streaming")
     start = Timestamp.now()
+    handler = FakeHandler(anomalous=True)
     with TestPipeline() as p:
-        build_streaming_pipeline(p, cfg, FakeHandler(), parquet.prediction_schema(info), info, start, start + 3)
-    assert [r["id"] for r in _rows(tmp_path / "o")] == ["cat/000.png"]
+        build_streaming_pipeline(p, cfg, handler, parquet.prediction_schema(info), info, start, start + 3)
+    assert sorted(r["id"] for r in _rows(tmp_path / "o")) == good
     partitions = _partitions(tmp_path / "o")
     manifests = [publish.read_manifest(p) for p in partitions]
-    assert sorted(f for m in manifests for f in m["files_read"]) == ["cat/000.png", "dog/bad.png"]
-    assert sum(m["rows"] for m in manifests) == 1 and [m["rejected"] for m in manifests if m["rejected"]] == [
+    assert sorted(f for m in manifests for f in m["files_read"]) == [*good, "dog/bad.png"]
+    assert sum(m["rows"] for m in manifests) == 3 and [m["rejected"] for m in manifests if m["rejected"]] == [
         {"not_an_image": 1}
     ]
     for partition, m in zip(partitions, manifests, strict=True):
         assert partition.name == partition_name(datetime.datetime.fromisoformat(m["window_start"]).timestamp())
+        # Drift from the window's own rows: every one scored 1 and flagged, latents (byte lengths) far off.
+        drift = m["drift"]
+        assert drift["reference_examples"] == 500 and drift.get("examples", 0) == m["rows"]
+        if m["rows"]:
+            assert drift["flagged"]["count"] == m["rows"] and drift["errors"]["ks_statistic"] == 1.0
+            assert drift["latent"]["psi_max"] > 5 and drift["latent"]["psi_max_dim"] == 0
+            assert drift["detected"] == bool(drift["reasons"])  # how many rows a window got decides the p-values
