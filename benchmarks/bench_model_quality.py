@@ -68,7 +68,7 @@ class Split:
 
 
 def main(out_dir: pathlib.Path) -> dict:
-    from benchmarks import model_quality_colour
+    from benchmarks import model_quality_colour  # imported here: it imports this module
 
     work = pathlib.Path(out_dir) / NAME
     result_json = pathlib.Path(out_dir, f"{NAME}.json")
@@ -76,12 +76,19 @@ def main(out_dir: pathlib.Path) -> dict:
     figures = {name: figures[name] for name in SECTIONS if name in figures}  # an older layout is dropped
     for name in selected_sections():
         figures[name] = digits_section(work) if name == "digits" else model_quality_colour.colour_section(work)
-    result_json.write_text(json.dumps(figures, indent=2))
+    write_results(pathlib.Path(out_dir), figures)
+    return figures
+
+
+def write_results(out_dir: pathlib.Path, figures: dict) -> None:
+    """``OUT/model_quality.json`` with every section's figures, and ``OUT/model_quality.md`` with their tables."""
+    from benchmarks import model_quality_colour  # imported here: it imports this module
+
+    (out_dir / f"{NAME}.json").write_text(json.dumps(figures, indent=2))
     parts = [markdown(figures["digits"])] if "digits" in figures else []
     if "colour" in figures:
         parts.append(model_quality_colour.colour_markdown(figures["colour"]))
-    pathlib.Path(out_dir, f"{NAME}.md").write_text("\n".join(parts))
-    return figures
+    (out_dir / f"{NAME}.md").write_text("\n".join(parts))
 
 
 def selected_sections() -> list[str]:

