@@ -100,7 +100,7 @@ class TrainConfig:
     )
     model_dir: str = option(help="Where checkpoints, TensorBoard logs, the export and training.json go.", path=True)
     model: ModelConfig = option(help="The model to build.", factory=ModelConfig)
-    epochs: int = option(40, "Epochs to train (in total, over every resumption).")
+    epochs: int = option(20, "Epochs to train (in total, over every resumption).")
     batch_size: int | None = option(None, "Per replica; default: the kind's (see `hourglass models`).")
     learning_rate: float | None = option(None, "Adam's learning rate; default: the kind's.")
     seed: int = option(0, "Seed of the weights and of each epoch's record order.")

@@ -1,7 +1,8 @@
 """``conv-vae``: the variational autoencoder (``base.VariationalAutoencoder``) on the ``conv`` encoder and decoder.
 
 The encoder is ``conv``'s with ``2 * latent_dim`` outputs (mean and log-variance); the decoder is
-``conv``'s, so any HxWxC works, odd sizes included.
+``conv``'s, so any HxWxC works, odd sizes included, and the depth follows the image size. The mean
+colour pass-through of ``conv`` is off: a sampled code would add noise to it.
 """
 
 from __future__ import annotations
@@ -18,18 +19,23 @@ if TYPE_CHECKING:
 
 
 @dataclasses.dataclass(frozen=True)
-class ConvVaeParams:
+class ConvVaeParams(ConvParams):
     """Attributes:
-    filters, kernel_size: as for ``conv``.
+    filters, max_filters, kernel_size, blocks, upsample: as for ``conv`` (:class:`ConvParams`).
+    bottleneck: as for ``conv``, ``dense`` by default: the code's mean and log-variance are then
+      read from the whole map rather than from two halves of it.
+    mean_colour: always false: the VAE samples its code, and the mean colour is not to be sampled.
     beta: weight of the KL term (1 is the plain ELBO).
     """
 
-    filters: tuple[int, ...] = ConvParams.filters
-    kernel_size: int = ConvParams.kernel_size
+    bottleneck: str = "dense"
+    mean_colour: bool = False
     beta: float = 1.0
 
     def __post_init__(self):
-        ConvParams(self.filters, self.kernel_size)  # the same checks as conv's
+        super().__post_init__()  # the same checks as conv's
+        if self.mean_colour:
+            raise UserError("mean_colour is not available for conv-vae: its code is sampled")
         if self.beta < 0:
             raise UserError(f"beta must be >= 0, got {self.beta}")
 
@@ -39,7 +45,6 @@ def build_conv_vae(params: ConvVaeParams, spec: ModelSpec) -> Autoencoder:
     """Convolutional variational autoencoder: conv encoder/decoder, Gaussian code, beta-weighted KL."""
     from models.base import VariationalAutoencoder
 
-    conv = ConvParams(params.filters, params.kernel_size)
-    encoder = conv_encoder(conv, 2 * spec.latent_dim, spec.image_shape)
-    decoder = conv_decoder(conv, spec.latent_dim, spec.image_shape)
+    encoder = conv_encoder(params, 2 * spec.latent_dim, spec.image_shape)
+    decoder = conv_decoder(params, spec.latent_dim, spec.image_shape)
     return VariationalAutoencoder(encoder, decoder, spec, beta=params.beta, name="conv_vae")

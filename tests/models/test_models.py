@@ -104,7 +104,7 @@ def test_unknown_parameter_lists_the_valid_ones():
         ("deep", {"tied": 1}, "true or false"),
         ("deep", {"activation": "swish"}, "activation must be one of relu, elu, selu, gelu, tanh, leaky_relu"),
         ("conv", {"kernel_size": 2.5}, "must be an integer"),
-        ("conv", {"filters": []}, "filters must be one or more"),
+        ("conv", {"filters": 0}, "filters must be positive"),
         ("denoising", {"base": "vae"}, "base must be one of dense, deep, conv"),
         ("sparse", {"penalty": "l2"}, "penalty must be one of l1, kl"),
         ("vae", {"beta": "lots"}, "must be a number"),
