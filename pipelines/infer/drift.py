@@ -31,7 +31,6 @@ import math
 import apache_beam as beam
 import numpy as np
 from apache_beam.metrics import Metrics
-from scipy import special, stats
 
 from models.calibration import latent_bins
 from models.model_info import ANOMALY_SCORE, IS_ANOMALY, LATENT, Calibration
@@ -143,6 +142,9 @@ def check(report: dict, target: str) -> None:
 
 
 def _errors(counts: dict[str, int], n: int, m: int) -> dict:
+    # scipy (about 2-4 s to import) is needed only here, when the run ends: not at every start-up.
+    from scipy import special
+
     bins = np.array([counts.get(score_counter(k), 0) for k in range(SCORE_BINS)], np.float64)
     below = np.concatenate([[0.0], np.cumsum(bins)[:-1]]) / n  # share of scores < k/100, k = 0..100
     statistic = float(np.max(np.abs(below - np.arange(SCORE_BINS) / 100)))
@@ -156,6 +158,8 @@ def _errors(counts: dict[str, int], n: int, m: int) -> dict:
 
 
 def _flagged(flagged: int, n: int, calibration: Calibration) -> dict:
+    from scipy import stats  # see _errors
+
     fraction = flagged / n
     pvalue = float(stats.binom.sf(flagged - 1, n, calibration.fpr))
     return {
@@ -169,6 +173,8 @@ def _flagged(flagged: int, n: int, calibration: Calibration) -> dict:
 
 
 def _latent(counts: dict[str, int], n: int, calibration: Calibration) -> dict:
+    from scipy import stats  # see _errors
+
     m = calibration.examples
     psi = []
     for dim, shares in enumerate(calibration.latent_bin_shares):
