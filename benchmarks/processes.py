@@ -97,7 +97,7 @@ def timed(args: list[str], log_path: pathlib.Path, env: dict[str, str] | None = 
     return Timed(seconds, peak, max(usage.ru_utime + usage.ru_stime, sampled_cpu))
 
 
-_FIRST_RECORD = re.compile(r"^(\S+ \S+) INFO \S+: \w+: first record validated", re.M)
+_FIRST_RECORD = re.compile(r"^(\S+ \S+) INFO .*: first record validated", re.M)
 
 
 def first_record_at(text: str) -> float | None:
