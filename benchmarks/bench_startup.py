@@ -21,6 +21,7 @@ import io
 import logging
 import os
 import pathlib
+import shutil
 import subprocess
 import tarfile
 import time
@@ -54,6 +55,7 @@ def main(out_dir: pathlib.Path) -> dict:
         for name, command in commands.items():
             for side, tree in trees.items():
                 log_path = work / f"{side}.log"
+                shutil.rmtree(work / "out", ignore_errors=True)  # each run writes a new output
                 launched = time.time()
                 seconds, _, cpu = timed(command(work / "out"), log_path, {**os.environ, "PYTHONPATH": str(tree)})
                 first = first_record_at(log_path.read_text(errors="replace"))
