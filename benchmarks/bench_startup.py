@@ -136,8 +136,8 @@ def _table(figures: dict) -> str:
     lines += [
         "",
         "Wall: launch to exit. CPU: user + system of the process tree (Beam's workers included). First "
-        "record: launch to the log line `<stage>: first record validated` (blank where the log has none, "
-        "e.g. preprocess's worker processes log elsewhere). Preprocess: "
+        "record: launch to the log line `<stage>: first record validated` (blank: no run's log had it). "
+        "Preprocess: "
         "`hourglass preprocess --image-size 28x28 --channels 1 -- --direct_running_mode=multi_processing "
         "--direct_num_workers=2`; infer: `hourglass infer --model-dir M -- --direct_num_workers=2 "
         "--direct_running_mode=multi_threading`.",

@@ -142,7 +142,8 @@ def check(report: dict, target: str) -> None:
 
 
 def _errors(counts: dict[str, int], n: int, m: int) -> dict:
-    # scipy (about 2-4 s to import) is needed only here, when the run ends: not at every start-up.
+    # scipy is needed only when the run ends, so it is imported here. (Today scikit-learn, which
+    # Keras imports with TensorFlow, loads scipy.stats at start-up anyway: see README, Performance.)
     from scipy import special
 
     bins = np.array([counts.get(score_counter(k), 0) for k in range(SCORE_BINS)], np.float64)
