@@ -23,13 +23,13 @@ import datetime
 import logging
 import os
 import pathlib
-import re
 import subprocess
 import sys
 import time
 
 from benchmarks import report
 from benchmarks.digits import digit_pngs
+from benchmarks.processes import first_record_at
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +38,6 @@ REPEATS = 2
 # Two workers: threads of one process, so one loaded model serves both (its calls release the GIL).
 WORKERS = ("--direct_num_workers=2", "--direct_running_mode=multi_threading")
 TARGET = 0.8
-_FIRST_RECORD = re.compile(r"^(\S+ \S+) INFO \S+: infer: first record validated", re.M)
 
 
 def main(out_dir: pathlib.Path) -> dict:
@@ -51,10 +50,10 @@ def main(out_dir: pathlib.Path) -> dict:
 def scale_row(pngs: pathlib.Path, work: pathlib.Path) -> dict:
     """Our infer on the PNG folder ``pngs`` vs. the in-memory baseline, side by side (see the module
     docstring), with a model trained into ``work`` (once). Returns the row's figures."""
-    model_dir = _trained_model(work)
+    model_dir = trained_model(work)
     images = sum(1 for _ in pngs.rglob("*.png"))
     baseline = [sys.executable, "-c", _BASELINE, str(model_dir), str(pngs), str(work / "baseline.parquet")]
-    ours = _hourglass(model_dir, pngs, work / "out")
+    ours = infer_command(model_dir, pngs, work / "out")
     # Alternate the two and keep each one's best run: the machine is shared, so load comes and goes.
     base_runs, our_runs = [], []
     for _ in range(REPEATS):
@@ -63,7 +62,7 @@ def scale_row(pngs: pathlib.Path, work: pathlib.Path) -> dict:
     base = min(base_runs, key=lambda r: r["seconds"])
     best = min(our_runs, key=lambda r: r["seconds"])
     try:  # a shared machine's OOM killer may pick any large process: keep the runs above
-        half = _timed(_hourglass(model_dir, pngs, work / "out-half", "--limit", str(images // 2)))
+        half = _timed(infer_command(model_dir, pngs, work / "out-half", "--limit", str(images // 2)))
     except RuntimeError as error:
         log.warning("the run on half the files failed: %s", error)
         half = {"peak_rss_mb": None, "error": str(error)[-500:]}
@@ -87,7 +86,7 @@ def scale_row(pngs: pathlib.Path, work: pathlib.Path) -> dict:
     }
 
 
-def _hourglass(model_dir: pathlib.Path, images: pathlib.Path, out: pathlib.Path, *options: str) -> list[str]:
+def infer_command(model_dir: pathlib.Path, images: pathlib.Path, out: pathlib.Path, *options: str) -> list[str]:
     script = os.path.join(os.path.dirname(sys.executable), "hourglass")
     command = [script, "infer", "--model-dir", str(model_dir), "--input", str(images), "--output", str(out)]
     return [*command, *options, "--", *WORKERS]
@@ -110,10 +109,9 @@ def _timed(args: list[str]) -> dict:
         "cpu_seconds": round(usage.ru_utime + usage.ru_stime, 2),
         "peak_rss_mb": round(usage.ru_maxrss / 1024, 1),
     }
-    first = _FIRST_RECORD.search(output)
-    if first:  # logging's asctime: local time, milliseconds after a comma
-        at = datetime.datetime.strptime(first.group(1), "%Y-%m-%d %H:%M:%S,%f").timestamp()
-        timed["startup_s"] = round(at - launched, 2)
+    first = first_record_at(output)
+    if first is not None:
+        timed["startup_s"] = round(first - launched, 2)
     return timed
 
 
@@ -144,7 +142,7 @@ def _table(figures: dict) -> str:
     )
 
 
-def _trained_model(work: pathlib.Path) -> pathlib.Path:
+def trained_model(work: pathlib.Path) -> pathlib.Path:
     model_dir = work / "model"
     if (model_dir / "saved_model" / "model_info.json").exists():
         return model_dir

@@ -29,7 +29,7 @@ import time
 
 import numpy as np
 
-from benchmarks.bench_infer import _trained_model
+from benchmarks.bench_infer import trained_model
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +42,7 @@ REPEATS = 5
 def main(out_dir: pathlib.Path) -> dict:
     load = os.getloadavg()
     work = out_dir / "infer-work"
-    model_dir = _trained_model(work)
+    model_dir = trained_model(work)
     run = out_dir / "watch-work"
     watched, output = run / "incoming", run / "predictions"
     for folder in (watched, output):

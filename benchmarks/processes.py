@@ -4,14 +4,20 @@
 the wall seconds, the peak of the summed resident memory (RSS) of the process and all its
 descendants (Beam's worker processes included), sampled from ``/proc`` every half second, and the
 CPU seconds (user + system) of the process and its descendants. On a shared machine
-the CPU seconds move much less with the load than the wall time.
+the CPU seconds move much less with the load than the wall time. ``env`` replaces the environment
+(default: this process's), e.g. to run another checkout through ``PYTHONPATH``.
+
+``first_record_at(text)`` reads, from a job's log, when its first record was validated (the line
+``pipelines.counters.LogProgressFn`` writes): the end of the start-up, as a Unix time.
 """
 
 from __future__ import annotations
 
+import datetime
 import glob
 import os
 import pathlib
+import re
 import subprocess
 import threading
 import time
@@ -71,7 +77,7 @@ class Timed(NamedTuple):
     cpu_seconds: float
 
 
-def timed(args: list[str], log_path: pathlib.Path) -> Timed:
+def timed(args: list[str], log_path: pathlib.Path, env: dict[str, str] | None = None) -> Timed:
     """Runs ``args`` as a subprocess and measures it (see the module docstring).
 
     Raises:
@@ -79,7 +85,7 @@ def timed(args: list[str], log_path: pathlib.Path) -> Timed:
     """
     started = time.perf_counter()
     with open(log_path, "w") as log_file:
-        process = subprocess.Popen(args, stdout=log_file, stderr=subprocess.STDOUT, env=os.environ.copy())
+        process = subprocess.Popen(args, stdout=log_file, stderr=subprocess.STDOUT, env=env or os.environ.copy())
         sampler = TreeSampler(process.pid)
         _, status, usage = os.wait4(process.pid, 0)
         peak, sampled_cpu = sampler.stop()
@@ -89,3 +95,15 @@ def timed(args: list[str], log_path: pathlib.Path) -> Timed:
     # The resource usage counts the processes waited for to their end; the samples, all of them but
     # their last half second: the larger is the better estimate.
     return Timed(seconds, peak, max(usage.ru_utime + usage.ru_stime, sampled_cpu))
+
+
+_FIRST_RECORD = re.compile(r"^(\S+ \S+) INFO .*: first record validated", re.M)
+
+
+def first_record_at(text: str) -> float | None:
+    """The Unix time of the log's first ``<stage>: first record validated`` line, or None."""
+    first = _FIRST_RECORD.search(text)
+    if first is None:
+        return None
+    # logging's asctime: local time, milliseconds after a comma
+    return datetime.datetime.strptime(first.group(1), "%Y-%m-%d %H:%M:%S,%f").timestamp()

@@ -33,7 +33,6 @@ import math
 import apache_beam as beam
 import numpy as np
 from apache_beam.metrics import Metrics
-from scipy import special, stats
 
 from models.calibration import latent_bins
 from models.model_info import ANOMALY_SCORE, IS_ANOMALY, LATENT, Calibration
@@ -154,6 +153,10 @@ def check(report: dict, target: str) -> None:
 
 
 def _errors(counts: dict[str, int], n: int, m: int) -> dict:
+    # scipy is needed only when the run ends, so it is imported here, not at start-up (together with
+    # transforms.tf_import, which keeps Keras from loading it through scikit-learn).
+    from scipy import special
+
     bins = np.array([counts.get(score_counter(k), 0) for k in range(SCORE_BINS)], np.float64)
     below = np.concatenate([[0.0], np.cumsum(bins)[:-1]]) / n  # share of scores < k/100, k = 0..100
     statistic = float(np.max(np.abs(below - np.arange(SCORE_BINS) / 100)))
@@ -167,6 +170,8 @@ def _errors(counts: dict[str, int], n: int, m: int) -> dict:
 
 
 def _flagged(flagged: int, n: int, calibration: Calibration) -> dict:
+    from scipy import stats  # see _errors
+
     fraction = flagged / n
     pvalue = float(stats.binom.sf(flagged - 1, n, calibration.fpr))
     return {
@@ -180,6 +185,8 @@ def _flagged(flagged: int, n: int, calibration: Calibration) -> dict:
 
 
 def _latent(counts: dict[str, int], n: int, calibration: Calibration) -> dict:
+    from scipy import stats  # see _errors
+
     m = calibration.examples
     psi = []
     for dim, shares in enumerate(calibration.latent_bin_shares):
