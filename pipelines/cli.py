@@ -281,9 +281,6 @@ def run(job, beam_args):
 @_command("preprocess", _fields(PreprocessConfig, "preprocess"), ("preprocess",))
 def preprocess(job, beam_args):
     """Read, validate, split and tf.Transform images into TFRecords (plus stats.json)."""
-    from transforms.tf_import import import_tensorflow
-
-    import_tensorflow()  # before the job's modules import it
     from pipelines.preprocess.job import run_preprocess
 
     result = run_preprocess(job.preprocess, beam_args)
@@ -301,9 +298,6 @@ def train(job, beam_args):
 @_command("infer", _fields(InferConfig, "infer"), ("infer",))
 def infer(job, beam_args):
     """Encode and reconstruct images with a trained model; write Parquet."""
-    from transforms.tf_import import import_tensorflow
-
-    import_tensorflow()  # before the job's modules import it
     from pipelines.infer.job import run_infer
 
     click.echo(run_infer(job.infer, beam_args).summary())

@@ -153,8 +153,7 @@ def check(report: dict, target: str) -> None:
 
 
 def _errors(counts: dict[str, int], n: int, m: int) -> dict:
-    # scipy is needed only when the run ends, so it is imported here, not at start-up (together with
-    # transforms.tf_import, which keeps Keras from loading it through scikit-learn).
+    # scipy is needed only when the run ends, so it is imported here, not at start-up.
     from scipy import special
 
     bins = np.array([counts.get(score_counter(k), 0) for k in range(SCORE_BINS)], np.float64)
