@@ -14,7 +14,8 @@ are by the decoder that counts, ``transforms.image_ops`` (the op of the transfor
 exported model, so a file it refuses is one ``corrupt_image`` dead letter with its message, never a
 failed batch later); the others by Pillow, which re-encodes them. Records are validated in batches
 (:class:`ValidateImagesFn`): one call of the compiled decoder proves a whole batch, and only a batch
-holding a file it refuses is decoded again image by image, to find that file and its message.
+holding a file it refuses is decoded again image by image, to find that file and its message. One
+call decodes at most ``max_decoded_bytes`` of pixels (one image at the limit), whatever the batch.
 With ``decode=False`` the images that pass as they are get the header checks only: for a consumer
 that decodes them anyway with the same op, in batches, and dead-letters a refusal itself with
 :func:`check_decodes`' reason and message (infer: the model decodes in its graph).
@@ -70,18 +71,19 @@ class ValidateImagesFn(beam.DoFn):
     def process(self, records: list[dict]):
         if self._counted:
             self._read.inc(len(records))
-        checked, to_decode = [], []  # (record, bytes to pass on or the PixelError)
+        checked, to_decode = [], []  # (record, bytes to pass on or the PixelError); (entry, decoded bytes)
         for record in records:
             try:
-                readable = self._check(record[features.IMAGE])
+                readable, size = self._check(record[features.IMAGE])
             except PixelError as error:
                 readable = error
             checked.append([record, readable])
             if self._decode and readable is record[features.IMAGE]:
-                to_decode.append(checked[-1])
-        for entry, error in zip(to_decode, _decode_errors([e[1] for e in to_decode]), strict=True):
-            if error is not None:
-                entry[1] = error
+                to_decode.append((checked[-1], size))
+        for chunk in _decode_chunks(to_decode, self._limits.max_decoded_bytes):
+            for entry, error in zip(chunk, _decode_errors([e[1] for e in chunk]), strict=True):
+                if error is not None:
+                    entry[1] = error
         valid = 0
         for record, readable in checked:
             if isinstance(readable, PixelError):
@@ -92,9 +94,9 @@ class ValidateImagesFn(beam.DoFn):
         if self._counted:
             self._valid.inc(valid)
 
-    def _check(self, data: bytes) -> bytes:
+    def _check(self, data: bytes) -> tuple[bytes, int]:
         """The bytes to pass on: ``data`` itself, still to be decoded by TensorFlow's decoder, or a
-        PNG re-encoding of what Pillow decoded. Raises PixelError."""
+        PNG re-encoding of what Pillow decoded; and the bytes its pixels decode to. Raises PixelError."""
         if not data:
             raise PixelError("empty_file", "the file has zero bytes")
         try:
@@ -108,17 +110,18 @@ class ValidateImagesFn(beam.DoFn):
         except Exception as error:  # Pillow raises several types for "not an image".
             reason = "corrupt_image" if has_image_signature(data) else "not_an_image"
             raise PixelError(reason, error_text(error)) from error
-        self._check_size(image)
+        size = self._check_size(image)
         if passes_as_is(image):
-            return data
+            return data, size
         try:
             image.load()
         except Exception as error:  # truncated data, bad CRCs, decoder errors.
             raise PixelError("corrupt_image", error_text(error)) from error
-        return to_tf_readable(image, data)
+        return to_tf_readable(image, data), size
 
-    def _check_size(self, image: Image.Image) -> None:
-        """Raises PixelError ``too_many_pixels`` when the header declares more than the limits allow."""
+    def _check_size(self, image: Image.Image) -> int:
+        """The bytes the image decodes to; raises PixelError ``too_many_pixels`` when the header
+        declares more than the limits allow."""
         max_pixels, max_bytes = self._limits
         pixels = image.width * image.height
         if pixels > max_pixels:
@@ -132,6 +135,7 @@ class ValidateImagesFn(beam.DoFn):
                 f"{image.width}x{image.height} {image.mode} decodes to {size} bytes, over --max-decoded-bytes "
                 f"{max_bytes}; shrink the image or raise --max-decoded-bytes",
             )
+        return size
 
 
 class ValidateImages(beam.PTransform):
@@ -152,6 +156,21 @@ class ValidateImages(beam.PTransform):
 
 def _weight(record: dict) -> int:
     return 1 + len(record[features.IMAGE]) // _WEIGHT_BYTES
+
+
+def _decode_chunks(entries: list[tuple[list, int]], budget: int):
+    """``(entry, decoded bytes)`` pairs -> lists of entries whose decoded pixels add up to at most
+    ``budget`` (an entry alone may reach it), so one decode call never holds more than one image at
+    the limit: a batch of small files can decode to gigabytes."""
+    chunk, total = [], 0
+    for entry, size in entries:
+        if chunk and total + size > budget:
+            yield chunk
+            chunk, total = [], 0
+        chunk.append(entry)
+        total += size
+    if chunk:
+        yield chunk
 
 
 def _decode_errors(images: list[bytes]) -> list[PixelError | None]:
