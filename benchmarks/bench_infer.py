@@ -23,13 +23,12 @@ import datetime
 import logging
 import os
 import pathlib
-import subprocess
 import sys
 import time
 
 from benchmarks import report
 from benchmarks.digits import digit_pngs
-from benchmarks.processes import first_record_at
+from benchmarks.processes import first_record_at, timed
 
 log = logging.getLogger(__name__)
 
@@ -57,12 +56,12 @@ def scale_row(pngs: pathlib.Path, work: pathlib.Path) -> dict:
     # Alternate the two and keep each one's best run: the machine is shared, so load comes and goes.
     base_runs, our_runs = [], []
     for _ in range(REPEATS):
-        base_runs.append(_timed(baseline))
-        our_runs.append(_timed(ours))
+        base_runs.append(_timed(baseline, work / "baseline.log"))
+        our_runs.append(_timed(ours, work / "ours.log"))
     base = min(base_runs, key=lambda r: r["seconds"])
     best = min(our_runs, key=lambda r: r["seconds"])
     try:  # a shared machine's OOM killer may pick any large process: keep the runs above
-        half = _timed(infer_command(model_dir, pngs, work / "out-half", "--limit", str(images // 2)))
+        half = _timed(infer_command(model_dir, pngs, work / "out-half", "--limit", str(images // 2)), work / "half.log")
     except RuntimeError as error:
         log.warning("the run on half the files failed: %s", error)
         half = {"peak_rss_mb": None, "error": str(error)[-500:]}
@@ -92,27 +91,22 @@ def infer_command(model_dir: pathlib.Path, images: pathlib.Path, out: pathlib.Pa
     return [*command, *options, "--", *WORKERS]
 
 
-def _timed(args: list[str]) -> dict:
-    """Runs ``args``; returns wall and CPU seconds, the process tree's peak RSS (``wait4``) and, for
-    ours, the start-up (launch to the first record validated, from the job's log)."""
+def _timed(args: list[str], log_path: pathlib.Path) -> dict:
+    """Runs ``args`` (``processes.timed``, output in ``log_path``); returns wall and CPU seconds,
+    the process tree's peak RSS and, for ours, the start-up (launch to the first record validated,
+    from the job's log)."""
     launched = time.time()
-    started = time.perf_counter()
-    child = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    output = child.stdout.read().decode(errors="replace")
-    _, status, usage = os.wait4(child.pid, 0)
-    seconds = time.perf_counter() - started
-    if status != 0:
-        raise RuntimeError(f"{args[0]} failed:\n{output[-3000:]}")
-    log.info("%s: %.1f s", "baseline" if args[1] == "-c" else f"hourglass infer on {args[5]}", seconds)
-    timed = {
-        "seconds": round(seconds, 2),
-        "cpu_seconds": round(usage.ru_utime + usage.ru_stime, 2),
-        "peak_rss_mb": round(usage.ru_maxrss / 1024, 1),
+    run = timed(args, log_path)
+    log.info("%s: %.1f s", "baseline" if args[1] == "-c" else f"hourglass infer on {args[5]}", run.seconds)
+    figures = {
+        "seconds": round(run.seconds, 2),
+        "cpu_seconds": round(run.cpu_seconds, 2),
+        "peak_rss_mb": round(run.peak_bytes / 2**20, 1),
     }
-    first = first_record_at(output)
+    first = first_record_at(log_path.read_text(errors="replace"))
     if first is not None:
-        timed["startup_s"] = round(first - launched, 2)
-    return timed
+        figures["startup_s"] = round(first - launched, 2)
+    return figures
 
 
 def _table(figures: dict) -> str:
