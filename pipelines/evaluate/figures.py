@@ -55,7 +55,7 @@ def write_figures(evaluation: Evaluation, output: str) -> list[Figure]:
     drawn.append(_save(errors(evaluation), output, "errors.png"))
     if evaluation.metrics["probe"].get("sizes"):
         drawn.append(_save(probe(evaluation.metrics["probe"]), output, "probe.png"))
-    if evaluation.anomaly_scores is not None:
+    if evaluation.anomaly is not None:
         drawn.append(_save(anomalous(evaluation), output, "anomalies.png"))
     if evaluation.roc is not None:
         drawn.append(_save(roc_curve(evaluation), output, "roc.png"))
@@ -109,8 +109,8 @@ def write_figures(evaluation: Evaluation, output: str) -> list[Figure]:
         "anomalies.png": (
             "Most and least anomalous images",
             "The evaluated images with the highest and the lowest anomaly score (the error's percentile rank "
-            "among the calibration errors; ties broken by the error), with label, score and, in red, "
-            "those is_anomaly flags (error above the stored threshold).",
+            "among the calibration errors; ties broken by anomaly_error, the error it ranks), with label, "
+            "score and, in red, those is_anomaly flags (anomaly_error above the stored threshold).",
         ),
         "roc.png": (
             "ROC curve",
@@ -374,18 +374,19 @@ def errors(evaluation: Evaluation) -> MplFigure:
 
 
 def anomalous(evaluation: Evaluation) -> MplFigure:
-    """The most and the least anomalous images by ``anomaly_score`` (then error), flagged ones titled in red."""
-    order = np.lexsort((evaluation.errors, evaluation.anomaly_scores))
+    """The most and the least anomalous images by ``anomaly_score`` (then the scored error), those
+    ``is_anomaly`` flags titled in red."""
+    scored = evaluation.anomaly
+    order = np.lexsort((scored.errors, scored.scores))
     shown = min(SHOWN, len(order))
     groups = {"most\nanomalous": order[::-1][:shown], "least\nanomalous": order[:shown]}
-    flagged = evaluation.errors > evaluation.metrics["anomaly"]["stored"]["threshold"]
     fig = _new_figure(shown * _CELL + 1.0, 2.6 * _CELL)
     axes = np.asarray(fig.subplots(2, shown, squeeze=False))
     for row, (name, indices) in enumerate(groups.items()):
         for c, i in enumerate(indices):
             _show(axes[row, c], evaluation.examples.pixels[i])
-            title = f"{_label(evaluation.examples, i)} · {evaluation.anomaly_scores[i]:.3f}"
-            axes[row, c].set_title(title, fontsize=7, color="#c62828" if flagged[i] else "black")
+            title = f"{_label(evaluation.examples, i)} · {scored.scores[i]:.3f}"
+            axes[row, c].set_title(title, fontsize=7, color="#c62828" if scored.flagged[i] else "black")
         _row_label(axes[row, 0], name)
     return fig
 

@@ -32,7 +32,7 @@ from pipelines.evaluate.data import Examples
 from pipelines.evaluate.exported import ExportedModel
 from pipelines.evaluate.probe import few_label_probe, logistic_regression
 from pipelines.evaluate.restoration import restore
-from pipelines.evaluate.results import Evaluation, Interpolation, LatentWalk
+from pipelines.evaluate.results import AnomalyOutputs, Evaluation, Interpolation, LatentWalk
 from pipelines.evaluate.scores import per_image_mse, psnr
 from pipelines.evaluate.verdicts import judge
 from transforms.errors import UserError
@@ -90,6 +90,8 @@ def evaluate(
     threshold = float(np.percentile(ref_errors, percentile))
     pca_mse, pca_codes, ref_pca_codes, components = pca_baseline(ref.pixels, examples.pixels, model.latent_dim)
     calibration, roc = model.info.calibration, None
+    # The error the calibration scores; exports calibrated on the plain MSE do not return it apart.
+    scored_errors = outputs.get(ANOMALY_ERROR, errors)
     anomaly_metrics = {
         "percentile": percentile,
         "threshold": threshold,
@@ -105,7 +107,7 @@ def evaluate(
                 "(exported before calibration existed); train the model again"
             )
         labelled, roc = anomaly.labelled_metrics(
-            examples.labels, outputs[ANOMALY_ERROR], outputs[IS_ANOMALY], normal_labels, source
+            examples.labels, scored_errors, outputs[IS_ANOMALY], normal_labels, source
         )
         anomaly_metrics["labelled"] = labelled
 
@@ -171,7 +173,11 @@ def evaluate(
         ),
         restoration=restoration,
         history=card.history,
-        anomaly_scores=outputs.get(ANOMALY_SCORE),
+        anomaly=(
+            None
+            if calibration is None
+            else AnomalyOutputs(outputs[ANOMALY_SCORE], scored_errors, np.asarray(outputs[IS_ANOMALY], bool))
+        ),
         roc=roc,
     )
 

@@ -51,6 +51,16 @@ class Restoration:
 
 
 @dataclasses.dataclass(frozen=True)
+class AnomalyOutputs:
+    """What a calibrated export returned for each evaluated image: ``anomaly_score``, the error it ranks
+    (``anomaly_error``, or the plain MSE for exports calibrated on it) and ``is_anomaly``."""
+
+    scores: np.ndarray
+    errors: np.ndarray
+    flagged: np.ndarray
+
+
+@dataclasses.dataclass(frozen=True)
 class Evaluation:
     """The metrics (``metrics.json``) and everything the figures draw."""
 
@@ -67,7 +77,7 @@ class Evaluation:
     prior_samples: np.ndarray | None
     restoration: Restoration | None  # models trained with a corruption
     history: dict[str, list[float]] | None  # training.json's per-epoch losses, None when not recorded
-    anomaly_scores: np.ndarray | None = None  # the export's anomaly_score (a calibrated model)
+    anomaly: AnomalyOutputs | None = None  # a calibrated model's anomaly outputs
     roc: dict[str, np.ndarray] | None = None  # "fpr", "tpr" with --normal-labels
 
 

@@ -7,6 +7,7 @@ import json
 import os
 import pathlib
 import shutil
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -15,8 +16,11 @@ from PIL import Image
 
 from pipelines.cli import cli
 from pipelines.config import EvaluateConfig
+from pipelines.evaluate import figures
+from pipelines.evaluate.data import Examples
 from pipelines.evaluate.job import run_evaluate
 from pipelines.evaluate.report import format_number
+from pipelines.evaluate.results import AnomalyOutputs
 from pipelines.preprocess.transform import is_eval
 from tests.browser import load_page
 from tests.helpers import serve
@@ -361,3 +365,20 @@ def test_headless_check_sees_a_missing_figure(report, chromium, tmp_path):
     page = load_page(chromium, (broken / "index.html").as_uri())
     assert len(page.failed) == 1 and "errors.png: net::ERR_FILE_NOT_FOUND" in page.failed[0]
     assert [src for src, _, width in page.images if width == 0] == ["errors.png"]
+
+
+def test_the_anomalies_figure_orders_by_score_then_scored_error_and_reds_what_is_anomaly_flags():
+    """Ties in ``anomaly_score`` (beyond the calibration's range) are broken by the scored error, and
+    the red titles are the export's ``is_anomaly``, not the plain MSE against the threshold."""
+    n = 20
+    scores = np.array([1.0] * 4 + [0.5] * (n - 4))
+    scored_errors = np.array([0.4, 0.1, 0.3, 0.2] + [0.05] * (n - 4))
+    flagged = np.zeros(n, bool)
+    flagged[[1, 2]] = True
+    labels = [str(i) for i in range(n)]
+    examples = Examples(labels, labels, np.zeros((n, 4, 4, 1), np.float32), [b""] * n)
+    evaluation = SimpleNamespace(examples=examples, anomaly=AnomalyOutputs(scores, scored_errors, flagged))
+    fig = figures.anomalous(evaluation)
+    assert [ax.get_title().split(" · ")[0] for ax in fig.axes[:4]] == ["0", "2", "3", "1"]
+    red = {ax.get_title().split(" · ")[0] for ax in fig.axes if ax.title.get_color() == "#c62828"}
+    assert red == {"1", "2"}
