@@ -10,9 +10,9 @@ the baseline for ``BENCH_SCALE_REPEATS`` rounds (default 2) and keeping each one
   ``tf.train.Example``, one gzipped TFRecord file) on the same files; images/s and their ratio.
 - peak memory: the peak summed RSS of preprocess's process tree on N vs on N/2 images (the largest
   of the rounds for each); the ratio is the growth.
-- start-up: the wall time of the same ``hourglass preprocess`` command on the 1-image folder, from
-  launch to exit: everything a run pays whatever its size (imports, graph, Beam set-up, writing),
-  an upper bound of the time to the first record processed.
+- start-up: the same ``hourglass preprocess`` command on the 1-image folder, from launch to the log
+  line ``preprocess: first record validated`` (the issue's measure) and from launch to exit
+  (everything a run pays whatever its size: imports, graph, Beam set-up, writing).
 
 Rows measured by the modules that own them, when they define them: ``bench_infer.scale_row(pngs,
 work)`` on the N PNGs and ``bench_training_input.scale_row(data, work)`` on the preprocess output of
@@ -37,11 +37,12 @@ import os
 import pathlib
 import platform
 import shutil
+import time
 
 from benchmarks import report
 from benchmarks.bench_preprocess import OURS_FLAGS, baseline_command, preprocess_command
 from benchmarks.digits import digit_pngs
-from benchmarks.processes import timed
+from benchmarks.processes import first_record_at, timed
 from transforms.layout import STATS_JSON
 
 log = logging.getLogger(__name__)
@@ -85,9 +86,16 @@ def main(out_dir: pathlib.Path) -> dict:
     for round_ in range(REPEATS):
         for name in runs:
             command = commands[name]()
+            launched = time.time()
             seconds, peak, cpu = timed(command, work / f"{name}.log")
+            first = first_record_at((work / f"{name}.log").read_text(errors="replace"))
             runs[name].append(
-                {"seconds": round(seconds, 2), "peak_rss_mb": round(peak / 2**20, 1), "cpu_s": round(cpu, 1)}
+                {
+                    "seconds": round(seconds, 2),
+                    "peak_rss_mb": round(peak / 2**20, 1),
+                    "cpu_s": round(cpu, 1),
+                    "first_record_s": None if first is None else round(first - launched, 2),
+                }
             )
             log.info("round %d, %s: %.1f s, %.0f MB, %.1f CPU s", round_ + 1, name, seconds, peak / 2**20, cpu)
         written = json.loads((data / STATS_JSON).read_text())["records"]["written"] if "ours" in runs else N
@@ -166,6 +174,22 @@ def preprocess_rows(runs: dict[str, list[dict]]) -> list[dict]:
             }
         )
     if "startup" in runs:
+        first = min((r["first_record_s"] for r in runs["startup"] if r["first_record_s"] is not None), default=None)
+        rows += (
+            []
+            if first is None
+            else [
+                {
+                    "measure": "preprocess start-up: launch to the first record validated, 1-image input",
+                    "ours": first,
+                    "baseline": None,
+                    "ratio": None,
+                    "unit": "s",
+                    "target": f"<= {TARGETS['startup_s']:g} s",
+                    "met": first <= TARGETS["startup_s"],
+                }
+            ]
+        )
         rows.append(
             {
                 "measure": "preprocess start-up: wall time on a 1-image input, launch to exit",
