@@ -18,7 +18,11 @@ holding a file it refuses is decoded again image by image, to find that file and
 call decodes at most ``max_decoded_bytes`` of pixels (one image at the limit), whatever the batch.
 With ``decode=False`` the images that pass as they are get the header checks only: for a consumer
 that decodes them anyway with the same op, in batches, and dead-letters a refusal itself with
-:func:`check_decodes`' reason and message (infer: the model decodes in its graph).
+:func:`check_decodes`' reason and message (infer: the model decodes in its graph), With
+``known`` (the first pass's verdicts: the ids it rejected and the ids it re-encoded), a second pass
+over the same records checks nothing it has proved (:class:`RereadValidImages`): it drops the
+rejected records, re-encodes the re-encoded ones again and passes the others on untouched, so each
+image is opened by Pillow and decoded by TensorFlow once across both passes.
 """
 
 from __future__ import annotations
@@ -46,6 +50,7 @@ from transforms.image_ops import decoded_shapes, decoder_message
 from transforms.layout import RECORDS_READ
 
 REJECTED = "rejected"
+CONVERTED = "converted"
 # Records validated per call (one compiled decode proves them all): at most 256 small images, and
 # about 16 MiB of encoded bytes (a record weighs one per 64 KiB), so large files do not pile up.
 BATCH_WEIGHT = 256
@@ -56,9 +61,11 @@ _UNREADABLE_HEADER = "starts like an image but its header does not decode (trunc
 
 
 class ValidateImagesFn(beam.DoFn):
-    """A batch (list) of raw records -> each valid record, and dead letters under ``rejected``: the
-    header checks against the limits, then one decode (see the module docstring). With ``counted``,
-    counts ``records_read`` and ``<stage>_valid_images``; with ``decode=False``, header checks only."""
+    """A batch (list) of raw records -> each valid record, dead letters under ``rejected`` and the ids
+    of the valid records it re-encoded under ``converted``: the header checks against the limits,
+    then one decode (see the module docstring). With ``counted``, counts ``records_read`` and
+    ``<stage>_valid_images``; with ``decode=False``, header checks only; with the side inputs
+    ``rejected_ids`` and ``converted_ids`` (sets of a first pass's ids), a second pass."""
 
     def __init__(self, stage: str, limits: ImageLimits = DEFAULT_LIMITS, counted: bool = True, decode: bool = True):
         self._stage = stage
@@ -68,11 +75,18 @@ class ValidateImagesFn(beam.DoFn):
         self._read = Metrics.counter(NAMESPACE, RECORDS_READ)
         self._valid = Metrics.counter(NAMESPACE, f"{stage}_valid_images")
 
-    def process(self, records: list[dict]):
+    def process(
+        self, records: list[dict], rejected_ids: frozenset = frozenset(), converted_ids: frozenset | None = None
+    ):
         if self._counted:
             self._read.inc(len(records))
         checked, to_decode = [], []  # (record, bytes to pass on or the PixelError); (entry, decoded bytes)
         for record in records:
+            if record[features.ID] in rejected_ids:
+                continue  # a second pass: the first one dead-lettered it
+            if converted_ids is not None and record[features.ID] not in converted_ids:
+                checked.append([record, record[features.IMAGE]])  # a second pass: proved as it is
+                continue
             try:
                 readable, size = self._check(record[features.IMAGE])
             except PixelError as error:
@@ -90,7 +104,11 @@ class ValidateImagesFn(beam.DoFn):
                 yield beam.pvalue.TaggedOutput(REJECTED, rejection(record, self._stage, readable.reason, str(readable)))
                 continue
             valid += 1
-            yield record if readable is record[features.IMAGE] else {**record, features.IMAGE: readable}
+            if readable is record[features.IMAGE]:
+                yield record
+                continue
+            yield {**record, features.IMAGE: readable}
+            yield beam.pvalue.TaggedOutput(CONVERTED, record[features.ID])
         if self._counted:
             self._valid.inc(valid)
 
@@ -139,19 +157,29 @@ class ValidateImagesFn(beam.DoFn):
 
 
 class ValidateImages(beam.PTransform):
-    """raw records -> ``{"valid": records, "rejected": dead letters}``."""
+    """raw records -> ``{"valid": records, "rejected": dead letters, "converted": ids}``; ``known``
+    (optional): a first pass's ``(rejected ids, converted ids)``, singleton PCollections of sets
+    (see :class:`ValidateImagesFn`)."""
 
-    def __init__(self, stage: str, limits: ImageLimits = DEFAULT_LIMITS, counted: bool = True, decode: bool = True):
+    def __init__(
+        self,
+        stage: str,
+        limits: ImageLimits = DEFAULT_LIMITS,
+        counted: bool = True,
+        decode: bool = True,
+        known: tuple | None = None,
+    ):
         super().__init__()
         self._fn = ValidateImagesFn(stage, limits, counted, decode)
+        self._side = tuple(beam.pvalue.AsSingleton(ids) for ids in known or ())
 
     def expand(self, records):
         outputs = (
             records
             | "Batch" >> beam.BatchElements(min_batch_size=1, max_batch_size=BATCH_WEIGHT, element_size_fn=_weight)
-            | "Validate" >> beam.ParDo(self._fn).with_outputs(REJECTED, main="valid")
+            | "Validate" >> beam.ParDo(self._fn, *self._side).with_outputs(REJECTED, CONVERTED, main="valid")
         )
-        return {"valid": outputs.valid, "rejected": outputs[REJECTED]}
+        return {"valid": outputs.valid, "rejected": outputs[REJECTED], CONVERTED: outputs[CONVERTED]}
 
 
 def _weight(record: dict) -> int:
@@ -210,23 +238,25 @@ def count_items(pcolls, label: str):
     return ones | f"{label}Flatten" >> beam.Flatten() | f"{label}Sum" >> beam.CombineGlobally(sum)
 
 
-def validate_read(read: dict, stage: str, limits: ImageLimits, counted: bool = True, decode: bool = True) -> dict:
-    """Reader output ``{"records", "rejected"}`` -> validated ``{"valid", "rejected"}``, counted or not
-    (``decode``: see :class:`ValidateImagesFn`)."""
+def validate_read(
+    read: dict, stage: str, limits: ImageLimits, counted: bool = True, decode: bool = True, known: tuple | None = None
+) -> dict:
+    """Reader output ``{"records", "rejected"}`` -> validated ``{"valid", "rejected", "converted"}``,
+    counted or not (``decode``, ``known``: see :class:`ValidateImages`)."""
     unreadable = read["rejected"]
     if counted:
         unreadable = unreadable | "CountUnreadable" >> count(RECORDS_READ)
-    checked = read["records"] | "Validate" >> ValidateImages(stage, limits, counted, decode)
+    checked = read["records"] | "Validate" >> ValidateImages(stage, limits, counted, decode, known)
     dead = unreadable | "DeadLetters" >> beam.Map(from_unreadable, stage)
     rejected = (dead, checked["rejected"]) | "FlattenRejected" >> beam.Flatten()
     if counted:
         rejected = rejected | "CountRejected" >> beam.ParDo(CountRejectedFn())
-    return {"valid": checked["valid"], "rejected": rejected}
+    return {"valid": checked["valid"], "rejected": rejected, CONVERTED: checked[CONVERTED]}
 
 
 class ReadValidImages(beam.PTransform):
     """Reads ``source``, counts ``records_read`` and the rejects by reason, and validates:
-    pbegin -> ``{"valid", "rejected", "units", "read", "skipped"}`` (``units``: see
+    pbegin -> ``{"valid", "rejected", "converted", "units", "read", "skipped"}`` (``units``: see
     :class:`RereadValidImages`; ``read``: a singleton, the records and unreadable items out of the
     reader, counted apart from what is written and rejected; ``skipped``: reasons of files skipped)."""
 
@@ -245,15 +275,25 @@ class ReadValidImages(beam.PTransform):
 
 
 class RereadValidImages(beam.PTransform):
-    """The units of a :class:`ReadValidImages` -> the same ``{"valid", "rejected"}`` again, uncounted.
+    """A :class:`ReadValidImages`' output -> its valid records again, uncounted: ``{"valid", "rejected",
+    "converted"}``.
 
-    A second pass that streams from the files instead of holding the first pass's records.
+    A second pass that streams from the files instead of holding the first pass's records. It trusts
+    the first pass's verdicts (see :class:`ValidateImagesFn`): it drops the records that pass
+    rejected and checks and re-encodes only the ones it re-encoded.
     """
 
     def __init__(self, source: Source, stage: str, limits: ImageLimits = DEFAULT_LIMITS):
         super().__init__()
         self._source, self._stage, self._limits = source, stage, limits
 
-    def expand(self, units):
-        read = units | "ReadUnits" >> ReadUnits(self._source, counted=False)
-        return validate_read(read, self._stage, self._limits, counted=False)
+    def expand(self, first: dict):
+        rejected = first[REJECTED] | "RejectedIds" >> beam.Map(lambda r: r[features.ID])
+        known = tuple(
+            ids
+            | f"{name}IdSet" >> beam.CombineGlobally(beam.combiners.ToSetCombineFn())
+            | f"{name}Frozen" >> beam.Map(frozenset)
+            for name, ids in (("Rejected", rejected), ("Converted", first[CONVERTED]))
+        )
+        read = first["units"] | "ReadUnits" >> ReadUnits(self._source, counted=False)
+        return validate_read(read, self._stage, self._limits, counted=False, decode=False, known=known)

@@ -1,9 +1,9 @@
 """The preprocess transform: valid raw records -> split -> tf.Transform -> Arrow batches (no I/O).
 
-:class:`PreprocessImages` takes valid raw records (see ``inputs.formats.base``) twice: ``records``
-(split, transformed and returned) and ``analyze`` (the same records from a second read, whose train
-split feeds the full-pass analyzers; it may be the same PCollection). Reading twice lets both passes
-stream from the files: no step holds the dataset between analysis and transform. It returns
+:class:`PreprocessImages` takes valid raw records (see ``inputs.formats.base``) twice: ``analyze``
+(whose train split feeds the full-pass analyzers) and ``records`` (the same records from a second
+read, split, transformed and returned; it may be the same PCollection). Reading twice lets both
+passes stream from the files: no step holds the dataset between analysis and transform. It returns
 ``train`` and ``eval`` (PCollections of Arrow ``RecordBatch``es of the transformed features, see
 ``transforms.features``), ``transform_fn``, ``metadata`` (the TFRecords' schema), ``analyzers``
 (one dict: the analyzer values) and ``label_counts`` (``((split, label), count)``).

@@ -10,7 +10,7 @@ from PIL import Image
 
 from pipelines.config import ImageLimits
 from pipelines.inputs.images import encode_png
-from pipelines.inputs.validation import ValidateImagesFn
+from pipelines.inputs.validation import CONVERTED, REJECTED, ValidateImagesFn
 from tests.helpers import encode_image, flipped_jpeg, split_idat_png
 
 
@@ -19,7 +19,10 @@ def _validate(data: bytes, max_pixels: int = 1_000_000):
     outputs = list(
         ValidateImagesFn("preprocess", ImageLimits(max_pixels)).process([{"id": "x", "label": "", "image": data}])
     )
+    converted = [out.value for out in outputs if isinstance(out, TaggedOutput) and out.tag == CONVERTED]
+    outputs = [out for out in outputs if not (isinstance(out, TaggedOutput) and out.tag == CONVERTED)]
     assert len(outputs) == 1
+    assert converted == ([] if isinstance(outputs[0], TaggedOutput) or outputs[0]["image"] is data else ["x"])
     out = outputs[0]
     return (None, out.value) if isinstance(out, TaggedOutput) else (out, None)
 
@@ -138,3 +141,24 @@ def test_a_batch_keeps_its_good_images_and_dead_letters_only_the_one_the_decoder
     assert kept == [f"{i}.png" for i in range(5)]
     assert [(d["id"], d["reason"]) for d in dead] == [("split.png", "corrupt_image")]
     assert dead[0]["error"].startswith("TensorFlow's decoder: Invalid PNG data")
+
+
+def test_a_second_pass_trusts_the_first_passs_verdicts():
+    png, bmp = encode_png(np.zeros((4, 4), np.uint8)), encode_image(Image.new("L", (4, 4), 7), "BMP")
+    first = [
+        {"id": "good.png", "label": "", "image": png},
+        {"id": "split.png", "label": "", "image": split_idat_png()},
+        {"id": "grey.bmp", "label": "", "image": bmp},
+    ]
+    outputs = list(ValidateImagesFn("preprocess").process(first))
+    rejected = {out.value["id"] for out in outputs if isinstance(out, TaggedOutput) and out.tag == REJECTED}
+    converted = {out.value for out in outputs if isinstance(out, TaggedOutput) and out.tag == CONVERTED}
+    assert (rejected, converted) == ({"split.png"}, {"grey.bmp"})
+    # The second pass drops what the first rejected, re-encodes what it re-encoded and checks nothing
+    # else: a record it never saw passes as it is (the passes read the same files).
+    second = [*first, {"id": "unseen", "label": "", "image": b"not checked"}]
+    again = list(ValidateImagesFn("preprocess", counted=False, decode=False).process(second, rejected, converted))
+    assert [out["id"] for out in again if not isinstance(out, TaggedOutput)] == ["good.png", "grey.bmp", "unseen"]
+    kept = {out["id"]: out["image"] for out in again if not isinstance(out, TaggedOutput)}
+    assert kept["good.png"] is png and kept["unseen"] == b"not checked"
+    np.testing.assert_array_equal(tf.io.decode_png(kept["grey.bmp"]).numpy()[..., 0], np.full((4, 4), 7, np.uint8))
