@@ -131,7 +131,7 @@ class _Comparison:
         best = {name: {"all": 0.0, "after_first": 0.0} for name in variants}
         for round_ in range(rounds):
             for name, cache in variants.items():
-                batches = self._in_memory() if cache is None else self._split_input(cache)
+                batches = self._in_memory() if cache is None else self._split_input(cache, epochs)
                 seconds = _epoch_seconds(self.strategy, self.shape, initial, batches, epochs, tracing_batch)
                 examples = self.examples
                 rates = {
@@ -159,8 +159,8 @@ class _Comparison:
 
         return batches
 
-    def _split_input(self, cache: bool):
-        split = SplitInput(self.strategy, self.files, self.tft_output, BATCH_SIZE, cache)
+    def _split_input(self, cache: bool, epochs: int):
+        split = SplitInput(self.strategy, self.files, self.tft_output, BATCH_SIZE, cache, epochs=epochs)
         return functools.partial(split.batches, True, SEED)
 
 
