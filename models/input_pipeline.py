@@ -314,12 +314,15 @@ class SplitInput:
     (the same with or without the cache), so a resumed epoch can skip the steps already done.
     ``transform`` (a restoration model's ``corruptor``) is applied to every batch.
 
-    Shuffled epochs come from one stream that runs through the epochs up to ``epochs`` (one, the
-    epoch asked for, when not given): each epoch's batches are the same as alone, but the next
-    epoch's shuffle buffer fills (reads, for an epoch from disk: up to ``SHUFFLE_BUFFER`` records
+    Given the number of ``epochs`` to train (and a single replica), shuffled epochs come from
+    one stream through the epochs: each epoch's batches are the same as alone, but the next epoch's
+    shuffle buffer fills (for an epoch read from disk: up to ``SHUFFLE_BUFFER`` records read and
     decompressed) while the last ``LOOKAHEAD_BYTES`` of batches of the current one are trained on,
-    instead of between the two epochs with the training waiting. The stream serves the epoch that
-    follows the one before it; asking for any other epoch (or seed, or a skip) starts a new one.
+    rather than between the two with the training waiting. The stream serves the epoch after the
+    one read before; asking for any other (or another seed, or a skip) starts a new stream. With
+    several replicas (or workers), a step's batches could straddle two epochs and the replicas
+    must agree where the data ends (a distributed iterator's end), so there every epoch is its own
+    dataset, as without ``epochs``.
     """
 
     def __init__(
@@ -338,28 +341,28 @@ class SplitInput:
         self.global_batch = global_batch
         self.cache = cache
         self.transform = transform
-        self.epochs = epochs
+        self.epochs = epochs if strategy.num_replicas_in_sync == 1 else None
         self._examples: dict[int, tf.data.Dataset] = {}
         self._stream: _EpochStream | None = None
 
     def batches(self, shuffle: bool, seed: int = 0, epoch: int = 0, skip_steps: int = 0):
-        """The epoch's batches: a ``tf.distribute.DistributedDataset`` unshuffled, else an iterable
-        of the epoch's distributed batches, read from the stream (see the class docstring)."""
-        if shuffle:
+        """The epoch's distributed batches: a ``tf.distribute.DistributedDataset``, or with the
+        stream (see the class docstring) an iterator of the epoch's batches read from it."""
+        if shuffle and self.epochs is not None:
             if self._stream is None or not self._stream.serves(seed, epoch, skip_steps):
                 self._stream = self._start_stream(seed, epoch, skip_steps)
             return self._stream.epoch()
-        return self.strategy.distribute_datasets_from_function(lambda ctx: self._epoch_batches(ctx, False, 0, 0))
+        return self.strategy.distribute_datasets_from_function(
+            lambda ctx: self._epoch_batches(ctx, shuffle, seed * 100_003 + epoch, skip_steps)
+        )
 
     def _start_stream(self, seed: int, first: int, skip_steps: int) -> _EpochStream:
-        last = max(first + 1, self.epochs or 0)
-
         def stream(ctx: tf.distribute.InputContext) -> tf.data.Dataset:
             epochs = [
                 self._epoch_batches(ctx, True, seed * 100_003 + e, skip_steps if e == first else 0).map(
                     lambda batch, e=e: (tf.constant(e, tf.int64), batch)
                 )
-                for e in range(first, last)
+                for e in range(first, max(first + 1, self.epochs))
             ]
             batch_bytes = ctx.get_per_replica_batch_size(self.global_batch) * record_bytes(self.tft_output)
             return functools.reduce(tf.data.Dataset.concatenate, epochs).prefetch(
