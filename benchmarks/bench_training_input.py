@@ -47,8 +47,8 @@ BATCH_SIZE = 128
 EPOCHS = 10  # the default of --epochs
 ROUNDS = 3
 # The scale row (``bench_scale``): a larger split, so fewer epochs and rounds.
-SCALE_EPOCHS = 2
-SCALE_ROUNDS = 3
+SCALE_EPOCHS = 3
+SCALE_ROUNDS = 4
 # A preprocess output to measure the scale row on as well (e.g. 20,000 PNGs preprocessed).
 SCALE_DATA = os.environ.get("HOURGLASS_BENCH_TRAINING_DATA")
 SEED = 0
