@@ -47,8 +47,8 @@ BATCH_SIZE = 128
 EPOCHS = 10  # the default of --epochs
 ROUNDS = 3
 # The scale row (``bench_scale``): a larger split, so fewer epochs and rounds.
-SCALE_EPOCHS = 2
-SCALE_ROUNDS = 3
+SCALE_EPOCHS = 3
+SCALE_ROUNDS = 4
 # A preprocess output to measure the scale row on as well (e.g. 20,000 PNGs preprocessed).
 SCALE_DATA = os.environ.get("HOURGLASS_BENCH_TRAINING_DATA")
 SEED = 0
@@ -131,7 +131,7 @@ class _Comparison:
         best = {name: {"all": 0.0, "after_first": 0.0} for name in variants}
         for round_ in range(rounds):
             for name, cache in variants.items():
-                batches = self._in_memory() if cache is None else self._split_input(cache)
+                batches = self._in_memory() if cache is None else self._split_input(cache, epochs)
                 seconds = _epoch_seconds(self.strategy, self.shape, initial, batches, epochs, tracing_batch)
                 examples = self.examples
                 rates = {
@@ -159,8 +159,8 @@ class _Comparison:
 
         return batches
 
-    def _split_input(self, cache: bool):
-        split = SplitInput(self.strategy, self.files, self.tft_output, BATCH_SIZE, cache)
+    def _split_input(self, cache: bool, epochs: int):
+        split = SplitInput(self.strategy, self.files, self.tft_output, BATCH_SIZE, cache, epochs=epochs)
         return functools.partial(split.batches, True, SEED)
 
 

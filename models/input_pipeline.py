@@ -17,6 +17,7 @@ deterministic for a given seed, so a resumed epoch can skip exactly the records 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -35,6 +36,9 @@ from transforms.layout import SPLITS, STATS_JSON, TRANSFORM_DIR, split_pattern
 SHUFFLE_BUFFER = 10_000  # examples, and at most _SHUFFLE_BUFFER_BYTES of them
 _SHUFFLE_BUFFER_BYTES = 256 * 2**20
 _PARSE_BATCH = 256
+# Parsed batches read ahead of the training: at the end of an epoch, the time to fill the next
+# epoch's shuffle buffer.
+LOOKAHEAD_BYTES = 64 * 2**20
 _USED = (features.INPUTS, features.PIXELS, features.LABEL_INDEX)
 # A fixed interleave width keeps the record order the same on any machine (AUTOTUNE would follow
 # the core count), which skip-by-step resumption relies on.
@@ -309,29 +313,73 @@ class SplitInput:
     a time (``make_batches``). Each epoch's order is fixed by ``seed`` and the epoch
     (the same with or without the cache), so a resumed epoch can skip the steps already done.
     ``transform`` (a restoration model's ``corruptor``) is applied to every batch.
+
+    Given the number of ``epochs`` to train (and a single replica), shuffled epochs come from
+    one stream through the epochs: each epoch's batches are the same as alone, but the next epoch's
+    shuffle buffer fills (for an epoch read from disk: up to ``SHUFFLE_BUFFER`` records read and
+    decompressed) while the last ``LOOKAHEAD_BYTES`` of batches of the current one are trained on,
+    rather than between the two with the training waiting. The stream serves the epoch after the
+    one read before; asking for any other (or another seed, or a skip) starts a new stream. With
+    several replicas (or workers), a step's batches could straddle two epochs and the replicas
+    must agree where the data ends (a distributed iterator's end), so there every epoch is its own
+    dataset, as without ``epochs``.
     """
 
-    def __init__(self, strategy, files: list[str], tft_output, global_batch: int, cache: bool, transform=None):
+    def __init__(
+        self,
+        strategy,
+        files: list[str],
+        tft_output,
+        global_batch: int,
+        cache: bool,
+        transform=None,
+        epochs: int | None = None,
+    ):
         self.strategy = strategy
         self.files = files
         self.tft_output = tft_output
         self.global_batch = global_batch
         self.cache = cache
         self.transform = transform
+        self.epochs = epochs if strategy.num_replicas_in_sync == 1 else None
         self._examples: dict[int, tf.data.Dataset] = {}
+        self._stream: _EpochStream | None = None
 
     def batches(self, shuffle: bool, seed: int = 0, epoch: int = 0, skip_steps: int = 0):
-        """The epoch's ``tf.distribute.DistributedDataset``."""
+        """The epoch's distributed batches: a ``tf.distribute.DistributedDataset``, or with the
+        stream (see the class docstring) an iterator of the epoch's batches read from it."""
+        if shuffle and self.epochs is not None:
+            if self._stream is None or not self._stream.serves(seed, epoch, skip_steps):
+                self._stream = self._start_stream(seed, epoch, skip_steps)
+            return self._stream.epoch()
         return self.strategy.distribute_datasets_from_function(
-            lambda ctx: make_batches(
-                self._pipeline_examples(ctx),
-                ctx.get_per_replica_batch_size(self.global_batch),
-                shuffle,
-                seed=seed * 100_003 + epoch,
-                skip=skip_steps * self.global_batch // ctx.num_input_pipelines,
-                parse_with=None if self.cache else self.tft_output,
-                transform=self.transform,
+            lambda ctx: self._epoch_batches(ctx, shuffle, seed * 100_003 + epoch, skip_steps)
+        )
+
+    def _start_stream(self, seed: int, first: int, skip_steps: int) -> _EpochStream:
+        def stream(ctx: tf.distribute.InputContext) -> tf.data.Dataset:
+            epochs = [
+                self._epoch_batches(ctx, True, seed * 100_003 + e, skip_steps if e == first else 0).map(
+                    lambda batch, e=e: (tf.constant(e, tf.int64), batch)
+                )
+                for e in range(first, max(first + 1, self.epochs))
+            ]
+            batch_bytes = ctx.get_per_replica_batch_size(self.global_batch) * record_bytes(self.tft_output)
+            return functools.reduce(tf.data.Dataset.concatenate, epochs).prefetch(
+                max(2, LOOKAHEAD_BYTES // batch_bytes)
             )
+
+        return _EpochStream(self.strategy, self.strategy.distribute_datasets_from_function(stream), seed, first)
+
+    def _epoch_batches(self, ctx: tf.distribute.InputContext, shuffle: bool, seed: int, skip: int) -> tf.data.Dataset:
+        return make_batches(
+            self._pipeline_examples(ctx),
+            ctx.get_per_replica_batch_size(self.global_batch),
+            shuffle,
+            seed=seed,
+            skip=skip * self.global_batch // ctx.num_input_pipelines,
+            parse_with=None if self.cache else self.tft_output,
+            transform=self.transform,
         )
 
     def _pipeline_examples(self, ctx: tf.distribute.InputContext) -> tf.data.Dataset:
@@ -348,3 +396,35 @@ class SplitInput:
                 cache=True,
             )
         return self._examples[ctx.input_pipeline_id]
+
+
+class _EpochStream:
+    """The batches of consecutive epochs, tagged with their epoch, read one epoch at a time."""
+
+    def __init__(self, strategy, dataset, seed: int, first: int):
+        self._strategy = strategy
+        self._iterator = iter(dataset)
+        self._seed, self._next = seed, first
+        self._head = None  # the first batch of the next epoch, read past the end of the previous one
+
+    def serves(self, seed: int, epoch: int, skip_steps: int) -> bool:
+        """Whether the stream's next batches are those of ``epoch`` (from its start) for ``seed``."""
+        return seed == self._seed and epoch == self._next and skip_steps == 0
+
+    def epoch(self):
+        """The next epoch's distributed batches (an iterator); the stream serves the epoch after it
+        once this one is read to its end."""
+        epoch, self._next = self._next, None
+        return self._batches(epoch)
+
+    def _batches(self, epoch: int):
+        while True:
+            tagged, self._head = self._head, None
+            if tagged is None:
+                tagged = next(self._iterator, None)
+            if tagged is None:  # past the stream's last epoch
+                return
+            if int(self._strategy.experimental_local_results(tagged[0])[0]) != epoch:
+                self._head, self._next = tagged, epoch + 1
+                return
+            yield tagged[1]

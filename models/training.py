@@ -267,7 +267,9 @@ def _train(cfg: TrainConfig, strategy, is_chief: bool, publication, tft_output, 
         log.info(
             "%s split: %s", split, "kept in memory" if cache else f"read from disk (over --cache-mb {cfg.cache_mb})"
         )
-        inputs[split] = input_pipeline.SplitInput(strategy, split_files, tft_output, global_batch, cache, transform)
+        inputs[split] = input_pipeline.SplitInput(
+            strategy, split_files, tft_output, global_batch, cache, transform, epochs=cfg.epochs
+        )
     loop = _EpochLoop(
         cfg,
         trainer,

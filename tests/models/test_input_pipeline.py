@@ -80,3 +80,21 @@ def test_an_epoch_read_from_disk_matches_the_cached_one_and_resumes_alike(make_d
     assert sorted(first) == list(range(11))
     assert epoch(False, 0) == first and epoch(False, 1) == epoch(True, 1) != first
     assert epoch(False, 0, skip_steps=1) == epoch(True, 0, skip_steps=1) == first[4:]
+
+
+@pytest.mark.parametrize("cache", [False, True], ids=["from-disk", "cached"])
+def test_a_stream_through_the_epochs_gives_each_epoch_as_alone(make_data, cache):
+    files, tft_output = _split(make_data(train=(6, 5)))
+    strategy = tf.distribute.get_strategy()
+    alone = [_labels(SplitInput(strategy, files, tft_output, 4, cache).batches(True, 3, e)) for e in range(3)]
+    assert alone[0] != alone[1] != alone[2]
+    stream = SplitInput(strategy, files, tft_output, 4, cache, epochs=3)
+    assert [_labels(stream.batches(True, 3, e)) for e in range(3)] == alone
+    # Past its last epoch, or after an epoch left half read, the stream starts again where asked.
+    assert _labels(stream.batches(True, 3, 3)) == _labels(
+        SplitInput(strategy, files, tft_output, 4, cache).batches(True, 3, 3)
+    )
+    stream = SplitInput(strategy, files, tft_output, 4, cache, epochs=3)
+    next(iter(stream.batches(True, 3, 0)))
+    assert _labels(stream.batches(True, 3, 1)) == alone[1]
+    assert _labels(stream.batches(True, 3, 1, skip_steps=1)) == alone[1][4:]

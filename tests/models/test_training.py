@@ -1,5 +1,6 @@
 """Training on a real preprocess output, and the exported SavedModel."""
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -8,7 +9,7 @@ import pytest
 import tensorflow as tf
 
 from models.model_info import ModelInfo
-from models.training import TRAINING_JSON
+from models.training import TRAINING_JSON, train
 from pipelines.inputs.images import encode_png
 from tests.conftest import known_pixels
 from transforms.errors import UserError
@@ -65,3 +66,13 @@ def test_training_on_a_folder_without_data_names_the_fix(tmp_path):
 
     with pytest.raises(UserError, match="run `hourglass preprocess"):
         train(TrainConfig(data_dir=str(tmp_path), model_dir=str(tmp_path / "m")))
+
+
+def test_training_read_from_disk_every_epoch_follows_the_cached_run(trained, tmp_path):
+    cached_cfg, cached = trained
+    # --cache-mb 0: every epoch read from disk through the epoch stream; the same batches, so the same losses.
+    cfg = dataclasses.replace(cached_cfg, model_dir=str(tmp_path / "from-disk"), cache_mb=0)
+    from_disk = train(cfg)
+    assert from_disk.epochs == cached.epochs == 10
+    for key in ("loss", "eval_loss"):
+        np.testing.assert_allclose(from_disk.history[key], cached.history[key], rtol=1e-5)
