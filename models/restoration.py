@@ -67,7 +67,6 @@ class Restorer(keras.layers.Layer):
         )
         self.build(None)  # its shapes are known: built now, so every way of building the model builds it
 
-
     def build(self, input_shape):
         # Not trained: the transform's affine normalization, set from the data by training.
         self.offset = self.add_weight(shape=self.image_shape, initializer="zeros", trainable=False, name="offset")

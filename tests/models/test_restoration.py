@@ -69,7 +69,7 @@ def test_every_corruption_trains_and_exports_restored(restorers, text):
     assert info.corruption == text and info.denoising == noise and info.noise == (text if noise else None)
     out = _serve(restorers[text], [encode_png(colour_pixels(i)) for i in range(3)])
     assert out["restored"].shape == (3, HEIGHT, WIDTH, 3) and ("denoised" in out) == noise
-    assert 0 <= out["restored"].min() and out["restored"].max() <= 1
+    assert out["restored"].min() >= 0 and out["restored"].max() <= 1
     if noise:
         np.testing.assert_array_equal(out["denoised"], out["restored"])
     # The restorer works around the code: restored is not the code's reconstruction.
