@@ -71,8 +71,9 @@ class Restorer(keras.layers.Layer):
         # Not trained: the transform's affine normalization, set from the data by training.
         self.offset = self.add_weight(shape=self.image_shape, initializer="zeros", trainable=False, name="offset")
         self.gain = self.add_weight(shape=self.image_shape, initializer="ones", trainable=False, name="gain")
-        channels = {"downscale": 1, "blocks": 3}.get(self.spec.kind, 3) * self.image_shape[-1]
-        shape = (None, *self.image_shape[:2], channels + (self.spec.kind == "blocks"))
+        channels = self.image_shape[-1]  # the features of call: x, base, decoded (and the holes), or the detail
+        features = {"downscale": channels, "blocks": 3 * channels + 1}.get(self.spec.kind, 3 * channels)
+        shape = (None, *self.image_shape[:2], features)
         for layer in self.hidden:
             layer.build(shape)
             shape = (*shape[:-1], FILTERS)
