@@ -5,7 +5,10 @@ An :class:`Autoencoder` maps images ``(batch, H, W, C)`` to codes ``(batch, late
 ``per_example_loss(inputs, targets, training)``, which returns one loss value per example, so that
 the training step can scale it for the global batch under any distribution strategy. A model trained
 to restore (``corruption``, ``transforms.corruption``) is given corrupted inputs and clean targets by
-the training input pipeline (``models.input_pipeline.corrupted``); the model itself never corrupts.
+the training input pipeline (``models.input_pipeline.corruptor``); the model itself never corrupts.
+Such a model also has a ``restorer`` (``models.restoration.Restorer``): its output, ``restore``,
+is the classical baseline plus a learned correction made from the inputs and the decoder's image of
+the code, and it is what the model returns and is trained on (beside the code's own reconstruction).
 The loss is built from two steps the kinds can refine:
 
 * ``code_and_penalty``: the code the decoder sees in training and a per-example penalty on it
@@ -26,6 +29,7 @@ import tensorflow as tf
 from keras import ops
 
 from models.registry import ModelSpec
+from models.restoration import Restorer
 
 
 class Autoencoder(keras.Model):
@@ -55,6 +59,7 @@ class Autoencoder(keras.Model):
         self.kind = spec.kind
         self.loss_name = spec.loss
         self.corruption = spec.corruption
+        self.restorer = Restorer(spec.corruption, spec.image_shape) if spec.corruption else None
         self._penalty = penalty
 
     @property
@@ -73,8 +78,15 @@ class Autoencoder(keras.Model):
         """Codes (any vectors of ``latent_dim``) -> images in [0, 1]."""
         return ops.cast(self.decoder(codes, training=training), "float32")
 
+    def restore(self, images, decoded, training: bool = False):
+        """The restoring output of a model trained with a corruption, from its inputs ``images`` and
+        the decoder's image of their code ``decoded``; ``decoded`` itself for any other model."""
+        if self.restorer is None:
+            return decoded
+        return ops.cast(self.restorer([images, decoded], training=training), "float32")
+
     def call(self, images, training: bool = False):
-        return self.decode(self.encode(images, training=training), training=training)
+        return self.restore(images, self.decode(self.encode(images, training=training), training=training), training)
 
     def code_and_penalty(self, images, training: bool):
         """The code the decoder reconstructs from, and a per-example penalty ``(batch,)`` on it."""
@@ -94,9 +106,14 @@ class Autoencoder(keras.Model):
         return ops.mean(ops.square(targets - reconstructions), axis=(1, 2, 3))
 
     def per_example_loss(self, inputs, targets, training: bool = True):
-        """Loss per example ``(batch,)``: reconstruction of ``targets`` from ``inputs``, plus the penalty."""
+        """Loss per example ``(batch,)``: reconstruction of ``targets`` from ``inputs``, plus the penalty;
+        a restoring model adds the loss of its restored output (the code keeps reconstructing alone)."""
         codes, penalty = self.code_and_penalty(inputs, training=training)
-        return self.reconstruction_loss(targets, self.decode(codes, training=training)) + penalty
+        decoded = self.decode(codes, training=training)
+        loss = self.reconstruction_loss(targets, decoded) + penalty
+        if self.restorer is not None:
+            loss += self.reconstruction_loss(targets, self.restore(inputs, decoded, training=training))
+        return loss
 
     def interpolate(self, images_a, images_b, alphas):
         """``g((1 - a) f(x) + a f(x'))`` for every pair ``(x, x')`` and every ``a`` in ``alphas``.

@@ -6,8 +6,9 @@ training):
   ``reconstruction`` float32 ``(batch, H, W, C)`` in [0, 1], ``reconstruction_error`` float32
   ``(batch,)`` (per-image MSE against the model's own [0, 1] input pixels), and for a model
   trained with a corruption (``--corrupt``) also ``restored`` float32 ``(batch, H, W, C)``: the
-  reconstruction of the given (corrupted) images, which such a model has learned to restore (for
-  a noise, also under its older name ``denoised``). An upscaling model (``downscale:F``) first
+  restorer's output for the given (corrupted) images (``models.restoration``: the classical
+  baseline plus a learned correction; ``reconstruction`` stays the code's own image; for a noise,
+  also under its older name ``denoised``). An upscaling model (``downscale:F``) first
   brings an image smaller than its size up to it, bicubic (``image_ops.bicubic_to_size``), so it
   takes the small images users have; a grey image reaches a recolouring model's 3 channels through
   the transform's colour policy (grey repeated); with a calibration
@@ -96,9 +97,9 @@ class ServingModule(tf.Module):
         error = per_image_error(reconstruction, transformed[features.PIXELS])
         outputs = {LATENT: latent, RECONSTRUCTION: reconstruction, RECONSTRUCTION_ERROR: error}
         if corruption is not None:
-            outputs[RESTORED] = tf.identity(reconstruction)
+            outputs[RESTORED] = self.model.restore(transformed[features.INPUTS], reconstruction)
             if corruption.is_noise:
-                outputs[DENOISED] = tf.identity(reconstruction)
+                outputs[DENOISED] = tf.identity(outputs[RESTORED])
         if self.calibration is not None:
             scored = anomaly_error(reconstruction, transformed[features.PIXELS])
             outputs[ANOMALY_ERROR] = scored

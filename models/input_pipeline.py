@@ -215,18 +215,22 @@ def read_examples(
     return dataset.cache() if cache else dataset
 
 
-def corruptor(tft_output: tft.TFTransformOutput, spec: CorruptionSpec) -> Callable[[dict], dict]:
-    """A function of a batch that corrupts its ``pixels`` with ``spec`` and puts the model inputs of
-    the corrupted pixels in ``inputs`` (``pixels``, the targets, stay clean).
-
-    The inputs are what the transform makes of the corrupted image: its normalization (``unit`` or
-    ``standardize``) is affine per pixel, ``inputs = offset + gain * pixels``, and ``offset`` and
-    ``gain`` are read off the transform itself, by passing it an all-black and an all-white image.
-    """
+def input_scaling(tft_output: tft.TFTransformOutput) -> tuple[tf.Tensor, tf.Tensor]:
+    """``(offset, gain)``, each ``(H, W, C)``, of the transform's normalization (``unit`` or
+    ``standardize``), which is affine per pixel: ``inputs = offset + gain * pixels``. They are read
+    off the transform itself, by passing it an all-black and an all-white image."""
     height, width, channels = image_shape(tft_output)
     blank = [tf.io.encode_png(tf.fill([height, width, channels], tf.constant(v, tf.uint8))) for v in (0, 255)]
     black, white = tft_output.transform_features_layer()({features.IMAGE: tf.stack(blank)})[features.INPUTS].numpy()
-    offset, gain = tf.constant(black), tf.constant(white - black)
+    return tf.constant(black), tf.constant(white - black)
+
+
+def corruptor(tft_output: tft.TFTransformOutput, spec: CorruptionSpec) -> Callable[[dict], dict]:
+    """A function of a batch that corrupts its ``pixels`` with ``spec`` and puts the model inputs of
+    the corrupted pixels in ``inputs`` (``pixels``, the targets, stay clean): what the transform
+    makes of the corrupted image (:func:`input_scaling`).
+    """
+    offset, gain = input_scaling(tft_output)
 
     def apply(batch: dict) -> dict:
         return {**batch, features.INPUTS: offset + gain * corrupt(batch[features.PIXELS], spec)}

@@ -247,6 +247,8 @@ def _train(cfg: TrainConfig, strategy, is_chief: bool, publication, tft_output, 
     with _dtype_policy(cfg.precision), strategy.scope():
         model = build_autoencoder(cfg.model, shape)
     trainer = Trainer(model, strategy, learning_rate, shape, loss_scaling=cfg.precision == "mixed_float16")
+    if model.restorer is not None:  # it reads the corrupted pixels back from the inputs
+        model.restorer.set_input_scaling(*input_pipeline.input_scaling(tft_output))
     progress = checkpoints.Progress()
     saver = checkpoints.Checkpoints(
         cfg.model_dir, is_chief, model=model, optimizer=trainer.optimizer, progress=checkpoints.ProgressState(progress)

@@ -2,8 +2,9 @@
 
 The architecture is the ``base`` kind's with its default parameters; what makes it a denoising
 autoencoder is the noise, which this kind defaults to ``gaussian:0.5`` (``--noise`` picks another:
-``salt-pepper:0.2``, ``mask:0.3``). Corruption happens in ``Autoencoder.corrupt``, in training only;
-the exported model fills its ``denoised`` output (see ``models.export``).
+``salt-pepper:0.2``, ``mask:0.3``). Corruption happens in the training input pipeline, and like every
+model trained with a corruption it has a restorer (``models.restoration``: the noisy input plus a
+learned correction); the exported model fills its ``restored`` and ``denoised`` outputs (``models.export``).
 """
 
 from __future__ import annotations
