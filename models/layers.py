@@ -94,11 +94,22 @@ class PrincipalSubspace(keras.layers.Layer):
 
 def principal_basis(images: np.ndarray, components: int) -> tuple[np.ndarray, np.ndarray]:
     """The mean ``(D,)`` and the first ``components`` principal directions ``(D, components)`` of
-    ``images`` ``(n, ...)`` flattened to ``D`` values (directions past the data's rank are zero)."""
+    ``images`` ``(n, ...)`` flattened to ``D`` values (directions past the data's rank are zero).
+
+    From the eigenvectors of the smaller of the covariance ``(D, D)`` and the Gram matrix ``(n, n)``:
+    a few seconds for 8,000 32x32x3 patches, where an SVD takes minutes.
+    """
     flat = np.asarray(images, np.float64).reshape(len(images), -1)
     mean = flat.mean(axis=0)
-    _, _, vt = np.linalg.svd(flat - mean, full_matrices=False)
+    centred = flat - mean
+    kept = min(components, *centred.shape)
+    if len(centred) >= centred.shape[1]:
+        directions = np.linalg.eigh(centred.T @ centred)[1][:, ::-1][:, :kept]
+    else:  # v = X^T u / |X^T u| for the Gram matrix's eigenvectors u
+        values, vectors = np.linalg.eigh(centred @ centred.T)
+        values, vectors = values[::-1][:kept], vectors[:, ::-1][:, :kept]
+        positive = values > values[0] * 1e-10  # none when every image is the same
+        directions = centred.T @ vectors[:, positive] / np.sqrt(values[positive])
     basis = np.zeros((flat.shape[1], components))
-    kept = min(components, len(vt))
-    basis[:, :kept] = vt[:kept].T
+    basis[:, : directions.shape[1]] = directions
     return mean, basis

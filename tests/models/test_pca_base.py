@@ -43,8 +43,8 @@ def test_auto_base_is_pca_for_colour_and_the_mean_colour_for_grey():
 
 
 @pytest.mark.parametrize("standardized", [False, True])
-def test_an_untrained_model_codes_and_reconstructs_as_pca(standardized):
-    shape = (16, 16, 3)
+@pytest.mark.parametrize("shape", [(16, 16, 3), (4, 4, 3)])  # fewer images than values, and more
+def test_an_untrained_model_codes_and_reconstructs_as_pca(standardized, shape):
     pixels = _images(64, shape)
     mean, std = pixels.mean(axis=0), pixels.std(axis=0) + 0.1
     inputs = (pixels - mean) / std if standardized else pixels  # what --normalize standardize gives
