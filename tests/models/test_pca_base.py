@@ -10,6 +10,7 @@ from sklearn.decomposition import PCA
 from models import export, input_pipeline
 from models.config import ModelConfig, TrainConfig
 from models.kinds.conv import ConvParams, image_base
+from models.model_check import check_export
 from models.registry import build_autoencoder
 from models.training import train
 from pipelines.inputs.images import encode_png
@@ -71,6 +72,7 @@ def test_the_base_survives_the_export(preprocessed, tmp_path):
     served = loaded.signatures["serving_default"](images=tf.constant([encode_png(p) for p in served_pixels]))
     expected = _pca_reconstruction(pixels, served_pixels.astype(np.float32) / 255)
     np.testing.assert_allclose(served["reconstruction"].numpy(), expected, atol=1e-4)
+    assert check_export(str(tmp_path)).kind == "conv"  # its graph passes the checks of a loaded model
 
 
 @pytest.fixture(scope="module")
