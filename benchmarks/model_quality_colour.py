@@ -7,7 +7,8 @@ wheel, so nothing is downloaded). Each fold trains on one photograph and tests o
 * train: ``PATCHES`` random ``PATCH``x``PATCH`` crops of the training photograph, each flipped and
   rotated by a random multiple of 90 degrees, written as one NPY array and preprocessed by the real
   job (``run_preprocess``); ``conv`` is trained on them with its defaults (only the kind and the code
-  size given) for ``EPOCHS`` epochs through ``models.training.train``;
+  size given: for colour, the PCA base, fitted by training to these patches) for ``EPOCHS`` epochs
+  through ``models.training.train``;
 * test: every patch on a ``STRIDE`` grid of the other photograph, sent as PNG bytes to the export's
   ``serving_default``; PCA with ``LATENT_DIM`` components, fitted on the same training patches, is the
   baseline (its reconstructions clipped to [0, 1] like the model's).
@@ -162,7 +163,8 @@ def colour_markdown(section: dict) -> str:
         f"Colour photographs: `{KIND}` and PCA at {section['latent_dim']}-D on {section['patch']}x{section['patch']} "
         f"RGB patches; trained on {rows[0]['train_patches']} random flipped/rotated patches of one of "
         f"scikit-learn's sample photographs for {rows[0]['epochs']} epochs (the kind's defaults: "
-        f"{rows[0]['loss']}, learning rate {rows[0]['learning_rate']:g}, batch {rows[0]['batch_size']}), "
+        f"{rows[0]['loss']}, learning rate {rows[0]['learning_rate']:g}, batch {rows[0]['batch_size']}, "
+        f"base {rows[0]['params'].get('base', 'mean-colour (before the base parameter)')}), "
         f"tested on every patch of the other on a {STRIDE}-pixel grid ({rows[0]['test_patches']}).",
         "",
         "| train photo | test photo | conv MSE | conv PSNR (dB) | PCA MSE | PCA PSNR (dB) | MSE / PCA | train (s) |",

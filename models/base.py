@@ -25,9 +25,11 @@ import math
 from collections.abc import Callable
 
 import keras
+import numpy as np
 import tensorflow as tf
 from keras import ops
 
+from models.layers import PrincipalSubspace, principal_basis
 from models.registry import ModelSpec
 from models.restoration import Restorer
 
@@ -87,6 +89,39 @@ class Autoencoder(keras.Model):
 
     def call(self, images, training: bool = False):
         return self.restore(images, self.decode(self.encode(images, training=training), training=training), training)
+
+    @property
+    def subspaces(self) -> list[PrincipalSubspace]:
+        """The model's ``layers.PrincipalSubspace`` layers (``conv``'s ``pca`` base), which
+        :meth:`fit_base` sets from the training data."""
+        return [
+            layer for m in (self.encoder, self.decoder) for layer in m.layers if isinstance(layer, PrincipalSubspace)
+        ]
+
+    def fit_base(self, inputs, pixels) -> None:
+        """Sets every :attr:`subspaces` layer to the PCA of a sample of training images; training calls
+        it once, before the first step of a fresh run.
+
+        Args:
+          inputs: the sample as the model sees it ``(n, H, W, C)`` (the transform's ``inputs``).
+          pixels: the same images in [0, 1], the targets. The PCA is of the pixels; the projection
+            reads the pixels back from the inputs by a least-squares line per value, exact for the
+            transform's per-pixel scaling (``--normalize``), so the code is the pixels' PCA code.
+        """
+        if not self.subspaces:
+            return
+        inputs, pixels = (np.asarray(a, np.float64).reshape(len(a), -1) for a in (inputs, pixels))
+        mean, basis = principal_basis(pixels, self.subspaces[0].components)
+        centred = inputs - inputs.mean(axis=0)
+        spread = np.sum(centred**2, axis=0)
+        slope = np.divide(
+            np.sum(centred * (pixels - mean), axis=0), spread, out=np.zeros_like(spread), where=spread > 0
+        )
+        for layer in self.subspaces:
+            if layer.direction == "project":
+                layer.set_basis(inputs.mean(axis=0), slope[:, None] * basis)
+            else:
+                layer.set_basis(mean, basis)
 
     def code_and_penalty(self, images, training: bool):
         """The code the decoder reconstructs from, and a per-example penalty ``(batch,)`` on it."""

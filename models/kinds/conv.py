@@ -7,11 +7,20 @@ up to ``max_filters``; each stage is followed by ``blocks`` residual blocks. The
 by the bottleneck: ``spatial`` (a 1x1 convolution to as few channels as hold the code, flattened,
 then a Dense layer only when the map does not hold it exactly: 32x32 at 64-D is 4x4x4, each code
 value describing a region) or ``dense`` (flatten -> Dense); ``auto`` picks spatial when the code
-has at least one learned value per position of the map, else dense (28x28 digits at 32-D). With
-``mean_colour`` the first C code values are the image's mean per channel, passed through as they
-are, and the decoder adds their logit to its output logits, so the network codes only what differs
-from the mean colour: on photographs unlike the training ones this is what keeps the colours right
-(held-out photo patches: 2.2x PCA-64 after one epoch with it, 12x without).
+has at least one learned value per position of the map, else dense (28x28 digits at 32-D).
+
+The decoder starts from a ``base`` image and adds its output logits to the base's logit, so the
+network codes only what the base misses:
+
+* ``mean-colour``: the first C code values are the image's mean per channel, passed through as
+  they are; on photographs unlike the training ones this is what keeps the colours right
+  (held-out photo patches: 2.2x PCA-64 after one epoch with it, 12x without);
+* ``pca``: the PCA of the training images (``layers.PrincipalSubspace``, fitted by training before
+  the first step: :func:`models.base.Autoencoder.fit_base`): the code is the image's PCA code plus
+  the encoder's output, the base is the PCA reconstruction of the code, and the last layers of the
+  encoder and the decoder start at zero, so the untrained model reconstructs exactly as PCA does
+  (clipped to [0.001, 0.999]) and training starts from PCA's loss;
+* ``none``; ``auto`` (the default) is ``pca`` for colour images and ``mean-colour`` for grey ones.
 
 Decoder, the mirror image: the bottleneck back to the encoder's last map -> per stage, the residual
 blocks then a 2x ``Conv2DTranspose`` (or nearest-neighbour upsampling then ``Conv2D`` with
@@ -38,6 +47,7 @@ if TYPE_CHECKING:
 SMALLEST_MAP = 7  # the encoder halves the map until its smaller side is at most this many pixels
 UPSAMPLING = ("transpose", "nearest")
 BOTTLENECKS = ("auto", "spatial", "dense")
+BASES = ("auto", "pca", "mean-colour", "none")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,7 +62,10 @@ class ConvParams:
     bottleneck: ``spatial`` (the code is a small map of the last stage), ``dense``, or ``auto``:
       spatial when the code has at least one learned value per position of the last map (32x32 at
       64-D: 4x4 positions), else dense (28x28 at 32-D: 7x7 positions).
-    mean_colour: the first C code values are the image's mean colour, added back by the decoder.
+    base: the image the decoder adds its output to: ``pca`` (the training images' PCA reconstruction
+      of the code), ``mean-colour`` (the first C code values are the image's mean colour), ``none``,
+      or ``auto``: ``pca`` for colour images, ``mean-colour`` for grey ones (the one place where the
+      default follows the channels).
     """
 
     filters: int = 32
@@ -61,7 +74,7 @@ class ConvParams:
     blocks: int = 0
     upsample: str = "transpose"
     bottleneck: str = "auto"
-    mean_colour: bool = True
+    base: str = "auto"
 
     def __post_init__(self):
         if self.filters <= 0 or self.max_filters < self.filters:
@@ -77,6 +90,15 @@ class ConvParams:
             raise UserError(f"upsample must be one of {', '.join(UPSAMPLING)}, got {self.upsample!r}")
         if self.bottleneck not in BOTTLENECKS:
             raise UserError(f"bottleneck must be one of {', '.join(BOTTLENECKS)}, got {self.bottleneck!r}")
+        if self.base not in BASES:
+            raise UserError(f"base must be one of {', '.join(BASES)}, got {self.base!r}")
+
+
+def image_base(params: ConvParams, input_shape: tuple) -> str:
+    """``params.base`` with ``auto`` decided by the channels: ``pca`` for colour, ``mean-colour`` for grey."""
+    if params.base == "auto":
+        return "pca" if input_shape[-1] > 1 else "mean-colour"
+    return params.base
 
 
 def stage_filters(params: ConvParams, input_shape: tuple) -> tuple[int, ...]:
@@ -117,24 +139,31 @@ def conv_encoder(params: ConvParams, outputs: int, input_shape: tuple, name: str
     """Images -> ``(batch, outputs)`` (a VAE asks for twice the latent size: mean and log-variance)."""
     import keras
 
+    from models.layers import PrincipalSubspace
+
+    base = image_base(params, input_shape)
+    last = "zeros" if base == "pca" else "glorot_uniform"  # the PCA code unchanged at the start
     inputs = keras.Input(shape=input_shape)
     x = inputs
     for f in stage_filters(params, input_shape):
         x = keras.layers.Conv2D(f, params.kernel_size, strides=2, padding="same", activation="leaky_relu")(x)
         for _ in range(params.blocks):
             x = _residual_block(x, f, params.kernel_size)
-    channels = input_shape[-1] if params.mean_colour else 0
+    channels = input_shape[-1] if base == "mean-colour" else 0
     outputs -= channels
     if _spatial(params, outputs, x.shape[1:3]):
         h, w = x.shape[1], x.shape[2]
         c = math.ceil(outputs / (h * w))
-        x = keras.layers.Flatten()(keras.layers.Conv2D(c, 1)(x))
-        if h * w * c != outputs:
-            x = keras.layers.Dense(outputs)(x)
+        exact = h * w * c == outputs
+        x = keras.layers.Flatten()(keras.layers.Conv2D(c, 1, kernel_initializer=last if exact else "glorot_uniform")(x))
+        if not exact:
+            x = keras.layers.Dense(outputs, kernel_initializer=last)(x)
     else:
-        x = keras.layers.Dense(outputs)(keras.layers.Flatten()(x))
+        x = keras.layers.Dense(outputs, kernel_initializer=last)(keras.layers.Flatten()(x))
     if channels:
         x = keras.layers.Concatenate()([keras.layers.GlobalAveragePooling2D()(inputs), x])
+    if base == "pca":
+        x = keras.layers.Add()([PrincipalSubspace(input_shape, outputs, "project", name="pca_project")(inputs), x])
     return keras.Model(inputs, x, name=name)
 
 
@@ -146,8 +175,11 @@ def conv_decoder(params: ConvParams, latent_dim: int, input_shape: tuple) -> ker
     height, width = _smallest_map(len(filters), input_shape)
     scale = 2 ** len(filters)
     extra_h, extra_w = height * scale - input_shape[0], width * scale - input_shape[1]
+    from models.layers import PrincipalSubspace
+
+    base = image_base(params, input_shape)
     codes = keras.Input(shape=(latent_dim,))
-    channels = input_shape[-1] if params.mean_colour else 0
+    channels = input_shape[-1] if base == "mean-colour" else 0
     x = codes[:, channels:] if channels else codes
     latent_dim -= channels
     if _spatial(params, latent_dim, (height, width)):
@@ -169,12 +201,17 @@ def conv_decoder(params: ConvParams, latent_dim: int, input_shape: tuple) -> ker
             x = keras.layers.UpSampling2D(2)(x)
             x = keras.layers.Conv2D(f, params.kernel_size, padding="same", activation="leaky_relu")(x)
     x = keras.layers.Cropping2D(((extra_h // 2, extra_h - extra_h // 2), (extra_w // 2, extra_w - extra_w // 2)))(x)
-    x = keras.layers.Conv2D(input_shape[-1], params.kernel_size, padding="same")(x)
-    if channels:
+    last = "zeros" if base == "pca" else "glorot_uniform"  # the output is the base at the start
+    x = keras.layers.Conv2D(input_shape[-1], params.kernel_size, padding="same", kernel_initializer=last)(x)
+    if base != "none":
         from keras import ops
 
-        mean = ops.clip(codes[:, :channels], 1e-3, 1 - 1e-3)
-        x = x + ops.log(mean / (1 - mean))[:, None, None, :]
+        if base == "pca":
+            image = PrincipalSubspace(input_shape, latent_dim, "reconstruct", name="pca_reconstruct")(codes)
+        else:
+            image = codes[:, None, None, :channels]
+        image = ops.clip(image, 1e-3, 1 - 1e-3)
+        x = x + ops.log(image / (1 - image))
     return keras.Model(codes, keras.layers.Activation("sigmoid")(x), name="decoder")
 
 
@@ -183,10 +220,10 @@ def build_conv(params: ConvParams, spec: ModelSpec) -> Autoencoder:
     """Convolutional autoencoder for any HxWxC: stride-2 stages down to ~4-7 px, then up, cropped."""
     from models.base import Autoencoder
 
-    if params.mean_colour and spec.latent_dim <= spec.image_shape[-1]:
+    if image_base(params, spec.image_shape) == "mean-colour" and spec.latent_dim <= spec.image_shape[-1]:
         raise UserError(
-            f"mean_colour takes {spec.image_shape[-1]} of the {spec.latent_dim} code values and leaves none to learn: "
-            "raise --latent-dim or pass --param mean_colour=false"
+            f"base mean-colour takes {spec.image_shape[-1]} of the {spec.latent_dim} code values and leaves none to "
+            "learn: raise --latent-dim or pass --param base=none"
         )
     encoder = conv_encoder(params, spec.latent_dim, spec.image_shape)
     decoder = conv_decoder(params, spec.latent_dim, spec.image_shape)

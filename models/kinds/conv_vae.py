@@ -2,7 +2,7 @@
 
 The encoder is ``conv``'s with ``2 * latent_dim`` outputs (mean and log-variance); the decoder is
 ``conv``'s, so any HxWxC works, odd sizes included, and the depth follows the image size. The mean
-colour pass-through of ``conv`` is off: a sampled code would add noise to it.
+colour pass-through and the PCA base of ``conv`` are off (``base=none``): a sampled code would add noise to them.
 """
 
 from __future__ import annotations
@@ -24,18 +24,18 @@ class ConvVaeParams(ConvParams):
     filters, max_filters, kernel_size, blocks, upsample: as for ``conv`` (:class:`ConvParams`).
     bottleneck: as for ``conv``, ``dense`` by default: the code's mean and log-variance are then
       read from the whole map rather than from two halves of it.
-    mean_colour: always false: the VAE samples its code, and the mean colour is not to be sampled.
+    base: always ``none``: the VAE samples its code, and a mean colour or a PCA code is not to be sampled.
     beta: weight of the KL term (1 is the plain ELBO).
     """
 
     bottleneck: str = "dense"
-    mean_colour: bool = False
+    base: str = "none"
     beta: float = 1.0
 
     def __post_init__(self):
         super().__post_init__()  # the same checks as conv's
-        if self.mean_colour:
-            raise UserError("mean_colour is not available for conv-vae: its code is sampled")
+        if self.base != "none":
+            raise UserError(f"base {self.base} is not available for conv-vae: its code is sampled; use base=none")
         if self.beta < 0:
             raise UserError(f"beta must be >= 0, got {self.beta}")
 

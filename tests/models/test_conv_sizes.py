@@ -63,7 +63,7 @@ def test_the_code_is_a_map_when_it_has_a_value_per_position(shape, latent_dim, s
 
 
 def test_the_first_code_values_are_the_mean_colour_and_set_the_output_colour():
-    model = build_autoencoder(ModelConfig("conv", 16), (32, 32, 3))
+    model = build_autoencoder(ModelConfig("conv", 16, params={"base": "mean-colour"}), (32, 32, 3))
     images = np.random.default_rng(0).random((4, 32, 32, 3), dtype=np.float32)
     codes = model.encode(images).numpy()
     np.testing.assert_allclose(codes[:, :3], images.mean(axis=(1, 2)), rtol=1e-5)
@@ -76,8 +76,8 @@ def test_the_first_code_values_are_the_mean_colour_and_set_the_output_colour():
 
 
 def test_mean_colour_needs_code_values_left_to_learn():
-    with pytest.raises(ValueError, match="raise --latent-dim or pass --param mean_colour=false"):
-        build_autoencoder(ModelConfig("conv", 3), (32, 32, 3))
-    assert build_autoencoder(ModelConfig("conv", 3, params={"mean_colour": False}), (32, 32, 3)).latent_dim == 3
-    with pytest.raises(ValueError, match="mean_colour is not available for conv-vae"):
-        build_autoencoder(ModelConfig("conv-vae", 8, params={"mean_colour": True}), (32, 32, 3))
+    with pytest.raises(ValueError, match="raise --latent-dim or pass --param base=none"):
+        build_autoencoder(ModelConfig("conv", 1), (28, 28, 1))
+    assert build_autoencoder(ModelConfig("conv", 1, params={"base": "none"}), (28, 28, 1)).latent_dim == 1
+    with pytest.raises(ValueError, match="base pca is not available for conv-vae"):
+        build_autoencoder(ModelConfig("conv-vae", 8, params={"base": "pca"}), (32, 32, 3))
