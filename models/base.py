@@ -6,9 +6,11 @@ An :class:`Autoencoder` maps images ``(batch, H, W, C)`` to codes ``(batch, late
 the training step can scale it for the global batch under any distribution strategy. A model trained
 to restore (``corruption``, ``transforms.corruption``) is given corrupted inputs and clean targets by
 the training input pipeline (``models.input_pipeline.corruptor``); the model itself never corrupts.
-Such a model also has a ``restorer`` (``models.restoration.Restorer``): its output, ``restore``,
-is the classical baseline plus a learned correction made from the inputs and the decoder's image of
-the code, and it is what the model returns and is trained on (beside the code's own reconstruction).
+Such a model, unless the corruption is a noise, also has a ``restorer``
+(``models.restoration.Restorer``): its output, ``restore``, is the classical baseline plus a learned
+correction made from the inputs and the decoder's image of the code, and it is what the model
+returns and is trained on (beside the code's own reconstruction). A denoising model restores with
+its decoder.
 The loss is built from two steps the kinds can refine:
 
 * ``code_and_penalty``: the code the decoder sees in training and a per-example penalty on it
@@ -61,7 +63,8 @@ class Autoencoder(keras.Model):
         self.kind = spec.kind
         self.loss_name = spec.loss
         self.corruption = spec.corruption
-        self.restorer = Restorer(spec.corruption, spec.image_shape) if spec.corruption else None
+        restores = spec.corruption is not None and not spec.corruption.is_noise  # see models.restoration
+        self.restorer = Restorer(spec.corruption, spec.image_shape) if restores else None
         self._penalty = penalty
 
     @property
@@ -82,7 +85,8 @@ class Autoencoder(keras.Model):
 
     def restore(self, images, decoded, training: bool = False):
         """The restoring output of a model trained with a corruption, from its inputs ``images`` and
-        the decoder's image of their code ``decoded``; ``decoded`` itself for any other model."""
+        the decoder's image of their code ``decoded``; ``decoded`` itself for a model without a
+        restorer (no corruption, or a noise)."""
         if self.restorer is None:
             return decoded
         return ops.cast(self.restorer([images, decoded], training=training), "float32")

@@ -8,10 +8,11 @@ training):
   trained with a corruption (``--corrupt``) also ``restored`` float32 ``(batch, H, W, C)``: the
   restorer's output for the given (corrupted) images (``models.restoration``: the classical
   baseline plus a learned correction; ``reconstruction`` stays the code's own image; for a noise,
-  also under its older name ``denoised``). An upscaling model (``downscale:F``) first
-  brings an image smaller than its size up to it, bicubic (``image_ops.bicubic_to_size``), so it
-  takes the small images users have; a grey image reaches a recolouring model's 3 channels through
-  the transform's colour policy (grey repeated); with a calibration
+  which has no restorer, the reconstruction, also under its older name ``denoised``). An
+  upscaling model (``downscale:F``) first brings an image smaller than its size up to it, bicubic
+  (``image_ops.bicubic_to_size``), so it takes the small images users have; a grey image reaches
+  a recolouring model's 3 channels through the transform's colour policy (grey repeated); with a
+  calibration
   (``models.calibration``) also ``anomaly_error`` float32 ``(batch,)``, the scored error
   (``models.calibration.anomaly_error``: the MSE of the blurred images), ``anomaly_score`` float32
   ``(batch,)``, its percentile rank in the calibration's table (0 to 1, linear between its points,

@@ -3,18 +3,20 @@ learns a correction, around the code.
 
 A bottleneck autoencoder rebuilds its whole output from the code, so it cannot even give back what
 the classical baseline keeps exactly (the luma, the low frequencies, the known pixels). Every kind
-trained with ``--corrupt`` therefore gets a :class:`Restorer` (``Autoencoder.restorer``):
+trained with ``--corrupt`` grey, downscale or blocks therefore gets a :class:`Restorer`
+(``Autoencoder.restorer``). Noise is the exception: a denoising autoencoder's own image is already
+far better than its baseline, the noisy input (a sigma 0.5 image scores about 9 dB), and a restorer
+there measured worse (``benchmarks/bench_restoration.py``: +7.2 dB from the noisy input, +8.7 dB
+from the decoder's image, against +9.8 dB without), so a model trained with noise restores with
+its decoder alone.
 
     restored = clip(base(x) + correction(x, base(x), decoded), 0, 1)
 
 * ``x``: the corrupted image's pixels in [0, 1], read back from the model's inputs (the transform's
   normalization is affine per pixel, ``inputs = offset + gain * pixels``; training sets ``offset``
   and ``gain`` with :meth:`Restorer.set_input_scaling` from ``input_pipeline.input_scaling``);
-* ``base``: where restoring starts. For noise it is ``decoded``, a denoising autoencoder's own
-  output: the noisy input is a poor start (a sigma 0.5 image scores about 9 dB), and the code
-  already removes most of the noise. For the others it is the classical baseline, computed in the
-  graph: the corrupted image itself for ``downscale`` (served images are already brought up
-  bicubic), grey replicated for
+* ``base``: the classical baseline, computed in the graph: the corrupted image itself for
+  ``downscale`` (served images are already brought up bicubic), grey replicated for
   ``grey`` (``x``'s luma in every channel), and for ``blocks`` the holes (pixels black in every
   channel) filled with the mean of the known pixels in a window of ``FILL_BLOCKS`` block sides
   around them (the image's mean where the window holds none);
@@ -22,7 +24,7 @@ trained with ``--corrupt`` therefore gets a :class:`Restorer` (``Autoencoder.res
   view of the image;
 * ``correction``: a full-resolution local path, ``LAYERS`` 3x3 convolutions of ``FILTERS`` channels
   (ReLU) on ``x``, ``base`` and ``decoded`` side by side, then a 3x3 convolution whose kernel and
-  bias start at zero, so an untrained model restores exactly as ``base`` does. For ``grey`` it
+  bias start at zero, so an untrained model restores exactly as the baseline does. For ``grey`` it
   predicts the two chroma channels (YUV, BT.601) and keeps ``x``'s luma; otherwise one value per
   channel, added.
 
@@ -92,7 +94,7 @@ class Restorer(keras.layers.Layer):
         pixels = ops.clip((ops.cast(model_inputs, "float32") - self.offset) / self.gain, 0.0, 1.0)
         decoded = ops.cast(decoded, "float32")
         holes = ops.cast(ops.all(pixels < 0.5 / 255, axis=-1, keepdims=True), "float32")
-        base = decoded if self.spec.is_noise else baseline(self.spec, pixels, holes)
+        base = baseline(self.spec, pixels, holes)
         if self.spec.kind == "downscale":  # the detail: 0 wherever the image is flat
             features = [pixels - ops.average_pool(pixels, 3, strides=1, padding="same")]
         else:

@@ -2,9 +2,9 @@
 
 The architecture is the ``base`` kind's with its default parameters; what makes it a denoising
 autoencoder is the noise, which this kind defaults to ``gaussian:0.5`` (``--noise`` picks another:
-``salt-pepper:0.2``, ``mask:0.3``). Corruption happens in the training input pipeline, and like every
-model trained with a corruption it has a restorer (``models.restoration``: the noisy input plus a
-learned correction); the exported model fills its ``restored`` and ``denoised`` outputs (``models.export``).
+``salt-pepper:0.2``, ``mask:0.3``). Corruption happens in the training input pipeline. A noise gets
+no restorer (``models.restoration`` says why): the decoder's image of the noisy input's code is the
+denoised image, which the exported model returns as ``restored`` and ``denoised`` (``models.export``).
 """
 
 from __future__ import annotations
