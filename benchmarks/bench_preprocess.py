@@ -2,12 +2,11 @@
 
 Data: N PNGs (default 50,000) and 2N more, real digits all different (``benchmarks.digits``), cached
 under ``OUT/preprocess-work``.
-Ours: ``hourglass preprocess --image-size 28x28 --channels 1 -- --direct_running_mode=multi_threading
+Ours: ``hourglass preprocess --image-size 28x28 --channels 1 -- --direct_running_mode=multi_processing
 --direct_num_workers=2`` (read, validate, split, tf.Transform analyzers over train + transform,
-gzipped TFRecords, stats.json), as a subprocess. Two worker threads, not processes: side by side on
-100,000 PNGs they took 55 s wall, 57 s CPU and 1.6 GB against the processes' 74 s, 67 s and 3.2 GB
-(each worker process imports TensorFlow, tf.Transform and Beam again and loads the graphs again;
-``results/preprocess-profile.md``).
+gzipped TFRecords, stats.json), as a subprocess. Two worker processes, not threads: with
+``--direct_running_mode=multi_threading`` Beam's DirectRunner lost whole units of files on 200,000
+PNGs (300 and 500 records in two runs, with no error), and was slower there (75 s against 62 s).
 Baseline: one plain Python loop, also a subprocess: read each PNG, decode it with Pillow, scale to
 [0, 1] and write the same ``tf.train.Example`` features (``id``, ``label``, ``label_index``,
 ``pixels``, ``inputs``) to one gzipped TFRecord file; no validation, no analyzers.
@@ -41,12 +40,12 @@ log = logging.getLogger(__name__)
 N = int(os.environ.get("BENCH_PREPROCESS_N", "50000"))
 # Each run is repeated; the figures use the fastest (least disturbed on a shared machine) of each.
 REPEATS = int(os.environ.get("BENCH_PREPROCESS_REPEATS", "2"))
-BEAM_ARGS = ["--direct_running_mode=multi_threading", "--direct_num_workers=2"]
+BEAM_ARGS = ["--direct_running_mode=multi_processing", "--direct_num_workers=2"]
 OURS_FLAGS = ["--image-size", "28x28", "--channels", "1"]
 
 
 def preprocess_command(folder: pathlib.Path, output: pathlib.Path) -> list[str]:
-    """Ours: ``hourglass preprocess`` of the PNGs under ``folder`` with 2 worker threads (``BEAM_ARGS``)."""
+    """Ours: ``hourglass preprocess`` of the PNGs under ``folder`` with 2 worker processes."""
     hourglass = os.path.join(os.path.dirname(sys.executable), "hourglass")
     return [hourglass, "preprocess", "--input", str(folder), "--output", str(output), *OURS_FLAGS, "--", *BEAM_ARGS]
 

@@ -5,10 +5,9 @@ default 200,000), N/2 more for the memory row and a 1-image folder for the start
 
 Rows measured here, each run as a fresh process (``benchmarks.processes.timed``), alternating ours and
 the baseline for ``BENCH_SCALE_REPEATS`` rounds (default 2) and keeping each one's fastest run:
-- ``preprocess``: ``hourglass preprocess --image-size 28x28 --channels 1 -- <2 worker threads>``
-  (``bench_preprocess.BEAM_ARGS``) on the N PNGs vs the plain one-process loop of
-  ``bench_preprocess.baseline`` (Pillow decode, ``tf.train.Example``, one gzipped TFRecord file) on
-  the same files; images/s and their ratio.
+- ``preprocess``: ``hourglass preprocess --image-size 28x28 --channels 1 -- <2 worker processes>``
+  on the N PNGs vs the plain one-process loop of ``bench_preprocess.baseline`` (Pillow decode,
+  ``tf.train.Example``, one gzipped TFRecord file) on the same files; images/s and their ratio.
 - peak memory: the peak summed RSS of preprocess's process tree on N vs on N/2 images (the largest
   of the rounds for each); the ratio is the growth.
 - start-up: the same ``hourglass preprocess`` command on the 1-image folder, from launch to the log
@@ -140,7 +139,7 @@ def preprocess_rows(runs: dict[str, list[dict]]) -> list[dict]:
     if "baseline" in runs:
         ours, base = N / fastest["ours"], N / fastest["baseline"]
         row = {
-            "measure": "preprocess with 2 worker threads vs a plain one-process loop",
+            "measure": "preprocess with 2 workers vs a plain one-process loop",
             "ours": round(ours),
             "baseline": round(base),
             "ratio": round(ours / base, 3),

@@ -7,7 +7,7 @@ fresh process with ``PYTHONPATH`` set to its tree (Beam's workers inherit it), m
 ``BENCH_STARTUP_REPEATS`` rounds (default 3) and keeping each one's best.
 
 Inputs (``benchmarks.digits``): 1 and 100 digit PNGs (28x28). Commands:
-``bench_preprocess.preprocess_command`` (``--image-size 28x28 --channels 1``, ``BEAM_ARGS``)
+``bench_preprocess.preprocess_command`` (``--image-size 28x28 --channels 1``, 2 worker processes)
 and ``bench_infer.infer_command`` (2 worker threads) on a dense model trained once
 (``bench_infer``'s set-up). Figures per command, input and side: wall seconds launch to exit, CPU
 seconds, and the time to the first record (launch to the log line ``<stage>: first record
@@ -28,7 +28,7 @@ import time
 
 from benchmarks import report
 from benchmarks.bench_infer import infer_command, trained_model
-from benchmarks.bench_preprocess import BEAM_ARGS, preprocess_command
+from benchmarks.bench_preprocess import preprocess_command
 from benchmarks.digits import digit_pngs
 from benchmarks.processes import first_record_at, timed
 
@@ -138,8 +138,8 @@ def _table(figures: dict) -> str:
         "Wall: launch to exit. CPU: user + system of the process tree (Beam's workers included). First "
         "record: launch to the log line `<stage>: first record validated` (blank: no run's log had it). "
         "Preprocess: "
-        f"`hourglass preprocess --image-size 28x28 --channels 1 -- {' '.join(BEAM_ARGS)}`; "
-        "infer: `hourglass infer --model-dir M -- --direct_num_workers=2 "
+        "`hourglass preprocess --image-size 28x28 --channels 1 -- --direct_running_mode=multi_processing "
+        "--direct_num_workers=2`; infer: `hourglass infer --model-dir M -- --direct_num_workers=2 "
         "--direct_running_mode=multi_threading`.",
         f"Command: `BENCH_STARTUP_BEFORE={figures['before']} python -m benchmarks startup`.",
     ]

@@ -15,7 +15,14 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 from apache_beam.metrics.metric import MetricsFilter
 
-from transforms.layout import RECORDS_READ, rejected_by_reason, skipped_by_reason
+from transforms.layout import (
+    FILES_LISTED,
+    RECORDS_READ,
+    SKIPPED_EXISTING,
+    SKIPPED_LABEL,
+    rejected_by_reason,
+    skipped_by_reason,
+)
 
 NAMESPACE = "hourglass"
 PROGRESS_SECONDS = 30.0
@@ -54,12 +61,22 @@ def check_accounting(counts: dict[str, int], stage: str, written: int) -> None:
     records out before they are counted as read, and counts them apart).
 
     ``records_read`` is counted where records leave the reader, ``written`` at the sink and the
-    rejects at the dead-letter sink, so a record lost (or doubled) on the way shows here.
+    rejects at the dead-letter sink, so a record lost (or doubled) on the way shows here. An image
+    folder read whole also counts its ``files_listed``: each is read (one record or one dead letter)
+    or left out by ``--keep-labels`` or ``--skip-existing``, so a file lost before it is read shows too.
 
     Raises:
       AccountingError: the counts do not add up.
     """
     read, rejected = counts.get(RECORDS_READ, 0), sum(rejected_by_reason(counts, stage).values())
+    if FILES_LISTED in counts:
+        left_out = counts.get(SKIPPED_LABEL, 0) + counts.get(SKIPPED_EXISTING, 0)
+        if counts[FILES_LISTED] != read + left_out:
+            raise AccountingError(
+                f"{stage}: {counts[FILES_LISTED]} files listed but {read} read + {left_out} left out "
+                f"(--keep-labels, --skip-existing) = {read + left_out}; files were lost or read twice "
+                f"between the listing and the reader (counters: {dict(sorted(counts.items()))})"
+            )
     if read != written + rejected:
         raise AccountingError(
             f"{stage}: {read} records read but {written} written + {rejected} rejected "

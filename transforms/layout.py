@@ -27,6 +27,10 @@ STATS_JSON = "stats.json"
 
 RECORDS_READ = "records_read"
 SKIPPED_LABEL = "records_skipped_label"
+SKIPPED_EXISTING = "skipped_existing"  # infer --skip-existing: records already in another partition
+# Files of an image folder listed for reading (each one record or one dead letter), counted when the
+# whole folder is read (no --limit), so that a record lost before it is counted as read shows.
+FILES_LISTED = "files_listed"
 
 
 def split_prefix(data_dir: str, split: str) -> str:

@@ -37,10 +37,11 @@ from pipelines.counters import NAMESPACE
 from pipelines.infer import publish
 from pipelines.infer.parquet import META_PREFIX, WriteParquet
 from transforms import features
+from transforms.layout import SKIPPED_EXISTING
 
 KEYS_DIR = "_keys"
 ID_HASH, CONTENT_HASH = "id_hash", "content_hash"
-SKIPPED, NEW, CHANGED = "skipped_existing", "new_records", "changed_records"
+SKIPPED, NEW, CHANGED = SKIPPED_EXISTING, "new_records", "changed_records"
 _INFERENCE_FAILED = "inference_failed"
 
 

@@ -37,7 +37,7 @@ from pipelines.inputs.formats.image_files import FILES_PER_UNIT
 from pipelines.inputs.listing import FILE, FOLDER, GLOB, Skipped
 from transforms import features
 from transforms.errors import UserError
-from transforms.layout import SKIPPED_LABEL, skipped_counter
+from transforms.layout import FILES_LISTED, SKIPPED_LABEL, skipped_counter
 
 log = logging.getLogger(__name__)
 
@@ -213,16 +213,19 @@ class ListFilesFn(beam.DoFn):
 
     def __init__(self, source: Source):
         self._source = source
+        # One file, one record or dead letter: counted for the accounting (counters.check_accounting).
+        whole_folder = source.format == config.IMAGES and source.limit is None
+        self._listed = Metrics.counter(NAMESPACE, FILES_LISTED) if whole_folder else None
 
     def process(self, _):
         for entry in self._source.files():
             if isinstance(entry, Skipped):
                 Metrics.counter(NAMESPACE, skipped_counter(entry.reason)).inc()
                 yield beam.pvalue.TaggedOutput(SKIPPED, entry.reason)
-            elif isinstance(entry, Unreadable):
-                yield beam.pvalue.TaggedOutput(REJECTED, entry)
-            else:
-                yield entry
+                continue
+            if self._listed is not None:
+                self._listed.inc()
+            yield beam.pvalue.TaggedOutput(REJECTED, entry) if isinstance(entry, Unreadable) else entry
 
 
 class PlanUnitsFn(beam.DoFn):

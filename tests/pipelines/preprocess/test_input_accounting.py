@@ -34,6 +34,7 @@ def test_a_junk_laden_folder_gives_the_good_records_and_the_skipped_counts(tmp_p
     assert stats["skipped"] == {"by_extension": 4, "hidden": 7}
     assert stats["records"] == {"read": len(good), "written": len(good), "rejected": 0}
     assert result.counts["skipped_hidden"] == 7 and result.counts["skipped_by_extension"] == 4
+    assert result.counts["files_listed"] == len(good)  # the files the reader was given, each accounted for
     assert "0 rejected, 11 files skipped (by_extension 4, hidden 7)" in result.summary()
 
 
@@ -112,3 +113,13 @@ def test_the_record_accounting_fails_loudly_when_records_are_lost():
         check_accounting(counts, "preprocess", 8)
     check_accounting({**counts, "records_read": 9}, "preprocess", 8)
     assert not issubclass(AccountingError, ValueError)  # a bug: not shown as a user's mistake
+
+
+def test_the_accounting_fails_loudly_when_listed_files_never_reach_the_reader():
+    """Beam's multi-threaded DirectRunner once lost whole units of 100 files before they were read
+    (records_read counted after the loss): the listing's count shows it."""
+    counts = {"files_listed": 12, "records_read": 9, "records_skipped_label": 2, "train_records": 9}
+    with pytest.raises(AccountingError, match=r"12 files listed but 9 read \+ 2 left out .* = 11; files were lost"):
+        check_accounting(counts, "preprocess", 9)
+    check_accounting({**counts, "skipped_existing": 1}, "infer", 9)  # --skip-existing leaves one out
+    check_accounting({"records_read": 9, "train_records": 9}, "preprocess", 9)  # not a whole folder: no count
