@@ -6,7 +6,8 @@ Ours: ``hourglass preprocess --image-size 28x28 --channels 1 -- --direct_running
 --direct_num_workers=2`` (read, validate, split, tf.Transform analyzers over train + transform,
 gzipped TFRecords, stats.json), as a subprocess. Two worker processes, not threads: with
 ``--direct_running_mode=multi_threading`` Beam's DirectRunner lost whole units of files on 200,000
-PNGs (300 and 500 records in two runs, with no error), and was slower there (75 s against 62 s).
+PNGs (300 and 500 records in two runs, with no error: a race in Beam's in-process data channel,
+``results/multi-threading-loss.md``; preprocess now refuses the mode), and was slower there (75 s against 62 s).
 Baseline: one plain Python loop, also a subprocess: read each PNG, decode it with Pillow, scale to
 [0, 1] and write the same ``tf.train.Example`` features (``id``, ``label``, ``label_index``,
 ``pixels``, ``inputs``) to one gzipped TFRecord file; no validation, no analyzers.

@@ -29,7 +29,7 @@ from apache_beam import coders
 from apache_beam.io import filebasedsink, tfrecordio
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
 
 from pipelines import counters
 from pipelines.config import ImageLimits, PreprocessConfig, write_config
@@ -66,6 +66,8 @@ SHARD_BYTES = 32 * 2**20
 GZIP_LEVEL = 1
 # stats.json lists at most this many vocabulary entries (the file in transform_output has all).
 _VOCABULARY_SHOWN = 1000
+# The runners that read ``--direct_running_mode`` (no ``--runner`` means the DirectRunner).
+_DIRECT_RUNNERS = frozenset({None, "DirectRunner", "direct", "SwitchingDirectRunner", "FnApiRunner"})
 
 
 def make_stats(
@@ -240,12 +242,14 @@ def run_preprocess(cfg: PreprocessConfig, beam_args: list[str] | None = None) ->
     """Runs the preprocess job and checks its counts.
 
     Raises:
-      UserError: bad input spec, images of several shapes without ``image_size``, an empty input,
-        or more rejects than ``max_reject_fraction`` (the message names the worst reasons).
+      UserError: the DirectRunner's worker threads (:func:`check_running_mode`), bad input spec,
+        images of several shapes without ``image_size``, an empty input, or more rejects than
+        ``max_reject_fraction`` (the message names the worst reasons).
     """
+    options = PipelineOptions(beam_args or [])
+    check_running_mode(options)
     source = resolve_source(cfg.input, cfg.reader, cfg.limit)  # fails early on a bad input
     publishing.check_apart(cfg.output, "--output", {"--input": cfg.input})
-    options = PipelineOptions(beam_args or [])
     with publishing.Publication(cfg.output, marker=STATS_JSON, stage=STAGE) as publication:
         spec = resolve_image_spec(cfg, source, options)
         staged = dataclasses.replace(cfg, output=publication.staging)
@@ -270,6 +274,29 @@ def run_preprocess(cfg: PreprocessConfig, beam_args: list[str] | None = None) ->
         counters.check_accounting(counts, STAGE, sum(counts.get(split_counter(split), 0) for split in SPLITS))
         publication.publish()
     return PreprocessResult(cfg.output, spec, counts)
+
+
+def check_running_mode(options: PipelineOptions) -> None:
+    """Refuses the DirectRunner's worker threads, which lose records.
+
+    Beam 2.77's ``multi_threading`` mode runs its workers in this process with a data channel that
+    a timer flushes every second (``data_plane.TimeBasedBufferingClosableOutputStream``); the flush
+    takes the buffer and then clears it with no lock against the bundle's thread, so elements written
+    in between are dropped: whole units of 100 files (``benchmarks/results/multi-threading-loss.md``).
+    Worker processes flush only from the bundle's own thread.
+
+    Raises:
+      UserError: ``--direct_running_mode=multi_threading`` on the DirectRunner; names the fix.
+    """
+    runner = options.view_as(StandardOptions).runner
+    runner = runner if runner is None or isinstance(runner, str) else type(runner).__name__
+    if runner in _DIRECT_RUNNERS and options.view_as(DirectOptions).direct_running_mode == "multi_threading":
+        raise UserError(
+            "--direct_running_mode=multi_threading loses records in Beam's DirectRunner (its in-process data "
+            "channel drops elements when a timed flush races the worker, benchmarks/results/multi-threading-loss.md); "
+            "pass --direct_running_mode=multi_processing --direct_num_workers=2 after --, or leave both out for one "
+            "in-process worker"
+        )
 
 
 def check_rejects(counts: dict[str, int], max_fraction: float, source: str, examples: list[str] = ()) -> None:

@@ -194,6 +194,18 @@ def test_images_of_several_sizes_need_an_image_size(tmp_path):
         run_preprocess(PreprocessConfig(input=str(root), output=str(tmp_path / "out")))
 
 
+def test_worker_threads_are_refused_before_any_work_naming_the_fix(image_tree, tmp_path):
+    # Beam's multi_threading mode drops elements (benchmarks/results/multi-threading-loss.md).
+    root, _ = image_tree
+    args = ["--direct_running_mode=multi_threading", "--direct_num_workers=2"]
+    with pytest.raises(ValueError, match=r"multi_threading loses records.*--direct_running_mode=multi_processing"):
+        run_preprocess(PreprocessConfig(input=str(root), output=str(tmp_path / "out")), args)
+    assert not (tmp_path / "out").exists()
+    other_runner = ["--runner=PortableRunner", "--direct_running_mode=multi_threading"]
+    with pytest.raises(ValueError, match="does not exist"):  # the flag is no concern of other runners
+        run_preprocess(PreprocessConfig(input=str(tmp_path / "nope"), output=str(tmp_path / "out")), other_runner)
+
+
 @pytest.mark.slow
 def test_multi_process_direct_runner_gives_the_same_records(preprocessed, image_tree, tmp_path):
     root, images = image_tree
