@@ -29,7 +29,7 @@ from apache_beam import coders
 from apache_beam.io import filebasedsink, tfrecordio
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
+from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipelines import counters
 from pipelines.config import ImageLimits, PreprocessConfig, write_config
@@ -38,6 +38,7 @@ from pipelines.inputs.sources import Source, resolve_source
 from pipelines.inputs.validation import ReadValidImages, RereadValidImages
 from pipelines.preprocess.probe import resolve_image_spec
 from pipelines.preprocess.transform import EncodeExamplesFn, PreprocessImages
+from pipelines.runner import check_running_mode, local_runner
 from transforms import publishing
 from transforms.errors import UserError
 from transforms.image_spec import ImageSpec
@@ -66,8 +67,6 @@ SHARD_BYTES = 32 * 2**20
 GZIP_LEVEL = 1
 # stats.json lists at most this many vocabulary entries (the file in transform_output has all).
 _VOCABULARY_SHOWN = 1000
-# The runners that read ``--direct_running_mode`` (no ``--runner`` means the DirectRunner).
-_DIRECT_RUNNERS = frozenset({None, "DirectRunner", "direct", "SwitchingDirectRunner", "FnApiRunner"})
 
 
 def make_stats(
@@ -242,7 +241,7 @@ def run_preprocess(cfg: PreprocessConfig, beam_args: list[str] | None = None) ->
     """Runs the preprocess job and checks its counts.
 
     Raises:
-      UserError: the DirectRunner's worker threads (:func:`check_running_mode`), bad input spec,
+      UserError: the DirectRunner's worker threads (``runner.check_running_mode``), bad input spec,
         images of several shapes without ``image_size``, an empty input, or more rejects than
         ``max_reject_fraction`` (the message names the worst reasons).
     """
@@ -257,7 +256,7 @@ def run_preprocess(cfg: PreprocessConfig, beam_args: list[str] | None = None) ->
         log.info("preprocessing %s as %dx%dx%d images into %s", cfg.input, *spec.shape, cfg.output)
         with tempfile.TemporaryDirectory(prefix="hourglass-tft-") as local_temp:
             temp_dir = options.get_all_options().get("temp_location") or local_temp
-            with beam.Pipeline(options=options) as p:
+            with beam.Pipeline(runner=local_runner(options), options=options) as p:
                 build_preprocess_pipeline(p, staged, source, spec, temp_dir)
             counts = counters.counters(p.result)
         log.info("preprocess counters:\n%s", counters.format_counters(counts))
@@ -274,29 +273,6 @@ def run_preprocess(cfg: PreprocessConfig, beam_args: list[str] | None = None) ->
         counters.check_accounting(counts, STAGE, sum(counts.get(split_counter(split), 0) for split in SPLITS))
         publication.publish()
     return PreprocessResult(cfg.output, spec, counts)
-
-
-def check_running_mode(options: PipelineOptions) -> None:
-    """Refuses the DirectRunner's worker threads, which lose records.
-
-    Beam 2.77's ``multi_threading`` mode runs its workers in this process with a data channel that
-    a timer flushes every second (``data_plane.TimeBasedBufferingClosableOutputStream``); the flush
-    takes the buffer and then clears it with no lock against the bundle's thread, so elements written
-    in between are dropped: whole units of 100 files (``benchmarks/results/multi-threading-loss.md``).
-    Worker processes flush only from the bundle's own thread.
-
-    Raises:
-      UserError: ``--direct_running_mode=multi_threading`` on the DirectRunner; names the fix.
-    """
-    runner = options.view_as(StandardOptions).runner
-    runner = runner if runner is None or isinstance(runner, str) else type(runner).__name__
-    if runner in _DIRECT_RUNNERS and options.view_as(DirectOptions).direct_running_mode == "multi_threading":
-        raise UserError(
-            "--direct_running_mode=multi_threading loses records in Beam's DirectRunner (its in-process data "
-            "channel drops elements when a timed flush races the worker, benchmarks/results/multi-threading-loss.md); "
-            "pass --direct_running_mode=multi_processing --direct_num_workers=2 after --, or leave both out for one "
-            "in-process worker"
-        )
 
 
 def check_rejects(counts: dict[str, int], max_fraction: float, source: str, examples: list[str] = ()) -> None:

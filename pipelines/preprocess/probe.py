@@ -21,6 +21,7 @@ from pipelines.config import ImageLimits, PreprocessConfig
 from pipelines.inputs.images import is_color, open_image, upright_size
 from pipelines.inputs.sources import ReadImages, Source, no_images, source_shapes
 from pipelines.inputs.validation import count_items, validate_read
+from pipelines.runner import local_runner
 from transforms import features
 from transforms.errors import UserError
 from transforms.image_spec import ImageSpec
@@ -63,7 +64,7 @@ def probe_shapes(source: Source, options: PipelineOptions, limits: ImageLimits) 
     """
     base = options.get_all_options().get("temp_location") or tempfile.mkdtemp(prefix="hourglass-probe-")
     prefix = FileSystems.join(base, "shapes")
-    with beam.Pipeline(options=options) as p:
+    with beam.Pipeline(runner=local_runner(options), options=options) as p:
         read = p | "ReadImages" >> ReadImages(source)
         checked = validate_read(read, "probe", limits, counted=False)
         shapes = (
