@@ -295,5 +295,13 @@ class RereadValidImages(beam.PTransform):
             | f"{name}Frozen" >> beam.Map(frozenset)
             for name, ids in (("Rejected", rejected), ("Converted", first[CONVERTED]))
         )
-        read = first["units"] | "ReadUnits" >> ReadUnits(self._source, counted=False)
+        # The id sets as side inputs of a step before the reader: without them there, Beam fuses this
+        # reader into the first pass (both read the same units) and holds every record it reads, image
+        # bytes and all, until the sets are ready: memory in the input's size. So only the units wait.
+        units = first["units"] | "AfterFirstPass" >> beam.Map(_unit, *(beam.pvalue.AsSingleton(ids) for ids in known))
+        read = units | "ReadUnits" >> ReadUnits(self._source, counted=False)
         return validate_read(read, self._stage, self._limits, counted=False, decode=False, known=known)
+
+
+def _unit(unit, *_first_pass_ids):
+    return unit

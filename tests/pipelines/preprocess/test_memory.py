@@ -1,18 +1,24 @@
 """Peak memory of a preprocess on images at the decode limit, measured on the real console script:
-images are decoded one at a time, so eight cost about what one costs."""
+images are decoded one at a time, so eight cost about what one costs; and no step of the job holds
+the dataset (Beam's fused stages, as the runner plans them)."""
 
 import glob
 import os
 import shutil
 import subprocess
 
+import apache_beam as beam
 import numpy as np
 import pytest
 import tensorflow as tf
+from apache_beam.runners.portability.fn_api_runner import fn_runner
 from PIL import Image
 
-from pipelines.config import DEFAULT_MAX_DECODED_BYTES
+from pipelines.config import DEFAULT_MAX_DECODED_BYTES, PreprocessConfig
+from pipelines.inputs.sources import resolve_source
+from pipelines.preprocess.job import build_preprocess_pipeline
 from tests.helpers import HOURGLASS, ROOT, read_rejected
+from transforms.image_spec import ImageSpec
 
 # One image at the limit costs its decode, its float32 copy and the resize's: about 0.5 GB on top of
 # TensorFlow and Beam (1.5-2.2 GB in all, measured 2026-12-07, varying run to run). Eight decoded at
@@ -53,3 +59,27 @@ def test_eight_rgba_images_at_the_decode_limit_cost_about_what_one_costs(tmp_pat
     del pixels
     one, eight = _preprocess_peak(tmp_path, "one", 1), _preprocess_peak(tmp_path, "eight", 8)
     assert eight < one + EXTRA_LIMIT, f"peak RSS {eight / 2**20:.0f} MiB for 8 images, {one / 2**20:.0f} MiB for 1"
+
+
+def test_the_second_read_streams_from_the_files_to_the_shards_in_one_stage(image_tree, tmp_path):
+    # Were the second read fused into the first pass (both read the same units), the runner would
+    # hold every record it read, image bytes and all, until the first pass's verdicts were ready:
+    # peak memory in the input's size.
+    root, _ = image_tree
+    cfg = PreprocessConfig(input=str(root), output=str(tmp_path / "out"))
+    p = beam.Pipeline()
+    build_preprocess_pipeline(p, cfg, resolve_source(cfg.input), ImageSpec(8, 8, 1), str(tmp_path / "tmp"))
+    _, stages = fn_runner.FnApiRunner().create_stages(p.to_runner_api())
+    stage_of = {t.unique_name: i for i, stage in enumerate(stages) for t in stage.transforms}
+    second = {
+        stage_of[name]
+        for name in (
+            "RereadValidImages/ReadUnits/ReadUnits/ParDo(ReadUnitFn)",
+            "RereadValidImages/Validate/Validate/ParDo(ValidateImagesFn)",
+            "PreprocessImages/Transform/Transform",
+            "EncodeTrain",
+            "WriteTrain/WriteImpl/WriteBundles",
+        )
+    }
+    assert len(second) == 1, "the second read's records leave the worker before the shards"
+    assert second != {stage_of["ReadValidImages/ReadImages/ReadUnits/ReadUnits/ParDo(ReadUnitFn)"]}
