@@ -10,8 +10,11 @@ shared machine) before it falls back to the FnApiRunner that runs our batch jobs
 (``benchmarks/results/preprocess-profile.md``). ``--direct_running_mode`` and
 ``--direct_num_workers`` keep their meaning.
 
-:func:`check_running_mode` refuses ``--direct_running_mode=multi_threading`` on the DirectRunner,
-which loses records (``benchmarks/results/multi-threading-loss.md``).
+:func:`check_running_mode` refuses ``--direct_running_mode=multi_threading`` on the DirectRunner for
+preprocess, where Beam's own runner loses records (``benchmarks/results/multi-threading-loss.md``) and
+worker processes are faster at scale. The FnApiRunner that :func:`local_runner` makes
+flushes its in-process workers' output by size only, which stops that loss, so infer and evaluate
+keep their threads (which share one loaded model).
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ from apache_beam.runners.runner import PipelineRunner
 
 from transforms.errors import UserError
 
+# A timed-flush period no batch bundle reaches (about 11.6 days): see ``_no_timed_flush``.
+_SIZE_FLUSH_ONLY_MS = 10**9
 # The names of the DirectRunner (no ``--runner`` means it too).
 _DIRECT_RUNNERS = frozenset({None, "DirectRunner", "direct", "SwitchingDirectRunner"})
 
@@ -31,9 +36,15 @@ def _is_direct(options: PipelineOptions) -> bool:
 
 
 def local_runner(options: PipelineOptions) -> PipelineRunner | None:
-    """The FnApiRunner for a batch job on the DirectRunner, else None (see the module docstring)."""
+    """The FnApiRunner for a batch job on the DirectRunner, else None (see the module docstring).
+
+    With ``--direct_running_mode=multi_threading`` it first turns off the in-process workers' timed
+    flush (:func:`_no_timed_flush`), so those threads lose no records.
+    """
     if not _is_direct(options) or options.view_as(StandardOptions).streaming:
         return None
+    if options.view_as(DirectOptions).direct_running_mode == "multi_threading":
+        _no_timed_flush()
     from apache_beam.portability.api import beam_provision_api_pb2
     from apache_beam.runners.portability.fn_api_runner import fn_runner
     from apache_beam.runners.portability.portable_runner import JobServiceHandle
@@ -42,6 +53,23 @@ def local_runner(options: PipelineOptions) -> PipelineRunner | None:
     encoded = JobServiceHandle.encode_pipeline_options(options.get_all_options())
     info = fn_runner.ExtendedProvisionInfo(beam_provision_api_pb2.ProvisionInfo(pipeline_options=encoded))
     return fn_runner.FnApiRunner(provision_info=info)
+
+
+def _no_timed_flush() -> None:
+    """Makes the FnApiRunner's in-process (``multi_threading``) workers flush their output by size only.
+
+    Beam 2.77 gives those workers a data channel that a timer flushes every
+    ``worker_handlers.DATA_BUFFER_TIME_LIMIT_MS`` (1 s), racing the bundle's thread
+    (:func:`check_running_mode`); 0 falls back to that constant, so it is raised to a limit no batch
+    bundle reaches, and the channel then flushes as worker processes do: by size, from the bundle's
+    own thread, and at the bundle's end. A batch job needs no timed flush: the runner reads a bundle's
+    output when the bundle ends. With the constant at 10**9 ms a 1,000,000-name pipeline that lost 14
+    to 21 units with the timer lost none (``benchmarks/results/multi-threading-loss.md``). Beam's
+    module constant is the only setting the mode reads; check it again on a Beam upgrade.
+    """
+    from apache_beam.runners.portability.fn_api_runner import worker_handlers
+
+    worker_handlers.DATA_BUFFER_TIME_LIMIT_MS = _SIZE_FLUSH_ONLY_MS
 
 
 def check_running_mode(options: PipelineOptions) -> None:

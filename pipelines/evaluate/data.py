@@ -34,6 +34,7 @@ from pipelines.inputs.dead_letters import WriteRejected, first_errors
 from pipelines.inputs.images import encode_png
 from pipelines.inputs.sources import Source, no_images, resolve_source
 from pipelines.inputs.validation import ReadValidImages
+from pipelines.runner import local_runner
 from transforms import features
 from transforms.errors import UserError
 from transforms.layout import REJECTED_DIR, rejected_by_reason
@@ -96,7 +97,8 @@ def read_images(cfg: EvaluateConfig, model: ExportedModel, beam_args: list[str] 
     rejected = os.path.join(cfg.output, REJECTED_DIR)
     with tempfile.TemporaryDirectory(prefix="hourglass-evaluate-") as temp:
         prefix = os.path.join(temp, "records")
-        with beam.Pipeline(options=PipelineOptions(beam_args or [])) as p:
+        options = PipelineOptions(beam_args or [])
+        with beam.Pipeline(runner=local_runner(options), options=options) as p:
             build_read_pipeline(p, resolved, prefix, os.path.join(rejected, "rejected"), ImageLimits.of(cfg))
         counts = counters.counters(p.result)
         log.info("evaluate read counters:\n%s", counters.format_counters(counts))

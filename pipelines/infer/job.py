@@ -34,6 +34,7 @@ from pipelines.infer.streaming import run_streaming
 from pipelines.infer.watch import run_watch
 from pipelines.inputs.sources import ReadImages, Source, resolve_source
 from pipelines.inputs.validation import validate_read
+from pipelines.runner import local_runner
 from transforms import publishing
 from transforms.errors import UserError
 from transforms.layout import RECORDS_READ, rejected_by_reason
@@ -176,7 +177,7 @@ def run_infer(
     with publishing.Publication(target, marker=publish.MANIFEST, stage=STAGE) as publication:
         staging = publication.staging
         write_config(cfg, staging, parquet.CONFIG_NAME)
-        with beam.Pipeline(options=options) as p:
+        with beam.Pipeline(runner=local_runner(options), options=options) as p:
             build_infer_pipeline(p, cfg, source, handler, schema, staging, index, info.calibration)
         counts = counters.counters(p.result)
         counters.check_accounting(counts, STAGE, counts.get(encode.PREDICTION_ROWS, 0))

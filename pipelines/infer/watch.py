@@ -65,6 +65,7 @@ from pipelines.inputs.formats.base import Unreadable
 from pipelines.inputs.formats.image_files import FILES_PER_UNIT, FileUnit, ImageFileReader
 from pipelines.inputs.listing import has_hidden_part
 from pipelines.inputs.validation import validate_read
+from pipelines.runner import local_runner
 from transforms.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -243,7 +244,7 @@ class _Window:
         tag = f"{watch.token}-{watch.batches:05d}"
         out = posixpath.join(self.staging, f".batch-{tag}")
         started = time.time()
-        with beam.Pipeline(options=watch.options) as p:
+        with beam.Pipeline(runner=local_runner(watch.options), options=watch.options) as p:
             build_files_pipeline(
                 p, watch.cfg, watch.root, paths, watch.handler, watch.schema, out, watch.local, watch.calibration
             )
