@@ -79,8 +79,8 @@ class Task:
 
 TASKS = (
     Task("recolour", "photos", "grey", "conv", 64, 10, 3.0, "mse"),
-    # Upscaling: 3 epochs of the four views of each patch, 1.2x the steps of the 10 epochs of the patches alone.
-    Task("upscale x2", "photos", "downscale:2", "conv", 64, 3, 1.0, "mse"),
+    # Upscaling: 5 epochs of the four views of each patch, 2x the steps of the 10 epochs of the patches alone.
+    Task("upscale x2", "photos", "downscale:2", "conv", 64, 5, 1.0, "mse"),
     Task("inpaint", "photos", "blocks:0.25", "conv", 64, 10, None, "mse"),
     Task("denoise", "digits", None, "denoising", 32, 20, 10.0),  # the kind's gaussian:0.5
 )
