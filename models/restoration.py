@@ -23,11 +23,11 @@ its decoder alone.
 * ``decoded``: the decoder's image of the code (what ``decode(encode(x))`` gives): the code's global
   view of the image;
 * ``correction``: a full-resolution local path, the convolutions of ``LOCAL`` (ReLU; four 3x3 of 32
-  channels, and for ``downscale`` ESPCN's 5x5 of 64, 3x3 of 64 and 3x3 of 32) on ``x``, ``base`` and
-  ``decoded`` side by side, then a 3x3 convolution whose kernel and bias start at zero, so an
-  untrained model restores exactly as the baseline does. For ``grey`` it
-  predicts the two chroma channels (YUV, BT.601) and keeps ``x``'s luma; otherwise one value per
-  channel, added.
+  channels) on ``x``, ``base`` and ``decoded`` side by side, then a 3x3 convolution whose kernel and
+  bias start at zero, so an untrained model restores exactly as the baseline does. For ``downscale``
+  the path is ESPCN's (5x5 of 64, 3x3 of 64, 3x3 of 32), sees only ``x``'s detail (``x`` minus its
+  3x3 mean) and has no biases: zero wherever the image is flat. For ``grey`` it predicts the two
+  chroma channels (YUV, BT.601) and keeps ``x``'s luma; otherwise one value per channel, added.
 
 Element contract: ``Restorer([inputs, decoded])``, both ``(batch, H, W, C)`` (the model's inputs, and
 the decoder's output in [0, 1]) -> ``restored`` ``(batch, H, W, C)`` in [0, 1].

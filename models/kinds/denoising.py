@@ -1,8 +1,8 @@
 """``denoising``: an encoder/decoder of another kind (``conv`` by default), trained on corrupted inputs.
 
-The architecture is the ``base`` kind's with its default parameters but ``BASE_PARAMS``; what makes it a denoising
-autoencoder is the noise, which this kind defaults to ``gaussian:0.5`` (``--noise`` picks another:
-``salt-pepper:0.2``, ``mask:0.3``). Corruption happens in the training input pipeline. A noise gets
+The architecture is the ``base`` kind's with its default parameters but ``BASE_PARAMS``; what makes
+it a denoising autoencoder is the noise, which this kind defaults to ``gaussian:0.5`` (``--noise``
+picks another: ``salt-pepper:0.2``, ``mask:0.3``). Corruption happens in the training input pipeline. A noise gets
 no restorer (``models.restoration`` says why): the decoder's image of the noisy input's code is the
 denoised image, which the exported model returns as ``restored`` and ``denoised`` (``models.export``).
 """
