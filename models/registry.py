@@ -208,10 +208,11 @@ def build_autoencoder(config: ModelConfig, input_shape: tuple[int, int, int]) ->
     return entry.builder(entry.params_cls(**config.params), spec)
 
 
-def build_with_defaults(kind: str, spec: ModelSpec) -> Autoencoder:
-    """The ``kind``'s model with its default parameters, built with ``spec`` (e.g. ``denoising``'s base)."""
+def build_with_defaults(kind: str, spec: ModelSpec, **overrides: Any) -> Autoencoder:
+    """The ``kind``'s model with its default parameters but ``overrides``, built with ``spec`` (e.g.
+    ``denoising``'s base)."""
     entry = _entry(kind)
-    return entry.builder(entry.params_cls(), spec)
+    return entry.builder(entry.params_cls(**overrides), spec)
 
 
 def _entry(kind: str) -> _Entry:

@@ -22,11 +22,12 @@ its decoder alone.
   around them (the image's mean where the window holds none);
 * ``decoded``: the decoder's image of the code (what ``decode(encode(x))`` gives): the code's global
   view of the image;
-* ``correction``: a full-resolution local path, ``LAYERS`` 3x3 convolutions of ``FILTERS`` channels
-  (ReLU) on ``x``, ``base`` and ``decoded`` side by side, then a 3x3 convolution whose kernel and
-  bias start at zero, so an untrained model restores exactly as the baseline does. For ``grey`` it
-  predicts the two chroma channels (YUV, BT.601) and keeps ``x``'s luma; otherwise one value per
-  channel, added.
+* ``correction``: a full-resolution local path, the convolutions of ``LOCAL`` (ReLU; four 3x3 of 32
+  channels) on ``x``, ``base`` and ``decoded`` side by side, then a 3x3 convolution whose kernel and
+  bias start at zero, so an untrained model restores exactly as the baseline does. For ``downscale``
+  the path is ESPCN's (5x5 of 64, 3x3 of 64, 3x3 of 32), sees only ``x``'s detail (``x`` minus its
+  3x3 mean) and has no biases: zero wherever the image is flat. For ``grey`` it predicts the two
+  chroma channels (YUV, BT.601) and keeps ``x``'s luma; otherwise one value per channel, added.
 
 Element contract: ``Restorer([inputs, decoded])``, both ``(batch, H, W, C)`` (the model's inputs, and
 the decoder's output in [0, 1]) -> ``restored`` ``(batch, H, W, C)`` in [0, 1].
@@ -40,8 +41,9 @@ from keras import ops
 
 from transforms.corruption import BLOCK_FRACTION, CorruptionSpec
 
-FILTERS = 32  # channels of each hidden convolution of the local path
-LAYERS = 4  # hidden 3x3 convolutions of the local path
+# The local path's hidden convolutions, (kernel size, channels) each, per corruption kind.
+LOCAL = {"downscale": ((5, 64), (3, 64), (3, 32))}
+LOCAL_DEFAULT = ((3, 32),) * 4
 FILL_BLOCKS = 2  # the inpainting fill averages known pixels within this many block sides of a hole
 LUMA = (0.299, 0.587, 0.114)  # ITU-R BT.601, as transforms.image_ops.grey
 # RGB change per unit of U and of V (YUV, BT.601): adding them leaves the luma unchanged.
@@ -64,8 +66,8 @@ class Restorer(keras.layers.Layer):
         # Upscaling corrects detail only: no biases, so where the image is flat the correction is 0.
         bias = spec.kind != "downscale"
         self.hidden = [
-            keras.layers.Conv2D(FILTERS, 3, padding="same", activation="relu", use_bias=bias, name=f"local_{i}")
-            for i in range(LAYERS)
+            keras.layers.Conv2D(filters, kernel, padding="same", activation="relu", use_bias=bias, name=f"local_{i}")
+            for i, (kernel, filters) in enumerate(LOCAL.get(spec.kind, LOCAL_DEFAULT))
         ]
         self.correction = keras.layers.Conv2D(
             outputs, 3, padding="same", use_bias=bias, kernel_initializer="zeros", name="correction"
@@ -81,7 +83,7 @@ class Restorer(keras.layers.Layer):
         shape = (None, *self.image_shape[:2], features)
         for layer in self.hidden:
             layer.build(shape)
-            shape = (*shape[:-1], FILTERS)
+            shape = (*shape[:-1], layer.filters)
         self.correction.build(shape)
 
     def set_input_scaling(self, offset, gain) -> None:

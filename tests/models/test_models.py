@@ -265,3 +265,15 @@ def test_the_readmes_models_table_gives_the_registered_defaults():
             assert f"`{name}={_readme_value(value)}`" in params, (kind, name)
         if settings["noise"]:
             assert f"`{settings['noise']}`" in params, kind
+
+
+def test_denoising_builds_its_conv_base_with_a_residual_block_per_stage():
+    def convolutions(kind, params=None):
+        model = build_autoencoder(ModelConfig(kind, latent_dim=8, params=params or {}), (28, 28, 1))
+        return sum(
+            isinstance(layer, keras.layers.Conv2D) for part in (model.encoder, model.decoder) for layer in part.layers
+        )
+
+    # 28x28 has two stages; a block is two convolutions, in the encoder and in the decoder.
+    assert convolutions("denoising") == convolutions("conv") + 2 * 2 * 2 == convolutions("conv", {"blocks": 1})
+    assert convolutions("denoising", {"base": "dense"}) == convolutions("dense") == 0

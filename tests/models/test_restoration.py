@@ -13,7 +13,7 @@ from models.config import ModelConfig, TrainConfig
 from models.model_check import check_export
 from models.model_info import ModelInfo
 from models.registry import build_autoencoder
-from models.restoration import LUMA, baseline, fill
+from models.restoration import LUMA, Restorer, baseline, fill
 from models.training import train
 from pipelines.inputs.images import encode_png
 from transforms import features
@@ -113,6 +113,21 @@ def test_an_untrained_restorer_gives_the_classical_baseline(text):
         expected = corrupted
     np.testing.assert_allclose(restored, expected, atol=1e-6)
     assert not np.allclose(model.decode(model.encode(corrupted)).numpy(), expected, atol=1e-2)
+
+
+def test_the_upscaling_correction_is_local_and_leaves_flat_images_alone():
+    """ESPCN's 5x5, 3x3, 3x3 and the last 3x3 convolutions on the detail (the image minus its 3x3
+    mean): a dot changes the restored image at most 1 + 2 + 1 + 1 + 1 = 6 pixels away; no biases,
+    so a flat image (which bicubic gets right) is kept, even with a trained (non-zero) last layer."""
+    restorer = Restorer(CorruptionSpec("downscale", 2), (24, 24, 1))
+    kernel = restorer.correction.kernel
+    restorer.correction.kernel.assign(np.random.default_rng(0).normal(0, 0.1, kernel.shape).astype(np.float32))
+    flat = np.full((1, 24, 24, 1), 0.5, np.float32)
+    np.testing.assert_array_equal(restorer([flat, flat]).numpy(), flat)
+    dotted = flat.copy()
+    dotted[0, 12, 12] = 0.9
+    rows, cols = np.nonzero(np.abs(restorer([dotted, flat]).numpy() - dotted)[0, ..., 0] > 1e-7)
+    assert rows.size and rows.min() >= 6 and rows.max() <= 18 and cols.min() >= 6 and cols.max() <= 18
 
 
 def test_the_inpainting_baseline_fills_holes_with_their_neighbourhood():
