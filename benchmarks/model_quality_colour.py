@@ -55,8 +55,8 @@ PATCH = 32
 STRIDE = 16
 FOLDS = 3
 TEST_PATCHES = 300
-PATCHES = int(os.environ.get("BENCH_COLOUR_PATCHES", "12000"))
-EPOCHS = int(os.environ.get("BENCH_COLOUR_EPOCHS", "20"))
+PATCHES = int(os.environ.get("BENCH_COLOUR_PATCHES", "4000"))
+EPOCHS = int(os.environ.get("BENCH_COLOUR_EPOCHS", "5"))
 RUN_FOLDS = int(os.environ.get("BENCH_COLOUR_FOLDS", str(FOLDS)))
 TARGET_RATIO = 0.8
 # scikit-image's colour photographs, by the name of their loader in ``skimage.data``.

@@ -25,7 +25,9 @@ network codes only what the base misses:
 Decoder, the mirror image: the bottleneck back to the encoder's last map -> per stage, the residual
 blocks then a 2x ``Conv2DTranspose`` (or nearest-neighbour upsampling then ``Conv2D`` with
 ``upsample=nearest``) -> center crop to HxW (odd sizes round up on the way down, so the way up
-overshoots and is cropped, never padded) -> ``Conv2D(C)`` -> sigmoid.
+overshoots and is cropped, never padded) -> with the ``pca`` base, ``refine`` full-resolution
+``Conv2D(filters)`` over that map and the PCA image side by side (the base's detail, which the code's
+small map has lost) -> ``Conv2D(C)`` -> sigmoid.
 
 :func:`conv_encoder` and :func:`conv_decoder` are shared with ``conv-vae`` and ``denoising``.
 """
