@@ -44,7 +44,7 @@ def test_auto_base_is_pca_for_colour_and_the_mean_colour_for_grey():
         ConvParams(base="median")
 
 
-@pytest.mark.parametrize("refine", [0, ConvParams().refine])  # without and with the full-resolution layers
+@pytest.mark.parametrize("refine", [0, 2])  # without and with the full-resolution layers
 @pytest.mark.parametrize("standardized", [False, True])
 @pytest.mark.parametrize("shape", [(16, 16, 3), (4, 4, 3)])  # fewer images than values, and more
 def test_an_untrained_model_codes_and_reconstructs_as_pca(refine, standardized, shape):
@@ -62,15 +62,14 @@ def test_an_untrained_model_codes_and_reconstructs_as_pca(refine, standardized, 
     np.testing.assert_allclose(np.abs(model.encode(held_in).numpy()), np.abs(codes), atol=2e-4)  # up to sign
 
 
-def test_only_the_pca_base_has_full_resolution_layers_that_see_the_base_image():
+def test_only_the_pca_base_has_the_full_resolution_layers_that_see_the_base_image():
     def full_resolution(shape, params):
         decoder = build_autoencoder(ModelConfig("conv", 16, params=params), shape).decoder
         return [layer for layer in decoder.layers if isinstance(layer, keras.layers.Concatenate)]
 
-    assert ConvParams().refine > 0
-    assert len(full_resolution((32, 32, 3), {})) == 1  # colour: base auto is pca
-    assert full_resolution((32, 32, 3), {"refine": 0}) == []
-    assert full_resolution((28, 28, 1), {}) == []  # grey: base auto is mean-colour, digits unchanged
+    assert len(full_resolution((32, 32, 3), {"refine": 2})) == 1  # colour: base auto is pca
+    assert full_resolution((32, 32, 3), {}) == []  # off by default
+    assert full_resolution((28, 28, 1), {"refine": 2}) == []  # grey: base auto is mean-colour
     with pytest.raises(ValueError, match="refine must be >= 0"):
         ConvParams(refine=-1)
 
