@@ -5,6 +5,7 @@ PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+BENCH_STAMP := $(VENV)/.installed-bench
 
 .PHONY: install browser run test lint bench clean
 
@@ -32,7 +33,12 @@ lint: $(STAMP)
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-bench: $(STAMP)
+# The benchmarks also need the bench extra (sample photographs), which the package and the suite do not.
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -c deploy/constraints.txt -e '.[test,bench]'
+	touch $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP)
 	$(BIN)/python -m benchmarks $(BENCH)
 
 clean:

@@ -35,6 +35,10 @@ setuptools.setup(
     python_requires=">=3.11,<3.12",
     packages=setuptools.find_packages(include=["pipelines*", "models*", "transforms*"]),
     install_requires=REQUIRED,
-    extras_require={"test": ["pytest>=9", "pytest-timeout>=2.4", "ruff>=0.17", "duckdb>=1.4"]},
+    extras_require={
+        "test": ["pytest>=9", "pytest-timeout>=2.4", "ruff>=0.17", "duckdb>=1.4"],
+        # `make bench`: model_quality's colour section tests on scikit-image's sample photographs.
+        "bench": ["scikit-image>=0.26,<0.27"],
+    },
     entry_points={"console_scripts": ["hourglass=pipelines.cli:main"]},
 )

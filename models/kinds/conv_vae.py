@@ -25,6 +25,7 @@ class ConvVaeParams(ConvParams):
     bottleneck: as for ``conv``, ``dense`` by default: the code's mean and log-variance are then
       read from the whole map rather than from two halves of it.
     base: always ``none``: the VAE samples its code, and a mean colour or a PCA code is not to be sampled.
+    refine: has no effect: the full-resolution layers of ``conv`` refine a PCA base, which this kind has not.
     beta: weight of the KL term (1 is the plain ELBO).
     """
 

@@ -2,6 +2,7 @@
 reconstructs as PCA of its training images does, through the export too, and training fits the base
 to the train split (with the transform's standardized inputs) before its first step."""
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -43,13 +44,14 @@ def test_auto_base_is_pca_for_colour_and_the_mean_colour_for_grey():
         ConvParams(base="median")
 
 
+@pytest.mark.parametrize("refine", [0, 2])  # without and with the full-resolution layers
 @pytest.mark.parametrize("standardized", [False, True])
 @pytest.mark.parametrize("shape", [(16, 16, 3), (4, 4, 3)])  # fewer images than values, and more
-def test_an_untrained_model_codes_and_reconstructs_as_pca(standardized, shape):
+def test_an_untrained_model_codes_and_reconstructs_as_pca(refine, standardized, shape):
     pixels = _images(64, shape)
     mean, std = pixels.mean(axis=0), pixels.std(axis=0) + 0.1
     inputs = (pixels - mean) / std if standardized else pixels  # what --normalize standardize gives
-    model = build_autoencoder(ModelConfig("conv", LATENT), shape)
+    model = build_autoencoder(ModelConfig("conv", LATENT, params={"refine": refine}), shape)
     model.build((None, *shape))
     model.fit_base(inputs, pixels)
     held_out = _images(8, shape, seed=1)
@@ -58,6 +60,18 @@ def test_an_untrained_model_codes_and_reconstructs_as_pca(standardized, shape):
     pca = PCA(LATENT).fit(pixels.reshape(len(pixels), -1))
     codes = pca.transform(held_out.reshape(len(held_out), -1))
     np.testing.assert_allclose(np.abs(model.encode(held_in).numpy()), np.abs(codes), atol=2e-4)  # up to sign
+
+
+def test_only_the_pca_base_has_the_full_resolution_layers_that_see_the_base_image():
+    def full_resolution(shape, params):
+        decoder = build_autoencoder(ModelConfig("conv", 16, params=params), shape).decoder
+        return [layer for layer in decoder.layers if isinstance(layer, keras.layers.Concatenate)]
+
+    assert len(full_resolution((32, 32, 3), {"refine": 2})) == 1  # colour: base auto is pca
+    assert full_resolution((32, 32, 3), {}) == []  # off by default
+    assert full_resolution((28, 28, 1), {"refine": 2}) == []  # grey: base auto is mean-colour
+    with pytest.raises(ValueError, match="refine must be >= 0"):
+        ConvParams(refine=-1)
 
 
 def test_the_base_survives_the_export(preprocessed, tmp_path):
