@@ -9,7 +9,8 @@ or corrupt images (``corrupt_image``: an image signature, but the data does not 
 with no 8/16-bit equivalent (``unsupported_mode``), plus everything the readers could not read (see
 ``inputs.formats``).
 
-Each image is decoded once here, after the header checks bound its size: images that pass as they
+Header checks: a plain PNG (``images.png_header``) is read from its chunks, anything else is opened
+by Pillow. Each image is decoded once here, after the header checks bound its size: images that pass as they
 are by the decoder that counts, ``transforms.image_ops`` (the op of the transform graph and of the
 exported model, so a file it refuses is one ``corrupt_image`` dead letter with its message, never a
 failed batch later); the others by Pillow, which re-encodes them. Records are validated in batches
@@ -41,6 +42,7 @@ from pipelines.inputs.images import (
     has_image_signature,
     open_image,
     passes_as_is,
+    png_header,
     to_tf_readable,
 )
 from pipelines.inputs.sources import ReadImages, ReadUnits, Source
@@ -114,9 +116,14 @@ class ValidateImagesFn(beam.DoFn):
 
     def _check(self, data: bytes) -> tuple[bytes, int]:
         """The bytes to pass on: ``data`` itself, still to be decoded by TensorFlow's decoder, or a
-        PNG re-encoding of what Pillow decoded; and the bytes its pixels decode to. Raises PixelError."""
+        PNG re-encoding of what Pillow decoded; and the bytes its pixels decode to. A plain PNG
+        within the limits is checked from its chunks without Pillow (``images.png_header``).
+        Raises PixelError."""
         if not data:
             raise PixelError("empty_file", "the file has zero bytes")
+        plain = png_header(data)
+        if plain is not None and plain[0] <= self._limits.max_pixels and plain[1] <= self._limits.max_decoded_bytes:
+            return data, plain[1]  # a plain PNG within the limits: what Pillow would say (the rest goes to Pillow)
         try:
             image = open_image(data)
         except Image.DecompressionBombError as error:

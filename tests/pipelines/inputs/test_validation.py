@@ -11,7 +11,7 @@ from PIL import Image
 from pipelines.config import ImageLimits
 from pipelines.inputs.images import encode_png
 from pipelines.inputs.validation import CONVERTED, REJECTED, ValidateImagesFn
-from tests.helpers import encode_image, flipped_jpeg, split_idat_png
+from tests.helpers import encode_image, flipped_jpeg, png_chunk, split_idat_png
 
 
 def _validate(data: bytes, max_pixels: int = 1_000_000):
@@ -162,3 +162,12 @@ def test_a_second_pass_trusts_the_first_passs_verdicts():
     kept = {out["id"]: out["image"] for out in again if not isinstance(out, TaggedOutput)}
     assert kept["good.png"] is png and kept["unseen"] == b"not checked"
     np.testing.assert_array_equal(tf.io.decode_png(kept["grey.bmp"]).numpy()[..., 0], np.full((4, 4), 7, np.uint8))
+
+
+def test_a_png_with_a_broken_chunk_before_its_image_data_is_corrupt_as_pillow_says():
+    png = encode_png(np.zeros((4, 4), np.uint8))
+    gamma = png_chunk(b"gAMA", bytes(4))
+    kept, dead = _validate(png[:33] + gamma[:-4] + bytes(4) + png[33:])
+    assert kept is None
+    assert dead["reason"] == "corrupt_image"
+    assert "gAMA" in dead["error"] or "checksum" in dead["error"] or "header" in dead["error"]
