@@ -45,7 +45,7 @@ from pipelines.inputs.images import (
     png_header,
     to_tf_readable,
 )
-from pipelines.inputs.sources import ReadImages, ReadUnits, Source
+from pipelines.inputs.sources import BATCH_WEIGHT, ReadImages, ReadUnits, Source, record_weight
 from transforms import features
 from transforms.errors import error_text
 from transforms.image_ops import decoded_shapes, decoder_message
@@ -53,27 +53,32 @@ from transforms.layout import RECORDS_READ
 
 REJECTED = "rejected"
 CONVERTED = "converted"
-# Records validated per call (one compiled decode proves them all): at most 256 small images, and
-# about 16 MiB of encoded bytes (a record weighs one per 64 KiB), so large files do not pile up.
-BATCH_WEIGHT = 256
-_WEIGHT_BYTES = 64 * 1024
 DEFAULT_LIMITS = ImageLimits()
 _NOT_AN_IMAGE = "not a PNG, JPEG, GIF, BMP, TIFF or WebP image (no decoder recognises its first bytes)"
 _UNREADABLE_HEADER = "starts like an image but its header does not decode (truncated or damaged)"
 
 
 class ValidateImagesFn(beam.DoFn):
-    """A batch (list) of raw records -> each valid record, dead letters under ``rejected`` and the ids
-    of the valid records it re-encoded under ``converted``: the header checks against the limits,
-    then one decode (see the module docstring). With ``counted``, counts ``records_read`` and
+    """A batch (list) of raw records -> each valid record (``batched``: one list of them, when not
+    empty), dead letters under ``rejected`` and the ids of the valid records it re-encoded under
+    ``converted``: the header checks against the limits, then one decode for a batch of at most
+    ``sources.BATCH_WEIGHT`` (see the module docstring). With ``counted``, counts ``records_read`` and
     ``<stage>_valid_images``; with ``decode=False``, header checks only; with the side inputs
     ``rejected_ids`` and ``converted_ids`` (sets of a first pass's ids), a second pass."""
 
-    def __init__(self, stage: str, limits: ImageLimits = DEFAULT_LIMITS, counted: bool = True, decode: bool = True):
+    def __init__(
+        self,
+        stage: str,
+        limits: ImageLimits = DEFAULT_LIMITS,
+        counted: bool = True,
+        decode: bool = True,
+        batched: bool = False,
+    ):
         self._stage = stage
         self._limits = limits
         self._counted = counted
         self._decode = decode
+        self._batched = batched
         self._read = Metrics.counter(NAMESPACE, RECORDS_READ)
         self._valid = Metrics.counter(NAMESPACE, f"{stage}_valid_images")
 
@@ -100,19 +105,21 @@ class ValidateImagesFn(beam.DoFn):
             for entry, error in zip(chunk, _decode_errors([e[1] for e in chunk]), strict=True):
                 if error is not None:
                     entry[1] = error
-        valid = 0
+        valid = []
         for record, readable in checked:
             if isinstance(readable, PixelError):
                 yield beam.pvalue.TaggedOutput(REJECTED, rejection(record, self._stage, readable.reason, str(readable)))
-                continue
-            valid += 1
-            if readable is record[features.IMAGE]:
-                yield record
-                continue
-            yield {**record, features.IMAGE: readable}
-            yield beam.pvalue.TaggedOutput(CONVERTED, record[features.ID])
+            elif readable is record[features.IMAGE]:
+                valid.append(record)
+            else:
+                valid.append({**record, features.IMAGE: readable})
+                yield beam.pvalue.TaggedOutput(CONVERTED, record[features.ID])
         if self._counted:
-            self._valid.inc(valid)
+            self._valid.inc(len(valid))
+        if not self._batched:
+            yield from valid
+        elif valid:
+            yield valid
 
     def _check(self, data: bytes) -> tuple[bytes, int]:
         """The bytes to pass on: ``data`` itself, still to be decoded by TensorFlow's decoder, or a
@@ -166,7 +173,8 @@ class ValidateImagesFn(beam.DoFn):
 class ValidateImages(beam.PTransform):
     """raw records -> ``{"valid": records, "rejected": dead letters, "converted": ids}``; ``known``
     (optional): a first pass's ``(rejected ids, converted ids)``, singleton PCollections of sets
-    (see :class:`ValidateImagesFn`)."""
+    (see :class:`ValidateImagesFn`); ``batched``: lists of records in (batches of a batched read) and
+    lists of valid records out."""
 
     def __init__(
         self,
@@ -175,22 +183,22 @@ class ValidateImages(beam.PTransform):
         counted: bool = True,
         decode: bool = True,
         known: tuple | None = None,
+        batched: bool = False,
     ):
         super().__init__()
-        self._fn = ValidateImagesFn(stage, limits, counted, decode)
+        self._fn = ValidateImagesFn(stage, limits, counted, decode, batched)
         self._side = tuple(beam.pvalue.AsSingleton(ids) for ids in known or ())
+        self._batched = batched
 
     def expand(self, records):
-        outputs = (
-            records
-            | "Batch" >> beam.BatchElements(min_batch_size=1, max_batch_size=BATCH_WEIGHT, element_size_fn=_weight)
-            | "Validate" >> beam.ParDo(self._fn, *self._side).with_outputs(REJECTED, CONVERTED, main="valid")
+        if not self._batched:
+            records = records | "Batch" >> beam.BatchElements(
+                min_batch_size=1, max_batch_size=BATCH_WEIGHT, element_size_fn=record_weight
+            )
+        outputs = records | "Validate" >> beam.ParDo(self._fn, *self._side).with_outputs(
+            REJECTED, CONVERTED, main="valid"
         )
         return {"valid": outputs.valid, "rejected": outputs[REJECTED], CONVERTED: outputs[CONVERTED]}
-
-
-def _weight(record: dict) -> int:
-    return 1 + len(record[features.IMAGE]) // _WEIGHT_BYTES
 
 
 def _decode_chunks(entries: list[tuple[list, int]], budget: int):
@@ -239,21 +247,35 @@ def check_decodes(data: bytes) -> None:
         raise PixelError("corrupt_image", f"TensorFlow's decoder: {decoder_message(error)}") from error
 
 
-def count_items(pcolls, label: str):
-    """How many elements the PCollections hold together: a singleton PCollection of an int."""
-    ones = [pcoll | f"{label}One{i}" >> beam.Map(lambda _: 1) for i, pcoll in enumerate(pcolls)]
-    return ones | f"{label}Flatten" >> beam.Flatten() | f"{label}Sum" >> beam.CombineGlobally(sum)
+def count_items(pcolls, label: str, batched: tuple[bool, ...] = ()):
+    """How many elements the PCollections hold together: a singleton PCollection of an int
+    (``batched[i]``: the i-th PCollection holds lists, which count by their length)."""
+    sizes = [
+        pcoll | f"{label}One{i}" >> beam.Map(len if i < len(batched) and batched[i] else _one)
+        for i, pcoll in enumerate(pcolls)
+    ]
+    return sizes | f"{label}Flatten" >> beam.Flatten() | f"{label}Sum" >> beam.CombineGlobally(sum)
+
+
+def _one(_) -> int:
+    return 1
 
 
 def validate_read(
-    read: dict, stage: str, limits: ImageLimits, counted: bool = True, decode: bool = True, known: tuple | None = None
+    read: dict,
+    stage: str,
+    limits: ImageLimits,
+    counted: bool = True,
+    decode: bool = True,
+    known: tuple | None = None,
+    batched: bool = False,
 ) -> dict:
     """Reader output ``{"records", "rejected"}`` -> validated ``{"valid", "rejected", "converted"}``,
-    counted or not (``decode``, ``known``: see :class:`ValidateImages`)."""
+    counted or not (``decode``, ``known``, ``batched``: see :class:`ValidateImages`)."""
     unreadable = read["rejected"]
     if counted:
         unreadable = unreadable | "CountUnreadable" >> count(RECORDS_READ)
-    checked = read["records"] | "Validate" >> ValidateImages(stage, limits, counted, decode, known)
+    checked = read["records"] | "Validate" >> ValidateImages(stage, limits, counted, decode, known, batched)
     dead = unreadable | "DeadLetters" >> beam.Map(from_unreadable, stage)
     rejected = (dead, checked["rejected"]) | "FlattenRejected" >> beam.Flatten()
     if counted:
@@ -265,18 +287,19 @@ class ReadValidImages(beam.PTransform):
     """Reads ``source``, counts ``records_read`` and the rejects by reason, and validates:
     pbegin -> ``{"valid", "rejected", "converted", "units", "read", "skipped"}`` (``units``: see
     :class:`RereadValidImages`; ``read``: a singleton, the records and unreadable items out of the
-    reader, counted apart from what is written and rejected; ``skipped``: reasons of files skipped)."""
+    reader, counted apart from what is written and rejected; ``skipped``: reasons of files skipped).
+    With ``batched``, ``valid`` holds lists of valid records (one per batch the reader made)."""
 
-    def __init__(self, source: Source, stage: str, limits: ImageLimits = DEFAULT_LIMITS):
+    def __init__(self, source: Source, stage: str, limits: ImageLimits = DEFAULT_LIMITS, batched: bool = False):
         super().__init__()
-        self._source, self._stage, self._limits = source, stage, limits
+        self._source, self._stage, self._limits, self._batched = source, stage, limits, batched
 
     def expand(self, pbegin):
-        read = pbegin | "ReadImages" >> ReadImages(self._source)
+        read = pbegin | "ReadImages" >> ReadImages(self._source, self._batched)
         return {
-            **validate_read(read, self._stage, self._limits, counted=True),
+            **validate_read(read, self._stage, self._limits, counted=True, batched=self._batched),
             "units": read["units"],
-            "read": count_items((read["records"], read["rejected"]), "Read"),
+            "read": count_items((read["records"], read["rejected"]), "Read", (self._batched, False)),
             "skipped": read["skipped"],
         }
 
@@ -287,12 +310,13 @@ class RereadValidImages(beam.PTransform):
 
     A second pass that streams from the files instead of holding the first pass's records. It trusts
     the first pass's verdicts (see :class:`ValidateImagesFn`): it drops the records that pass
-    rejected and checks and re-encodes only the ones it re-encoded.
+    rejected and checks and re-encodes only the ones it re-encoded. ``batched``: as
+    :class:`ReadValidImages`.
     """
 
-    def __init__(self, source: Source, stage: str, limits: ImageLimits = DEFAULT_LIMITS):
+    def __init__(self, source: Source, stage: str, limits: ImageLimits = DEFAULT_LIMITS, batched: bool = False):
         super().__init__()
-        self._source, self._stage, self._limits = source, stage, limits
+        self._source, self._stage, self._limits, self._batched = source, stage, limits, batched
 
     def expand(self, first: dict):
         rejected = first[REJECTED] | "RejectedIds" >> beam.Map(lambda r: r[features.ID])
@@ -302,5 +326,7 @@ class RereadValidImages(beam.PTransform):
             | f"{name}Frozen" >> beam.Map(frozenset)
             for name, ids in (("Rejected", rejected), ("Converted", first[CONVERTED]))
         )
-        read = first["units"] | "ReadUnits" >> ReadUnits(self._source, counted=False)
-        return validate_read(read, self._stage, self._limits, counted=False, decode=False, known=known)
+        read = first["units"] | "ReadUnits" >> ReadUnits(self._source, counted=False, batched=self._batched)
+        return validate_read(
+            read, self._stage, self._limits, counted=False, decode=False, known=known, batched=self._batched
+        )
