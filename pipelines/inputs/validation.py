@@ -78,7 +78,7 @@ class ValidateImagesFn(beam.DoFn):
         self._limits = limits
         self._counted = counted
         self._decode = decode
-        self._batched = batched
+        self.batched = batched
         self._read = Metrics.counter(NAMESPACE, RECORDS_READ)
         self._valid = Metrics.counter(NAMESPACE, f"{stage}_valid_images")
 
@@ -116,7 +116,7 @@ class ValidateImagesFn(beam.DoFn):
                 yield beam.pvalue.TaggedOutput(CONVERTED, record[features.ID])
         if self._counted:
             self._valid.inc(len(valid))
-        if not self._batched:
+        if not self.batched:
             yield from valid
         elif valid:
             yield valid
@@ -171,27 +171,18 @@ class ValidateImagesFn(beam.DoFn):
 
 
 class ValidateImages(beam.PTransform):
-    """raw records -> ``{"valid": records, "rejected": dead letters, "converted": ids}``; ``known``
-    (optional): a first pass's ``(rejected ids, converted ids)``, singleton PCollections of sets
-    (see :class:`ValidateImagesFn`); ``batched``: lists of records in (batches of a batched read) and
-    lists of valid records out."""
+    """raw records -> ``{"valid": records, "rejected": dead letters, "converted": ids}`` by ``fn``;
+    ``known`` (optional): a first pass's ``(rejected ids, converted ids)``, singleton PCollections of
+    sets (see :class:`ValidateImagesFn`). A ``batched`` ``fn`` takes lists of records (the batches of
+    a batched read) and gives lists of valid records."""
 
-    def __init__(
-        self,
-        stage: str,
-        limits: ImageLimits = DEFAULT_LIMITS,
-        counted: bool = True,
-        decode: bool = True,
-        known: tuple | None = None,
-        batched: bool = False,
-    ):
+    def __init__(self, fn: ValidateImagesFn, known: tuple | None = None):
         super().__init__()
-        self._fn = ValidateImagesFn(stage, limits, counted, decode, batched)
+        self._fn = fn
         self._side = tuple(beam.pvalue.AsSingleton(ids) for ids in known or ())
-        self._batched = batched
 
     def expand(self, records):
-        if not self._batched:
+        if not self._fn.batched:
             records = records | "Batch" >> beam.BatchElements(
                 min_batch_size=1, max_batch_size=BATCH_WEIGHT, element_size_fn=record_weight
             )
@@ -271,11 +262,12 @@ def validate_read(
     batched: bool = False,
 ) -> dict:
     """Reader output ``{"records", "rejected"}`` -> validated ``{"valid", "rejected", "converted"}``,
-    counted or not (``decode``, ``known``, ``batched``: see :class:`ValidateImages`)."""
+    counted or not (``decode``, ``batched``: see :class:`ValidateImagesFn`; ``known``: :class:`ValidateImages`)."""
     unreadable = read["rejected"]
     if counted:
         unreadable = unreadable | "CountUnreadable" >> count(RECORDS_READ)
-    checked = read["records"] | "Validate" >> ValidateImages(stage, limits, counted, decode, known, batched)
+    fn = ValidateImagesFn(stage, limits, counted, decode, batched)
+    checked = read["records"] | "Validate" >> ValidateImages(fn, known)
     dead = unreadable | "DeadLetters" >> beam.Map(from_unreadable, stage)
     rejected = (dead, checked["rejected"]) | "FlattenRejected" >> beam.Flatten()
     if counted:

@@ -17,7 +17,7 @@ from pipelines.inputs.images import (
     png_header,
     to_tf_readable,
 )
-from tests.helpers import png_chunk, encode_image
+from tests.helpers import encode_image, png_chunk
 
 
 def _tf_pixels(data: bytes) -> np.ndarray:
