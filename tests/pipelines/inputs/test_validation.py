@@ -171,3 +171,22 @@ def test_a_png_with_a_broken_chunk_before_its_image_data_is_corrupt_as_pillow_sa
     assert kept is None
     assert dead["reason"] == "corrupt_image"
     assert "gAMA" in dead["error"] or "checksum" in dead["error"] or "header" in dead["error"]
+
+
+def test_a_batched_validation_gives_the_valid_records_as_one_list_and_the_rest_tagged():
+    png, bmp = encode_png(np.zeros((4, 4), np.uint8)), encode_image(Image.new("L", (4, 4), 7), "BMP")
+    batch = [
+        {"id": "good.png", "label": "", "image": png},
+        {"id": "empty.png", "label": "", "image": b""},
+        {"id": "grey.bmp", "label": "", "image": bmp},
+    ]
+    outputs = list(ValidateImagesFn("preprocess", batched=True).process(batch))
+    lists = [out for out in outputs if not isinstance(out, TaggedOutput)]
+    tagged = {(out.tag, out.value if out.tag == CONVERTED else out.value["id"]) for out in outputs if out not in lists}
+    assert len(lists) == 1 and [r["id"] for r in lists[0]] == ["good.png", "grey.bmp"]
+    assert lists[0][0]["image"] is png
+    assert tagged == {(REJECTED, "empty.png"), (CONVERTED, "grey.bmp")}
+    rejected_only = [{"id": "empty.png", "label": "", "image": b""}]
+    assert all(
+        isinstance(out, TaggedOutput) for out in ValidateImagesFn("preprocess", batched=True).process(rejected_only)
+    )
