@@ -32,16 +32,17 @@ log = logging.getLogger(__name__)
 
 class LogProgressFn(beam.DoFn):
     """element -> the same element; logs the first one (``"<stage>: first record <what>"``, the end of
-    the start-up), then how many this worker has seen, at most every ``every_seconds``."""
+    the start-up), then how many this worker has seen, at most every ``every_seconds`` (``batched``:
+    the elements are lists of records, which count by their length)."""
 
-    def __init__(self, stage: str, what: str, every_seconds: float = PROGRESS_SECONDS):
-        self._stage, self._what, self._every = stage, what, every_seconds
+    def __init__(self, stage: str, what: str, every_seconds: float = PROGRESS_SECONDS, batched: bool = False):
+        self._stage, self._what, self._every, self._batched = stage, what, every_seconds, batched
 
     def setup(self):
         self._seen, self._logged = 0, None
 
     def process(self, element):
-        self._seen += 1
+        self._seen += len(element) if self._batched else 1
         now = time.monotonic()
         if self._logged is None:  # the clock starts with the first element, not with the worker
             self._logged = now

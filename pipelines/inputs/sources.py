@@ -1,7 +1,8 @@
 """Sources: turn an input spec into raw image records, in parallel and without loading containers.
 
 Element contract: records out of :class:`ReadUnits` / :class:`ReadImages` are raw records (a dict
-``id``, ``label``, ``image`` bytes not yet validated, ``source``; see ``inputs.formats.base``).
+``id``, ``label``, ``image`` bytes not yet validated, ``source``; see ``inputs.formats.base``), or
+with ``batched`` lists of them (fewer, larger elements for Beam to move).
 Items a reader cannot turn into records come out under ``rejected`` as ``formats.base.Unreadable``;
 files the listing skips (``inputs.listing``: hidden, sidecar files) come out under ``skipped`` as
 their reason, counted by the ``skipped_<reason>`` counters, and are never read.
@@ -45,6 +46,10 @@ REJECTED = "rejected"
 SKIPPED = "skipped"
 # How many files ``--format auto`` looks at.
 SNIFF_FILES = 1000
+# A batch of records (batched reads, validation) holds at most 256 small images, and about 16 MiB of
+# encoded bytes (a record weighs one per 64 KiB), so large files do not pile up.
+BATCH_WEIGHT = 256
+_WEIGHT_BYTES = 64 * 1024
 # How many files' reasons the error of an input with no usable image gives.
 _REASONS_SHOWN = 3
 
@@ -242,32 +247,49 @@ class PlanUnitsFn(beam.DoFn):
             yield beam.pvalue.TaggedOutput(REJECTED, item) if isinstance(item, Unreadable) else item
 
 
+def record_weight(record: dict) -> int:
+    """A record's weight in a batch: one, and one more per ``_WEIGHT_BYTES`` of encoded image."""
+    return 1 + len(record[features.IMAGE]) // _WEIGHT_BYTES
+
+
 class ReadUnitFn(beam.DoFn):
-    """Unit -> raw records, and ``rejected`` ``Unreadable`` items.
+    """Unit -> raw records (``batched``: lists of them, each of at most ``BATCH_WEIGHT``, see
+    :func:`record_weight`), and ``rejected`` ``Unreadable`` items.
 
     With the reader option ``keep_labels``, records with other labels (or none) are skipped and
     counted in ``records_skipped_label`` (unless ``counted`` is False: a second pass over the same
     units): they are not rejected, and not counted as read.
     """
 
-    def __init__(self, source: Source, counted: bool = True):
+    def __init__(self, source: Source, counted: bool = True, batched: bool = False):
         self._source = source
         keep = source.options.keep_labels
         self._keep = frozenset(label.strip() for label in keep) if keep is not None else None
         self._skipped = Metrics.counter(NAMESPACE, SKIPPED_LABEL) if counted else None
+        self._batched = batched
 
     def setup(self):
         self._reader = self._source.reader()
         self._reader.setup()
 
     def process(self, unit):
+        batch, weight = [], 0
         for item in self._reader.read(unit):
             if isinstance(item, Unreadable):
                 yield beam.pvalue.TaggedOutput(REJECTED, item)
-            elif self._keep is None or (item[features.LABEL] or "") in self._keep:
+            elif self._keep is not None and (item[features.LABEL] or "") not in self._keep:
+                if self._skipped is not None:
+                    self._skipped.inc()
+            elif not self._batched:
                 yield item
-            elif self._skipped is not None:
-                self._skipped.inc()
+            else:
+                if batch and weight + record_weight(item) > BATCH_WEIGHT:
+                    yield batch
+                    batch, weight = [], 0
+                batch.append(item)
+                weight += record_weight(item)
+        if batch:
+            yield batch
 
 
 class LimitUnits(beam.PTransform):
@@ -326,32 +348,35 @@ class PlanReads(beam.PTransform):
 
 
 class ReadUnits(beam.PTransform):
-    """Units -> ``{"records", "rejected"}`` (``counted``: see :class:`ReadUnitFn`)."""
+    """Units -> ``{"records", "rejected"}`` (``counted``, ``batched``: see :class:`ReadUnitFn`)."""
 
-    def __init__(self, source: Source, counted: bool = True):
+    def __init__(self, source: Source, counted: bool = True, batched: bool = False):
         super().__init__()
         self._source = source
         self._counted = counted
+        self._batched = batched
 
     def expand(self, units):
-        read_fn = ReadUnitFn(self._source, self._counted)
+        read_fn = ReadUnitFn(self._source, self._counted, self._batched)
         read = units | "ReadUnits" >> beam.ParDo(read_fn).with_outputs(REJECTED, main="records")
         return {"records": read.records, "rejected": read[REJECTED]}
 
 
 class ReadImages(beam.PTransform):
-    """pbegin -> ``{"records", "rejected", "units", "skipped"}``: :class:`PlanReads` then :class:`ReadUnits`.
+    """pbegin -> ``{"records", "rejected", "units", "skipped"}``: :class:`PlanReads` then :class:`ReadUnits`
+    (``batched``: ``records`` holds lists of records).
 
     ``units`` lets a second pass read the same records again (see ``preprocess``).
     """
 
-    def __init__(self, source: Source):
+    def __init__(self, source: Source, batched: bool = False):
         super().__init__()
         self._source = source
+        self._batched = batched
 
     def expand(self, pbegin):
         planned = pbegin | "PlanReads" >> PlanReads(self._source)
-        read = planned["units"] | "ReadUnits" >> ReadUnits(self._source)
+        read = planned["units"] | "ReadUnits" >> ReadUnits(self._source, batched=self._batched)
         rejected = (planned["rejected"], read["rejected"]) | "FlattenRejected" >> beam.Flatten()
         units, skipped = planned["units"], planned["skipped"]
         return {"records": read["records"], "rejected": rejected, "units": units, "skipped": skipped}

@@ -9,7 +9,8 @@ or corrupt images (``corrupt_image``: an image signature, but the data does not 
 with no 8/16-bit equivalent (``unsupported_mode``), plus everything the readers could not read (see
 ``inputs.formats``).
 
-Each image is decoded once here, after the header checks bound its size: images that pass as they
+Header checks: a plain PNG (``images.png_header``) is read from its chunks, anything else is opened
+by Pillow. Each image is decoded once here, after the header checks bound its size: images that pass as they
 are by the decoder that counts, ``transforms.image_ops`` (the op of the transform graph and of the
 exported model, so a file it refuses is one ``corrupt_image`` dead letter with its message, never a
 failed batch later); the others by Pillow, which re-encodes them. Records are validated in batches
@@ -41,9 +42,10 @@ from pipelines.inputs.images import (
     has_image_signature,
     open_image,
     passes_as_is,
+    png_header,
     to_tf_readable,
 )
-from pipelines.inputs.sources import ReadImages, ReadUnits, Source
+from pipelines.inputs.sources import BATCH_WEIGHT, ReadImages, ReadUnits, Source, record_weight
 from transforms import features
 from transforms.errors import error_text
 from transforms.image_ops import decoded_shapes, decoder_message
@@ -51,27 +53,32 @@ from transforms.layout import RECORDS_READ
 
 REJECTED = "rejected"
 CONVERTED = "converted"
-# Records validated per call (one compiled decode proves them all): at most 256 small images, and
-# about 16 MiB of encoded bytes (a record weighs one per 64 KiB), so large files do not pile up.
-BATCH_WEIGHT = 256
-_WEIGHT_BYTES = 64 * 1024
 DEFAULT_LIMITS = ImageLimits()
 _NOT_AN_IMAGE = "not a PNG, JPEG, GIF, BMP, TIFF or WebP image (no decoder recognises its first bytes)"
 _UNREADABLE_HEADER = "starts like an image but its header does not decode (truncated or damaged)"
 
 
 class ValidateImagesFn(beam.DoFn):
-    """A batch (list) of raw records -> each valid record, dead letters under ``rejected`` and the ids
-    of the valid records it re-encoded under ``converted``: the header checks against the limits,
-    then one decode (see the module docstring). With ``counted``, counts ``records_read`` and
+    """A batch (list) of raw records -> each valid record (``batched``: one list of them, when not
+    empty), dead letters under ``rejected`` and the ids of the valid records it re-encoded under
+    ``converted``: the header checks against the limits, then one decode for a batch of at most
+    ``sources.BATCH_WEIGHT`` (see the module docstring). With ``counted``, counts ``records_read`` and
     ``<stage>_valid_images``; with ``decode=False``, header checks only; with the side inputs
     ``rejected_ids`` and ``converted_ids`` (sets of a first pass's ids), a second pass."""
 
-    def __init__(self, stage: str, limits: ImageLimits = DEFAULT_LIMITS, counted: bool = True, decode: bool = True):
+    def __init__(
+        self,
+        stage: str,
+        limits: ImageLimits = DEFAULT_LIMITS,
+        counted: bool = True,
+        decode: bool = True,
+        batched: bool = False,
+    ):
         self._stage = stage
         self._limits = limits
         self._counted = counted
         self._decode = decode
+        self.batched = batched
         self._read = Metrics.counter(NAMESPACE, RECORDS_READ)
         self._valid = Metrics.counter(NAMESPACE, f"{stage}_valid_images")
 
@@ -98,25 +105,32 @@ class ValidateImagesFn(beam.DoFn):
             for entry, error in zip(chunk, _decode_errors([e[1] for e in chunk]), strict=True):
                 if error is not None:
                     entry[1] = error
-        valid = 0
+        valid = []
         for record, readable in checked:
             if isinstance(readable, PixelError):
                 yield beam.pvalue.TaggedOutput(REJECTED, rejection(record, self._stage, readable.reason, str(readable)))
-                continue
-            valid += 1
-            if readable is record[features.IMAGE]:
-                yield record
-                continue
-            yield {**record, features.IMAGE: readable}
-            yield beam.pvalue.TaggedOutput(CONVERTED, record[features.ID])
+            elif readable is record[features.IMAGE]:
+                valid.append(record)
+            else:
+                valid.append({**record, features.IMAGE: readable})
+                yield beam.pvalue.TaggedOutput(CONVERTED, record[features.ID])
         if self._counted:
-            self._valid.inc(valid)
+            self._valid.inc(len(valid))
+        if not self.batched:
+            yield from valid
+        elif valid:
+            yield valid
 
     def _check(self, data: bytes) -> tuple[bytes, int]:
         """The bytes to pass on: ``data`` itself, still to be decoded by TensorFlow's decoder, or a
-        PNG re-encoding of what Pillow decoded; and the bytes its pixels decode to. Raises PixelError."""
+        PNG re-encoding of what Pillow decoded; and the bytes its pixels decode to. A plain PNG
+        within the limits is checked from its chunks without Pillow (``images.png_header``).
+        Raises PixelError."""
         if not data:
             raise PixelError("empty_file", "the file has zero bytes")
+        plain = png_header(data)
+        if plain is not None and plain[0] <= self._limits.max_pixels and plain[1] <= self._limits.max_decoded_bytes:
+            return data, plain[1]  # a plain PNG within the limits: what Pillow would say (the rest goes to Pillow)
         try:
             image = open_image(data)
         except Image.DecompressionBombError as error:
@@ -157,33 +171,25 @@ class ValidateImagesFn(beam.DoFn):
 
 
 class ValidateImages(beam.PTransform):
-    """raw records -> ``{"valid": records, "rejected": dead letters, "converted": ids}``; ``known``
-    (optional): a first pass's ``(rejected ids, converted ids)``, singleton PCollections of sets
-    (see :class:`ValidateImagesFn`)."""
+    """raw records -> ``{"valid": records, "rejected": dead letters, "converted": ids}`` by ``fn``;
+    ``known`` (optional): a first pass's ``(rejected ids, converted ids)``, singleton PCollections of
+    sets (see :class:`ValidateImagesFn`). A ``batched`` ``fn`` takes lists of records (the batches of
+    a batched read) and gives lists of valid records."""
 
-    def __init__(
-        self,
-        stage: str,
-        limits: ImageLimits = DEFAULT_LIMITS,
-        counted: bool = True,
-        decode: bool = True,
-        known: tuple | None = None,
-    ):
+    def __init__(self, fn: ValidateImagesFn, known: tuple | None = None):
         super().__init__()
-        self._fn = ValidateImagesFn(stage, limits, counted, decode)
+        self._fn = fn
         self._side = tuple(beam.pvalue.AsSingleton(ids) for ids in known or ())
 
     def expand(self, records):
-        outputs = (
-            records
-            | "Batch" >> beam.BatchElements(min_batch_size=1, max_batch_size=BATCH_WEIGHT, element_size_fn=_weight)
-            | "Validate" >> beam.ParDo(self._fn, *self._side).with_outputs(REJECTED, CONVERTED, main="valid")
+        if not self._fn.batched:
+            records = records | "Batch" >> beam.BatchElements(
+                min_batch_size=1, max_batch_size=BATCH_WEIGHT, element_size_fn=record_weight
+            )
+        outputs = records | "Validate" >> beam.ParDo(self._fn, *self._side).with_outputs(
+            REJECTED, CONVERTED, main="valid"
         )
         return {"valid": outputs.valid, "rejected": outputs[REJECTED], CONVERTED: outputs[CONVERTED]}
-
-
-def _weight(record: dict) -> int:
-    return 1 + len(record[features.IMAGE]) // _WEIGHT_BYTES
 
 
 def _decode_chunks(entries: list[tuple[list, int]], budget: int):
@@ -232,21 +238,36 @@ def check_decodes(data: bytes) -> None:
         raise PixelError("corrupt_image", f"TensorFlow's decoder: {decoder_message(error)}") from error
 
 
-def count_items(pcolls, label: str):
-    """How many elements the PCollections hold together: a singleton PCollection of an int."""
-    ones = [pcoll | f"{label}One{i}" >> beam.Map(lambda _: 1) for i, pcoll in enumerate(pcolls)]
-    return ones | f"{label}Flatten" >> beam.Flatten() | f"{label}Sum" >> beam.CombineGlobally(sum)
+def count_items(pcolls, label: str, batched: tuple[bool, ...] = ()):
+    """How many elements the PCollections hold together: a singleton PCollection of an int
+    (``batched[i]``: the i-th PCollection holds lists, which count by their length)."""
+    sizes = [
+        pcoll | f"{label}One{i}" >> beam.Map(len if i < len(batched) and batched[i] else _one)
+        for i, pcoll in enumerate(pcolls)
+    ]
+    return sizes | f"{label}Flatten" >> beam.Flatten() | f"{label}Sum" >> beam.CombineGlobally(sum)
+
+
+def _one(_) -> int:
+    return 1
 
 
 def validate_read(
-    read: dict, stage: str, limits: ImageLimits, counted: bool = True, decode: bool = True, known: tuple | None = None
+    read: dict,
+    stage: str,
+    limits: ImageLimits,
+    counted: bool = True,
+    decode: bool = True,
+    known: tuple | None = None,
+    batched: bool = False,
 ) -> dict:
     """Reader output ``{"records", "rejected"}`` -> validated ``{"valid", "rejected", "converted"}``,
-    counted or not (``decode``, ``known``: see :class:`ValidateImages`)."""
+    counted or not (``decode``, ``batched``: see :class:`ValidateImagesFn`; ``known``: :class:`ValidateImages`)."""
     unreadable = read["rejected"]
     if counted:
         unreadable = unreadable | "CountUnreadable" >> count(RECORDS_READ)
-    checked = read["records"] | "Validate" >> ValidateImages(stage, limits, counted, decode, known)
+    fn = ValidateImagesFn(stage, limits, counted, decode, batched)
+    checked = read["records"] | "Validate" >> ValidateImages(fn, known)
     dead = unreadable | "DeadLetters" >> beam.Map(from_unreadable, stage)
     rejected = (dead, checked["rejected"]) | "FlattenRejected" >> beam.Flatten()
     if counted:
@@ -258,18 +279,19 @@ class ReadValidImages(beam.PTransform):
     """Reads ``source``, counts ``records_read`` and the rejects by reason, and validates:
     pbegin -> ``{"valid", "rejected", "converted", "units", "read", "skipped"}`` (``units``: see
     :class:`RereadValidImages`; ``read``: a singleton, the records and unreadable items out of the
-    reader, counted apart from what is written and rejected; ``skipped``: reasons of files skipped)."""
+    reader, counted apart from what is written and rejected; ``skipped``: reasons of files skipped).
+    With ``batched``, ``valid`` holds lists of valid records (one per batch the reader made)."""
 
-    def __init__(self, source: Source, stage: str, limits: ImageLimits = DEFAULT_LIMITS):
+    def __init__(self, source: Source, stage: str, limits: ImageLimits = DEFAULT_LIMITS, batched: bool = False):
         super().__init__()
-        self._source, self._stage, self._limits = source, stage, limits
+        self._source, self._stage, self._limits, self._batched = source, stage, limits, batched
 
     def expand(self, pbegin):
-        read = pbegin | "ReadImages" >> ReadImages(self._source)
+        read = pbegin | "ReadImages" >> ReadImages(self._source, self._batched)
         return {
-            **validate_read(read, self._stage, self._limits, counted=True),
+            **validate_read(read, self._stage, self._limits, counted=True, batched=self._batched),
             "units": read["units"],
-            "read": count_items((read["records"], read["rejected"]), "Read"),
+            "read": count_items((read["records"], read["rejected"]), "Read", (self._batched, False)),
             "skipped": read["skipped"],
         }
 
@@ -280,12 +302,13 @@ class RereadValidImages(beam.PTransform):
 
     A second pass that streams from the files instead of holding the first pass's records. It trusts
     the first pass's verdicts (see :class:`ValidateImagesFn`): it drops the records that pass
-    rejected and checks and re-encodes only the ones it re-encoded.
+    rejected and checks and re-encodes only the ones it re-encoded. ``batched``: as
+    :class:`ReadValidImages`.
     """
 
-    def __init__(self, source: Source, stage: str, limits: ImageLimits = DEFAULT_LIMITS):
+    def __init__(self, source: Source, stage: str, limits: ImageLimits = DEFAULT_LIMITS, batched: bool = False):
         super().__init__()
-        self._source, self._stage, self._limits = source, stage, limits
+        self._source, self._stage, self._limits, self._batched = source, stage, limits, batched
 
     def expand(self, first: dict):
         rejected = first[REJECTED] | "RejectedIds" >> beam.Map(lambda r: r[features.ID])
@@ -299,8 +322,10 @@ class RereadValidImages(beam.PTransform):
         # reader into the first pass (both read the same units) and holds every record it reads, image
         # bytes and all, until the sets are ready: memory in the input's size. So only the units wait.
         units = first["units"] | "AfterFirstPass" >> beam.Map(_unit, *(beam.pvalue.AsSingleton(ids) for ids in known))
-        read = units | "ReadUnits" >> ReadUnits(self._source, counted=False)
-        return validate_read(read, self._stage, self._limits, counted=False, decode=False, known=known)
+        read = units | "ReadUnits" >> ReadUnits(self._source, counted=False, batched=self._batched)
+        return validate_read(
+            read, self._stage, self._limits, counted=False, decode=False, known=known, batched=self._batched
+        )
 
 
 def _unit(unit, *_first_pass_ids):

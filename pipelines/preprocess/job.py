@@ -152,9 +152,10 @@ def build_preprocess_pipeline(
     limits = ImageLimits.of(cfg)
     # The first pass (validated, counted, dead-lettered) feeds the analyzers; the second (``again``,
     # after them) the transform, trusting the first pass's verdicts: one Pillow check and one decode proof per image.
-    checked = p | "ReadValidImages" >> ReadValidImages(source, STAGE, limits)
-    again = checked | "RereadValidImages" >> RereadValidImages(source, STAGE, limits)
-    valid = checked["valid"] | "Progress" >> beam.ParDo(counters.LogProgressFn(STAGE, "validated"))
+    # Both passes move lists of records (a reader's batches), not records, from step to step.
+    checked = p | "ReadValidImages" >> ReadValidImages(source, STAGE, limits, batched=True)
+    again = checked | "RereadValidImages" >> RereadValidImages(source, STAGE, limits, batched=True)
+    valid = checked["valid"] | "Progress" >> beam.ParDo(counters.LogProgressFn(STAGE, "validated", batched=True))
     out = {"records": again["valid"], "analyze": valid} | "PreprocessImages" >> PreprocessImages(
         spec, cfg.normalize, cfg.eval_percent, temp_dir
     )

@@ -1,8 +1,9 @@
 """The preprocess transform: valid raw records -> split -> tf.Transform -> Arrow batches (no I/O).
 
-:class:`PreprocessImages` takes valid raw records (see ``inputs.formats.base``) twice: ``analyze``
-(whose train split feeds the full-pass analyzers) and ``records`` (the same records from a second
-read, split, transformed and returned; it may be the same PCollection). Reading twice lets both
+:class:`PreprocessImages` takes valid raw records (see ``inputs.formats.base``) in lists (the batches
+of a batched read, ``inputs.validation``: Beam moves a list, not each record, from step to step)
+twice: ``analyze`` (whose train split feeds the full-pass analyzers) and ``records`` (the same
+records from a second read, split, transformed and returned; it may be the same PCollection). Reading twice lets both
 passes stream from the files: no step holds the dataset between analysis and transform. It returns
 ``train`` and ``eval`` (PCollections of Arrow ``RecordBatch``es of the transformed features, see
 ``transforms.features``), ``transform_fn``, ``metadata`` (the TFRecords' schema), ``analyzers``
@@ -68,18 +69,30 @@ def to_record_batch(records: list[dict], arrow_schema: pa.Schema) -> pa.RecordBa
 
 
 class ToRecordBatches(beam.PTransform):
-    """Raw records -> RecordBatches of up to ``BATCH_SIZE`` records."""
+    """Lists of raw records -> RecordBatches of up to ``BATCH_SIZE`` records (or one list, when longer)."""
 
     def __init__(self, arrow_schema: pa.Schema):
         super().__init__()
         self._schema = arrow_schema
 
-    def expand(self, records):
+    def expand(self, batches):
         return (
-            records
-            | "Batch" >> beam.BatchElements(min_batch_size=BATCH_SIZE // 4, max_batch_size=BATCH_SIZE)
-            | "ToArrow" >> beam.Map(to_record_batch, self._schema)
+            batches
+            | "Batch"
+            >> beam.BatchElements(min_batch_size=BATCH_SIZE // 4, max_batch_size=BATCH_SIZE, element_size_fn=len)
+            | "ToArrow" >> beam.Map(_lists_to_record_batch, self._schema)
         )
+
+
+def _lists_to_record_batch(lists: list[list[dict]], arrow_schema: pa.Schema) -> pa.RecordBatch:
+    return to_record_batch([record for records in lists for record in records], arrow_schema)
+
+
+def train_part(records: list[dict], eval_percent: int):
+    """A list of raw records -> the list of its train records, when there are any."""
+    train = [r for r in records if not is_eval(r[features.ID], eval_percent)]
+    if train:
+        yield train
 
 
 def _values(batch: pa.RecordBatch, name: str) -> pa.Array:
@@ -141,7 +154,7 @@ class SplitBatchFn(beam.DoFn):
 
 
 class PreprocessImages(beam.PTransform):
-    """``{"records", "analyze"}`` valid raw records -> ``{"train", "eval", "transform_fn", "metadata",
+    """``{"records", "analyze"}`` lists of valid raw records -> ``{"train", "eval", "transform_fn", "metadata",
     "analyzers", "label_counts"}``; see the module docstring.
 
     Args:
@@ -161,7 +174,7 @@ class PreprocessImages(beam.PTransform):
     def expand(self, inputs):
         eval_percent = self._eval_percent
         adapter = raw_tensor_adapter_config()
-        analyze = inputs["analyze"] | "KeepTrain" >> beam.Filter(lambda r: not is_eval(r[features.ID], eval_percent))
+        analyze = inputs["analyze"] | "KeepTrain" >> beam.FlatMap(train_part, eval_percent)
         blank = {features.ID: "", features.LABEL: "", features.IMAGE: encode_png(np.zeros(self._spec.shape, np.uint8))}
         with tft_beam.Context(temp_dir=self._temp_dir):
             transform_fn = (
@@ -177,7 +190,7 @@ class PreprocessImages(beam.PTransform):
             stats, _ = (
                 (
                     self.pipeline
-                    | "StatsInput" >> beam.Create([blank])
+                    | "StatsInput" >> beam.Create([[blank]])
                     | "StatsToArrow" >> ToRecordBatches(adapter.arrow_schema),
                     adapter,
                 ),

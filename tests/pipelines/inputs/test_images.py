@@ -7,7 +7,17 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from pipelines.inputs.images import PixelError, array_to_png, encode_png, to_tf_readable
+from pipelines.inputs.images import (
+    PixelError,
+    array_to_png,
+    decoded_bytes,
+    encode_png,
+    open_image,
+    passes_as_is,
+    png_header,
+    to_tf_readable,
+)
+from tests.helpers import encode_image, png_chunk
 
 
 def _tf_pixels(data: bytes) -> np.ndarray:
@@ -93,3 +103,49 @@ def test_float_images_are_an_unsupported_mode():
     with pytest.raises(PixelError, match="convert it to 8- or 16-bit") as raised:
         to_tf_readable(opened, data)
     assert raised.value.reason == "unsupported_mode"
+
+
+def _with_chunk(png: bytes, kind: bytes, data: bytes, crc_ok: bool = True) -> bytes:
+    """``png`` with a chunk inserted after IHDR (its CRC broken unless ``crc_ok``)."""
+    chunk = png_chunk(kind, data)
+    if not crc_ok:
+        chunk = chunk[:-4] + bytes(4)
+    return png[:33] + chunk + png[33:]
+
+
+_PLAIN = [
+    Image.new("L", (5, 3), 7),
+    Image.new("RGB", (4, 6), (1, 2, 3)),
+    Image.new("LA", (2, 2)),
+    Image.new("RGBA", (3, 3)),
+    Image.new("P", (6, 2)),
+    Image.new("1", (9, 4)).convert("P"),
+]
+
+
+@pytest.mark.parametrize("image", _PLAIN, ids=lambda image: image.mode)
+def test_png_header_agrees_with_pillow_on_plain_pngs(image):
+    data = encode_image(image, "PNG")
+    opened = open_image(data)
+    assert png_header(data) == (opened.width * opened.height, decoded_bytes(opened))
+    assert passes_as_is(opened)
+    with_gamma = _with_chunk(data, b"gAMA", (45455).to_bytes(4, "big"))
+    assert png_header(with_gamma) == png_header(data)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        encode_png(np.zeros((4, 4), np.uint16)),  # 16-bit: Pillow's mode decides
+        _with_chunk(encode_png(np.zeros((4, 4), np.uint8)), b"eXIf", b"MM\x00*"),  # may hold an orientation
+        _with_chunk(encode_png(np.zeros((4, 4), np.uint8)), b"tRNS", b"\x00\x00"),
+        _with_chunk(encode_png(np.zeros((4, 4), np.uint8)), b"gAMA", bytes(4), crc_ok=False),
+        encode_png(np.zeros((4, 4), np.uint8))[:40],  # truncated before the image data
+        encode_png(np.zeros((4, 4), np.uint8))[:20],
+        b"\x89PNG\r\n\x1a\n" + bytes(40),
+        encode_image(Image.new("L", (4, 4)), "BMP"),
+    ],
+    ids=["16-bit", "exif", "transparency", "bad-crc", "no-idat", "short", "no-ihdr", "bmp"],
+)
+def test_png_header_leaves_everything_else_to_pillow(data):
+    assert png_header(data) is None

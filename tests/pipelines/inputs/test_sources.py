@@ -93,3 +93,22 @@ def test_keep_labels_skips_and_counts_the_other_records(image_tree):
 def test_keep_labels_needs_a_label():
     with pytest.raises(ValueError, match="--keep-labels 1,5,6"):
         ReaderOptions(keep_labels=(" ",))
+
+
+def test_a_batched_read_gives_the_same_records_in_lists_cut_at_the_batch_weight(tmp_path, monkeypatch):
+    import pipelines.inputs.sources as sources
+    from pipelines.inputs.formats.image_files import FileUnit
+
+    for i in range(7):
+        (tmp_path / f"{i}.png").write_bytes(encode_png(np.full((2, 2), i, np.uint8)))
+    source = resolve_source(str(tmp_path))
+    unit = FileUnit(tuple(sorted(str(p) for p in tmp_path.glob("*.png"))))
+    monkeypatch.setattr(sources, "BATCH_WEIGHT", 3)
+    one_by_one, batched = sources.ReadUnitFn(source), sources.ReadUnitFn(source, batched=True)
+    one_by_one.setup()
+    batched.setup()
+    records = list(one_by_one.process(unit))
+    lists = list(batched.process(unit))
+    assert [len(batch) for batch in lists] == [3, 3, 1]
+    assert [r for batch in lists for r in batch] == records
+    assert [r["id"] for r in records] == [f"{i}.png" for i in range(7)]

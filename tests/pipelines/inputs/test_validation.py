@@ -11,7 +11,7 @@ from PIL import Image
 from pipelines.config import ImageLimits
 from pipelines.inputs.images import encode_png
 from pipelines.inputs.validation import CONVERTED, REJECTED, ValidateImagesFn
-from tests.helpers import encode_image, flipped_jpeg, split_idat_png
+from tests.helpers import encode_image, flipped_jpeg, png_chunk, split_idat_png
 
 
 def _validate(data: bytes, max_pixels: int = 1_000_000):
@@ -162,3 +162,31 @@ def test_a_second_pass_trusts_the_first_passs_verdicts():
     kept = {out["id"]: out["image"] for out in again if not isinstance(out, TaggedOutput)}
     assert kept["good.png"] is png and kept["unseen"] == b"not checked"
     np.testing.assert_array_equal(tf.io.decode_png(kept["grey.bmp"]).numpy()[..., 0], np.full((4, 4), 7, np.uint8))
+
+
+def test_a_png_with_a_broken_chunk_before_its_image_data_is_corrupt_as_pillow_says():
+    png = encode_png(np.zeros((4, 4), np.uint8))
+    gamma = png_chunk(b"gAMA", bytes(4))
+    kept, dead = _validate(png[:33] + gamma[:-4] + bytes(4) + png[33:])
+    assert kept is None
+    assert dead["reason"] == "corrupt_image"
+    assert "gAMA" in dead["error"] or "checksum" in dead["error"] or "header" in dead["error"]
+
+
+def test_a_batched_validation_gives_the_valid_records_as_one_list_and_the_rest_tagged():
+    png, bmp = encode_png(np.zeros((4, 4), np.uint8)), encode_image(Image.new("L", (4, 4), 7), "BMP")
+    batch = [
+        {"id": "good.png", "label": "", "image": png},
+        {"id": "empty.png", "label": "", "image": b""},
+        {"id": "grey.bmp", "label": "", "image": bmp},
+    ]
+    outputs = list(ValidateImagesFn("preprocess", batched=True).process(batch))
+    lists = [out for out in outputs if not isinstance(out, TaggedOutput)]
+    tagged = {(out.tag, out.value if out.tag == CONVERTED else out.value["id"]) for out in outputs if out not in lists}
+    assert len(lists) == 1 and [r["id"] for r in lists[0]] == ["good.png", "grey.bmp"]
+    assert lists[0][0]["image"] is png
+    assert tagged == {(REJECTED, "empty.png"), (CONVERTED, "grey.bmp")}
+    rejected_only = [{"id": "empty.png", "label": "", "image": b""}]
+    assert all(
+        isinstance(out, TaggedOutput) for out in ValidateImagesFn("preprocess", batched=True).process(rejected_only)
+    )
